@@ -1,0 +1,168 @@
+"""Activation strategies: which entries of the sparse vector Z^u stay active (paper Eq. 3, §5.5).
+
+A strategy turns Z^u (shape [..., Dz]) into a boolean keep-mask. Built-in strategies live as
+plugins in the top-level ``strategies/`` package, one file each; third-party packages add their
+own through the ``ntbench.strategies`` entry-point group, and a suite may name a Python file
+(``path/to/file.py`` or ``path/to/file.py:name``) that registers one.
+
+All randomness comes from a :class:`Draws` object built from a seeded generator, so the same
+seed gives the same masks, and a recomputation (gradient checkpointing) gives the same masks too.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import math
+import pkgutil
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import torch
+
+from ntbench.registry import Registry, UnknownNameError, lazy
+
+ENTRY_POINT_GROUP = "ntbench.strategies"
+
+
+class Draws:
+    """The random numbers one adapted layer may use in one forward pass.
+
+    In training every call draws fresh numbers from generators seeded by (seed, forward pass,
+    layer). In evaluation there is no rate fluctuation and per-entry noise is one fixed vector
+    per layer, broadcast over tokens: a token's mask then depends on its own activations only,
+    so KV-cache decoding sees the same masks as a full forward pass.
+    """
+
+    def __init__(self, seed: int, training: bool, device: torch.device | str = "cpu"):
+        self.training = training
+        self.device = torch.device(device)
+        self.seed = seed
+        self._cpu: torch.Generator | None = None
+        self._dev: torch.Generator | None = None
+
+    def _generator(self, on_device: bool) -> torch.Generator:
+        if on_device:
+            if self._dev is None:
+                self._dev = torch.Generator(device=self.device).manual_seed(self.seed)
+            return self._dev
+        if self._cpu is None:
+            self._cpu = torch.Generator().manual_seed(self.seed ^ 0x5EED)
+        return self._cpu
+
+    def normal(self) -> float:
+        """A standard normal scalar (0.0 in evaluation: no fluctuation)."""
+        if not self.training:
+            return 0.0
+        return float(torch.randn((), generator=self._generator(False)))
+
+    def uniform(self, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+        """Uniform [0, 1) noise of ``shape`` on the layer's device (fixed per layer in eval)."""
+        if self.device.type == "meta":
+            return torch.empty(shape, device=self.device)
+        gen = self._generator(self.device.type != "cpu")
+        if self.training:
+            return torch.rand(shape, generator=gen, device=self.device)
+        return torch.rand(shape[-1], generator=gen, device=self.device).expand(shape)
+
+
+def keep_count(rate: float, dz: int) -> int:
+    """k = round(r * Dz), clamped to 1..Dz (round half up, not Python's banker's rounding)."""
+    return max(1, min(dz, math.floor(rate * dz + 0.5)))
+
+
+def top_k_mask(score: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean mask of the k largest entries of ``score`` along the last dimension."""
+    if k >= score.shape[-1]:
+        return torch.ones_like(score, dtype=torch.bool)
+    idx = score.topk(k, dim=-1, sorted=False).indices
+    return torch.zeros_like(score, dtype=torch.bool).scatter_(-1, idx, True)
+
+
+class ActivationStrategy:
+    """Base class. Subclasses implement :meth:`keep_mask`.
+
+    Args:
+        beta: target activation rate β in (0, 1].
+        std_ratio: fluctuation as a fraction of β: the rate drawn per layer and forward pass
+            is r ~ N(β, (std_ratio·β)²), i.e. the paper's f% = std_ratio·β (0 disables it).
+    """
+
+    name = "base"
+    sparse = True  # False for strategies that keep everything (the paper's "SDR off")
+
+    def __init__(self, beta: float = 0.4, std_ratio: float = 0.1):
+        if not isinstance(beta, (int, float)) or not 0.0 < float(beta) <= 1.0:
+            raise ValueError(f"beta must be in (0, 1], got {beta!r}")
+        if not isinstance(std_ratio, (int, float)) or std_ratio < 0:
+            raise ValueError(f"std_ratio must be >= 0, got {std_ratio!r}")
+        self.beta = float(beta)
+        self.std_ratio = float(std_ratio)
+
+    def rate(self, draws: Draws) -> float:
+        return self.beta * (1.0 + self.std_ratio * draws.normal())
+
+    def keep_mask(self, z: torch.Tensor, draws: Draws) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def options(self) -> dict:
+        return {"beta": self.beta, "std_ratio": self.std_ratio}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
+        return f"{type(self).__name__}({args})"
+
+
+STRATEGIES: Registry[type[ActivationStrategy]] = Registry("activation strategy", ActivationStrategy)
+
+
+def _discover() -> None:
+    import strategies as builtin  # the top-level plugin package shipped with ntbench
+
+    for info in pkgutil.iter_modules(builtin.__path__):
+        importlib.import_module(f"strategies.{info.name}")
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        obj = ep.load()
+        if isinstance(obj, type) and issubclass(obj, ActivationStrategy) and ep.name not in STRATEGIES:
+            STRATEGIES.register(ep.name, obj)
+
+
+discover_strategies = lazy(_discover)
+
+
+def load_strategy_file(path: str | Path) -> list[str]:
+    """Import a plugin file; returns the names it registered."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"strategy plugin file not found: {path}")
+    before = set(STRATEGIES.names())
+    spec = importlib.util.spec_from_file_location(f"ntbench_plugin_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return sorted(set(STRATEGIES.names()) - before)
+
+
+def strategy_class(spec: str) -> type[ActivationStrategy]:
+    """Resolve a registered name, or ``file.py`` / ``file.py:name`` of a plugin file."""
+    discover_strategies()
+    file_part, _, name = spec.partition(":") if ".py" in spec else ("", "", spec)
+    if file_part:
+        new = load_strategy_file(file_part)
+        if not name:
+            if len(new) != 1:
+                raise ValueError(f"{file_part} registered {new or 'no strategies'}; "
+                                 f"name one as {file_part}:NAME")
+            name = new[0]
+    return STRATEGIES.get(name)
+
+
+def make_strategy(spec: str = "gaussian", beta: float = 0.4, **options) -> ActivationStrategy:
+    """Build a strategy by name with β and its own options (clear error on unknown options)."""
+    cls = strategy_class(spec)
+    try:
+        return cls(beta=beta, **options)
+    except TypeError as exc:
+        raise ValueError(f"bad options for activation strategy {spec!r}: {exc}") from None
+
+
+__all__ = ["ActivationStrategy", "Draws", "STRATEGIES", "UnknownNameError", "keep_count",
+           "make_strategy", "strategy_class", "top_k_mask", "discover_strategies"]
