@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
 from ntbench.adapters import adapter_handle, apply_adapter
@@ -27,6 +27,24 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
 
 def _first_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
+
+
+def _cpu_flash_attention_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    # PyTorch's counter has no formula for the CPU flash-attention kernel that SDPA picks on a
+    # CPU, so attention would count 0 here but not on a GPU; use the generic SDPA formula.
+    return sdpa_flop_count(query, key, value)
+
+
+def _cpu_flash_attention_backward_flops(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+_CUSTOM_FLOPS = {}
+if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
+    _CUSTOM_FLOPS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = _cpu_flash_attention_flops
+if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward"):
+    _CUSTOM_FLOPS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward] = \
+        _cpu_flash_attention_backward_flops
 
 
 def _forward_logits(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
@@ -49,7 +67,7 @@ def measure_flops(model: nn.Module, batch: int, seq_len: int, train: bool = Fals
     was_training = model.training
     model.train(train)
     try:
-        with FlopCounterMode(display=False) as counter:
+        with FlopCounterMode(display=False, custom_mapping=_CUSTOM_FLOPS) as counter:
             with torch.set_grad_enabled(train):
                 logits = _forward_logits(model, ids)
                 if train:

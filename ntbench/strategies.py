@@ -129,16 +129,23 @@ def _discover() -> None:
 discover_strategies = lazy(_discover)
 
 
+_LOADED_FILES: dict[Path, list[str]] = {}
+
+
 def load_strategy_file(path: str | Path) -> list[str]:
-    """Import a plugin file; returns the names it registered."""
+    """Import a plugin file once; returns the names it registered."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"strategy plugin file not found: {path}")
+    key = path.resolve()
+    if key in _LOADED_FILES:
+        return _LOADED_FILES[key]
     before = set(STRATEGIES.names())
     spec = importlib.util.spec_from_file_location(f"ntbench_plugin_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return sorted(set(STRATEGIES.names()) - before)
+    _LOADED_FILES[key] = sorted(set(STRATEGIES.names()) - before)
+    return _LOADED_FILES[key]
 
 
 def strategy_class(spec: str) -> type[ActivationStrategy]:

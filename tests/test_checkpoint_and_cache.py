@@ -1,0 +1,56 @@
+"""Gradient checkpointing gives the same gradients; cached generation matches a no-cache loop."""
+import pytest
+import torch
+
+from ntbench.adapters import apply_adapter, trainable_parameters
+from ntbench.generation import greedy_decode
+from tests.conftest import model_for
+
+
+def grads(checkpointing, family, strategy, ids):
+    torch.manual_seed(0)
+    model = apply_adapter(model_for(family, layers=3), "neural", dz=16, strategy=strategy,
+                          init_wb="default", dropout=0.1, norm=True, seed=3)
+    if checkpointing:
+        model.gradient_checkpointing_enable()
+        assert model.is_gradient_checkpointing
+    model.train()
+    torch.manual_seed(123)  # dropout draws: checkpointing restores the RNG for recomputation
+    model(input_ids=ids, labels=ids).loss.backward()
+    return [p.grad.clone() for p in trainable_parameters(model)]
+
+
+@pytest.mark.parametrize("family,strategy", [("llama", "gaussian"), ("mistral", "top2beta"),
+                                             ("phi3", "level"), ("gpt_neox", "gaussian")])
+def test_checkpointing_same_gradients(family, strategy, ids):
+    plain, ckpt = grads(False, family, strategy, ids), grads(True, family, strategy, ids)
+    assert len(plain) == len(ckpt) and any(g.abs().sum() > 0 for g in plain)
+    for a, b in zip(plain, ckpt):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral", "phi3", "gpt_neox"])
+@pytest.mark.parametrize("strategy", ["gaussian", "level"])
+def test_cached_generate_matches_no_cache_loop(family, strategy, ids):
+    model = apply_adapter(model_for(family), "neural", dz=16, strategy=strategy, init_wb="default").eval()
+    with torch.no_grad():  # make the adapter matter for the argmax
+        for p in trainable_parameters(model):
+            p.mul_(4)
+    model.generation_config.eos_token_id = None
+    model.generation_config.pad_token_id = 0
+    prompt = ids[:, :6]
+    cached = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=8,
+                            do_sample=False, use_cache=True)
+    loop = greedy_decode(model, prompt, 8)
+    assert torch.equal(cached, loop)
+    plain = greedy_decode(model_for(family).eval(), prompt, 8)
+    assert not torch.equal(loop, plain)  # the adapter changed what is generated
+
+
+def test_greedy_decode_with_prefix_uses_the_prefix(ids):
+    model = apply_adapter(model_for("llama"), "prefix", num_virtual_tokens=4).eval()
+    prompt = ids[:, :6]
+    out = greedy_decode(model, prompt, 6)
+    first = model(input_ids=prompt, attention_mask=torch.ones_like(prompt)).logits[:, -1].argmax(-1)
+    assert torch.equal(out[:, 6], first)
+    assert not torch.equal(out, greedy_decode(model_for("llama").eval(), prompt, 6))

@@ -1,0 +1,74 @@
+import pytest
+import torch
+from torch import nn
+
+from ntbench.adapters import (AdapterError, apply_adapter, load_adapter, save_adapter,
+                              trainable_parameters)
+from ntbench.registry import UnknownNameError
+from tests.conftest import model_for
+
+
+@pytest.mark.parametrize("adapter,opts", [("neural", {"dz": 8, "beta": 0.3, "targets": "qkv", "norm": True}),
+                                          ("lora", {"r": 2}), ("ia3", {}), ("prefix", {"num_virtual_tokens": 3}),
+                                          ("full", {})])
+def test_save_load_round_trip(adapter, opts, tmp_path, ids):
+    model = apply_adapter(model_for("mistral"), adapter, **opts)
+    with torch.no_grad():
+        for p in trainable_parameters(model):
+            p.add_(torch.randn_like(p) * 0.1)
+    model.eval()
+    want = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+    save_adapter(model, tmp_path / "a")
+    loaded = load_adapter(model_for("mistral"), tmp_path / "a").eval()
+    got = loaded(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+    assert torch.equal(got, want)
+    for a, b in zip(trainable_parameters(model), trainable_parameters(loaded)):
+        assert torch.equal(a, b)
+
+
+def test_load_missing_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="adapter_config.json"):
+        load_adapter(model_for("llama"), tmp_path)
+
+
+def test_unknown_adapter_did_you_mean():
+    with pytest.raises(UnknownNameError, match=r"Did you mean 'lora'.*Allowed values: frozen, full, ia3, lora, neural, prefix"):
+        apply_adapter(model_for("llama"), "lorra")
+
+
+@pytest.mark.parametrize("opts,match", [
+    ({"beta": 0.0}, r"option 'beta' = 0\.0.*\(0, 1\]"),
+    ({"beta": 1.5}, r"option 'beta' = 1\.5"),
+    ({"dz": 0}, r"option 'dz' = 0"),
+    ({"targets": "qx"}, r"option 'targets'.*allowed values: any of q, k, v"),
+    ({"targets": ""}, r"option 'targets'"),
+    ({"threshold": "medium"}, r"option 'threshold'.*'hard' or 'soft'"),
+    ({"bogus": 1}, r"unknown option 'bogus'; allowed options: dz, alpha, beta"),
+    ({"strategy": "gausian"}, r"Did you mean 'gaussian'"),
+    ({"strategy_options": {"q": 1}}, r"bad options for activation strategy 'gaussian'"),
+    ({"first_layer": 5}, r"option 'first_layer': 5 is out of range; allowed values: 0\.\.1"),
+])
+def test_bad_neural_options(opts, match):
+    with pytest.raises((AdapterError, UnknownNameError, ValueError), match=match):
+        apply_adapter(model_for("llama"), "neural", **opts)
+
+
+def test_fused_model_rejects_partial_lora():
+    with pytest.raises(AdapterError, match=r"option 'targets' = 'qv'.*fused.*allowed values for this model: 'qkv'"):
+        apply_adapter(model_for("phi3"), "lora", targets="qv")
+
+
+def test_model_without_attention():
+    with pytest.raises(AdapterError, match="no attention projections found in Sequential.*q_proj, k_proj, v_proj"):
+        apply_adapter(nn.Sequential(nn.Linear(4, 4)), "neural")
+
+
+def test_module_filter_that_matches_nothing():
+    with pytest.raises(AdapterError, match="module_filter='vision'"):
+        apply_adapter(model_for("llama"), "neural", module_filter="vision")
+
+
+def test_adapting_twice_is_an_error():
+    model = apply_adapter(model_for("llama"), "lora")
+    with pytest.raises(AdapterError, match="already carries adapter 'lora'"):
+        apply_adapter(model, "neural")
