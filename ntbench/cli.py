@@ -14,6 +14,9 @@ app = typer.Typer(help="ntbench: ablations and benchmarks for neural tuning of f
                   no_args_is_help=True, add_completion=False)
 bench_app = typer.Typer(help="Speed benchmarks (ratios measured side by side in one run).", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+data_app = typer.Typer(help="Datasets: generate the micro world, convert MMUD/RefCOCO, statistics.",
+                       no_args_is_help=True)
+app.add_typer(data_app, name="data")
 out = Console()
 err = Console(stderr=True)
 
@@ -116,6 +119,111 @@ def bench_step(
         table.add_row(r["adapter"], f"{r['median_step_s']:.4f}",
                       *[str(r.get(c, "-")) for c in ratio_cols])
     out.print(table)
+
+
+@data_app.command("make")
+def data_make(
+    out_dir: Path = typer.Option(..., "--out", help="new folder for the dataset"),
+    seed: int = typer.Option(0), train: int = typer.Option(20000, min=0), val: int = typer.Option(500, min=0),
+    test: int = typer.Option(500, min=0), size: int = typer.Option(64, min=16, help="image side in pixels"),
+    workers: Optional[int] = typer.Option(None, min=1, help="processes (default: all cores)"),
+) -> None:
+    """Generate the micro world (deterministic by seed) in the open layout."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from ntbench.data.microworld import MicroWorldConfig, generate
+
+    cfg = MicroWorldConfig(seed=seed, train=train, val=val, test=test, size=size)
+    start = time.perf_counter()
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=err) as progress:
+        task = progress.add_task("generating", total=train + val + test)
+        try:
+            generate(out_dir, cfg, workers=workers, progress=lambda n: progress.advance(task, n))
+        except FileExistsError as exc:
+            _fail(f"--out: {exc}")
+    elapsed = time.perf_counter() - start
+    out.print(f"wrote {train + val + test} samples to {out_dir} in {elapsed:.1f} s "
+              f"({(train + val + test) / max(elapsed, 1e-9):.0f} samples/s)")
+
+
+@data_app.command("stats")
+def data_stats(
+    root: Path = typer.Argument(..., help="dataset folder (open layout)"),
+    plot: Optional[Path] = typer.Option(None, help="PNG path (default: ROOT/stats.png)"),
+) -> None:
+    """Caption length, QA length and objects per sample (like the paper's Figure A.7)."""
+    import pandas as pd
+
+    from ntbench.data.io import read_meta
+    from ntbench.data.schema import DataError
+    from ntbench.data.stats import plot_statistics, split_statistics
+
+    try:
+        meta = read_meta(root)
+        df = pd.concat([split_statistics(root, s) for s in meta["counts"] if (root / s).is_dir()])
+    except DataError as exc:
+        _fail(str(exc))
+    table = Table(title=f"{root}")
+    for col in ("split", "samples", "caption words", "QA words", "objects", "answer objects"):
+        table.add_column(col, justify="right")
+    for split, g in df.groupby("split", sort=False):
+        fmt = lambda c: f"{g[c].mean():.1f} ± {g[c].std(ddof=0):.1f} [{g[c].min()}-{g[c].max()}]"  # noqa: E731
+        table.add_row(str(split), str(len(g)), fmt("caption_words"), fmt("qa_words"), fmt("objects"),
+                      fmt("answer_objects"))
+    out.print(table)
+    path = plot_statistics(df, plot or root / "stats.png")
+    out.print(f"plot: {path}")
+
+
+@data_app.command("convert")
+def data_convert(
+    fmt: str = typer.Argument(..., help="source format: mmud"),
+    src: Path = typer.Argument(..., help="folder with train.pkl / valid.pkl / test.pkl"),
+    dst: Path = typer.Argument(..., help="new folder for the open layout"),
+    image_root: Path = typer.Option(Path("."), help="folder the pickles' image paths are relative to"),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="allow unpickling (runs code: trusted files only)"),
+) -> None:
+    """Convert an official release into ntbench's open layout, once."""
+    from ntbench.data.external import convert_mmud
+    from ntbench.data.schema import DataError
+
+    if fmt != "mmud":
+        _fail(f"unknown format {fmt!r}; allowed values: mmud")
+    if dst.exists() and any(dst.iterdir()):
+        _fail(f"{dst} exists and is not empty; choose a new destination")
+    try:
+        counts = convert_mmud(src, dst, image_root.resolve(), trust_pickle=trust_pickle)
+    except DataError as exc:
+        _fail(str(exc))
+    out.print(f"wrote {dst}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
+@bench_app.command("data")
+def bench_data(
+    root: Path = typer.Argument(..., help="dataset folder"), split: str = typer.Option("train"),
+    workers: int = typer.Option(2, min=0), batch: int = typer.Option(64, min=1),
+    limit: int = typer.Option(0, min=0, help="stop after this many samples (0: whole split)"),
+) -> None:
+    """DataLoader throughput (samples/s) over a dataset in the open layout."""
+    import time
+
+    import torch
+
+    from ntbench.data.io import SampleDataset, collate_samples
+
+    ds = SampleDataset(root, split)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch, num_workers=workers, collate_fn=collate_samples)
+    n, start = 0, time.perf_counter()
+    for b in loader:
+        n += len(b["id"])
+        if limit and n >= limit:
+            break
+    elapsed = time.perf_counter() - start
+    out.print(f"{n} samples in {elapsed:.2f} s: {n / elapsed:.0f} samples/s "
+              f"(batch {batch}, {workers} workers, including worker start-up)")
 
 
 def main() -> None:  # pragma: no cover
