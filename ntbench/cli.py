@@ -18,7 +18,7 @@ data_app = typer.Typer(help="Datasets: generate the micro world, convert MMUD/Re
                        no_args_is_help=True)
 app.add_typer(data_app, name="data")
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # error messages stay greppable, unwrapped
 
 
 def _fail(message: str) -> None:

@@ -1,0 +1,52 @@
+"""The real CLI, end to end, on tiny inputs."""
+import json
+
+from typer.testing import CliRunner
+
+from ntbench.cli import app
+
+runner = CliRunner()
+
+
+def test_list_json_names_everything():
+    result = runner.invoke(app, ["list", "--json"])
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    assert set(data["adapters"]) == {"neural", "lora", "prefix", "ia3", "frozen", "full"}
+    assert {"gaussian", "top2beta", "level", "distribution", "dense"} <= set(data["strategies"])
+
+
+def test_cost_on_a_config_file(tmp_path):
+    from transformers import LlamaConfig
+    LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                vocab_size=100).save_pretrained(tmp_path)
+    result = runner.invoke(app, ["cost", "--config", str(tmp_path), "--adapters", "neural,lora",
+                                 "--batch", "1", "--seq-len", "8", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["adapter"]: r for r in json.loads(result.stdout)}
+    assert rows["neural"]["trainable_params"] == 2 * (64 * 128 + 128 * 128)
+    assert rows["lora"]["trainable_params"] == 2 * 2 * 8 * (64 + 64)
+
+
+def test_cost_unknown_adapter_exits_2():
+    result = runner.invoke(app, ["cost", "--adapters", "neural,lorra"])
+    assert result.exit_code == 2
+    assert "Did you mean 'lora'" in result.output
+
+
+def test_data_make_and_stats(tmp_path):
+    out = tmp_path / "mw"
+    result = runner.invoke(app, ["data", "make", "--out", str(out), "--train", "30", "--val", "5", "--test", "5",
+                                 "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert len(list((out / "train" / "images").glob("*.png"))) == 30
+    result = runner.invoke(app, ["data", "stats", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "stats.png").stat().st_size > 1000
+    again = runner.invoke(app, ["data", "make", "--out", str(out)])
+    assert again.exit_code == 2 and "not empty" in again.output
+
+
+def test_data_stats_on_a_non_dataset(tmp_path):
+    result = runner.invoke(app, ["data", "stats", str(tmp_path)])
+    assert result.exit_code == 2 and "meta.json not found" in result.output
