@@ -74,7 +74,7 @@ class SampleDataset(torch.utils.data.Dataset):
         path = image_path(self.root, self.split, s)
         try:
             with Image.open(path) as im:
-                image = np.asarray(im.convert("RGB"))
+                image = np.array(im.convert("RGB"))  # writable copy for torch
         except OSError as exc:
             raise DataError(f"{path} (sample {s.id}): cannot read image ({exc})") from None
         masks = np.stack([decode_mask(o.mask) for o in s.objects]) if s.objects else \
