@@ -72,3 +72,8 @@ def test_adapting_twice_is_an_error():
     model = apply_adapter(model_for("llama"), "lora")
     with pytest.raises(AdapterError, match="already carries adapter 'lora'"):
         apply_adapter(model, "neural")
+
+
+def test_ia3_feedforward_module_missing():
+    with pytest.raises(AdapterError, match=r"option 'feedforward' = 'down_proj'.*dense_4h_to_h"):
+        apply_adapter(model_for("gpt_neox"), "ia3", targets="qkv")

@@ -33,19 +33,25 @@ def _new_trainable(model: nn.Module, before: set[int]) -> list[nn.Parameter]:
     return [p for p in model.parameters() if id(p) not in before]
 
 
+def _inject(model: nn.Module, config) -> tuple[nn.Module, list[nn.Parameter]]:
+    """Inject a PEFT tuner into ``model`` in place; its parameters are the ones PEFT added."""
+    from peft import inject_adapter_in_model
+
+    before = {id(p) for p in model.parameters()}
+    model = inject_adapter_in_model(config, model)
+    return model, _new_trainable(model, before)
+
+
 @ADAPTERS.register("lora", description="LoRA (PEFT): low-rank updates of the targeted projections")
 class LoraAdapter(Adapter):
     options_model = LoraOptions
 
     def attach(self, model, opts):
-        from peft import LoraConfig, inject_adapter_in_model
+        from peft import LoraConfig
 
         paths = _projection_paths(model, opts.targets, opts.module_filter, "LoRA")
-        before = {id(p) for p in model.parameters()}
-        config = LoraConfig(r=opts.r, lora_alpha=opts.alpha, lora_dropout=opts.dropout,
-                            target_modules=paths, bias="none")
-        model = inject_adapter_in_model(config, model)
-        return model, _new_trainable(model, before)
+        return _inject(model, LoraConfig(r=opts.r, lora_alpha=opts.alpha, lora_dropout=opts.dropout,
+                                         target_modules=paths, bias="none"))
 
 
 @ADAPTERS.register("ia3", description="IA3 (PEFT): learned rescaling of k, v and feed-forward outputs")
@@ -53,17 +59,18 @@ class IA3Adapter(Adapter):
     options_model = IA3Options
 
     def attach(self, model, opts):
-        from peft import IA3Config, inject_adapter_in_model
+        from peft import IA3Config
 
         paths = _projection_paths(model, opts.targets, opts.module_filter, "IA3")
         ff = []
         if opts.feedforward:
             ff = [n for n, m in model.named_modules()
                   if n.rsplit(".", 1)[-1] == opts.feedforward and hasattr(m, "in_features")]
-        before = {id(p) for p in model.parameters()}
-        config = IA3Config(target_modules=paths + ff, feedforward_modules=ff)
-        model = inject_adapter_in_model(config, model)
-        return model, _new_trainable(model, before)
+            if not ff:
+                raise AdapterError(f"option 'feedforward' = {opts.feedforward!r}: no such Linear module in "
+                                   f"{type(model).__name__}; name this model's feed-forward output "
+                                   "projection (e.g. 'dense_4h_to_h' for GPT-NeoX) or set it to None")
+        return _inject(model, IA3Config(target_modules=paths + ff, feedforward_modules=ff))
 
 
 @ADAPTERS.register("prefix", description="prefix tuning (PEFT): trainable virtual key/value tokens")
