@@ -163,7 +163,9 @@ def data_stats(
 
     try:
         meta = read_meta(root)
-        df = pd.concat([split_statistics(root, s) for s in meta["counts"] if (root / s).is_dir()])
+        order = ["train", "val", "test"] + sorted(set(meta["counts"]) - {"train", "val", "test"})
+        df = pd.concat([split_statistics(root, s) for s in order
+                        if s in meta["counts"] and (root / s / "annotations.jsonl").is_file()])
     except DataError as exc:
         _fail(str(exc))
     table = Table(title=f"{root}")
