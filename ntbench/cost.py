@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
-from ntbench.adapters import adapter_handle, apply_adapter
+from ntbench.adapters import apply_adapter
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
@@ -97,7 +97,6 @@ def adapter_cost(model: nn.Module, adapter: str, batch: int, seq_len: int,
         ``train_step_flops`` (forward + backward; optimizer arithmetic is elementwise, so 0).
     """
     adapted = apply_adapter(model, adapter, **options)
-    adapter_handle(adapted)
     row: dict[str, Any] = {"adapter": adapter, **count_parameters(adapted)}
     row["forward_flops"] = measure_flops(adapted, batch, seq_len, train=False)
     row["train_step_flops"] = measure_flops(adapted, batch, seq_len, train=True) if row["trainable_params"] else \

@@ -1,5 +1,4 @@
 """Parameter and FLOP counts against hand-computed values."""
-import pytest
 from transformers import LlamaConfig
 
 from ntbench.cost import adapter_cost, build_meta_model

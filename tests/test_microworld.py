@@ -1,6 +1,5 @@
 import hashlib
 import json
-import re
 from pathlib import Path
 
 import numpy as np
