@@ -228,5 +228,84 @@ def bench_data(
               f"(batch {batch}, {workers} workers, including worker start-up)")
 
 
+def _parse_options(pairs: list[str]) -> dict:
+    """KEY=VALUE pairs; values parsed as YAML scalars (numbers, true/false, null, strings)."""
+    import yaml
+
+    opts = {}
+    for pair in pairs:
+        if "=" not in pair:
+            _fail(f"--option {pair!r}: expected KEY=VALUE, e.g. --option beta=0.3")
+        key, value = pair.split("=", 1)
+        opts[key.strip()] = yaml.safe_load(value)
+    return opts
+
+
+@app.command("train")
+def train_cmd(
+    backbone: str = typer.Option("tiny-random", help="preset (tiny-random) or HF id / local path of the LLM"),
+    vision: Optional[str] = typer.Option(None, help="HF id / local path of the vision encoder"),
+    adapter: str = typer.Option("neural", help="neural, lora, prefix, ia3, frozen or full"),
+    tasks: str = typer.Option("referring,reasoning,captioning,t2i", help="comma-separated; TASK:RATIO for weights"),
+    steps: int = typer.Option(200, min=1), batch_size: int = typer.Option(8, min=1),
+    lr: float = typer.Option(1e-3), seed: int = typer.Option(0),
+    data: Optional[Path] = typer.Option(None, help="dataset folder (default: the micro world, made if missing)"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="folder for metrics.json, adapter and heads"),
+    option: list[str] = typer.Option([], "--option", "-o", help="adapter option KEY=VALUE (repeatable)"),
+    eval_samples: int = typer.Option(32, min=1), meteor: bool = typer.Option(False, help="compute METEOR (Java)"),
+    device: str = typer.Option("auto"), as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Train and evaluate one configuration end to end; writes OUT/metrics.json."""
+    from pydantic import ValidationError
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ntbench.adapters import AdapterError
+    from ntbench.data.schema import DataError
+    from ntbench.model.backbone import BackboneError
+    from ntbench.registry import UnknownNameError
+    from ntbench.train.trainer import TrainConfig
+    from ntbench.train.trial import TrialConfig, run_trial
+
+    ratios = {}
+    for part in [t.strip() for t in tasks.split(",") if t.strip()]:
+        name, _, ratio = part.partition(":")
+        try:
+            ratios[name] = float(ratio) if ratio else 1.0
+        except ValueError:
+            _fail(f"--tasks {part!r}: the ratio after ':' must be a number")
+    try:
+        cfg = TrialConfig(backbone=backbone, vision=vision, adapter=adapter, adapter_options=_parse_options(option),
+                          data=str(data) if data else None, eval_samples=eval_samples, meteor=meteor,
+                          train=TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, tasks=ratios,
+                                            device=device))
+    except (ValidationError, UnknownNameError) as exc:
+        _fail(str(exc))
+    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), console=err) as bar:
+        task = bar.add_task(f"{adapter} on {backbone}", total=steps, loss="-")
+        try:
+            summary = run_trial(cfg, out_dir, progress=lambda s, rec: bar.update(task, completed=s,
+                                                                                  loss=f"{rec['loss']:.3f}"))
+        except (AdapterError, UnknownNameError, BackboneError, DataError) as exc:
+            _fail(str(exc))
+    if as_json:
+        print(json.dumps(summary, indent=2, default=str))
+        return
+    table = Table(title=f"{adapter} on {backbone}: {summary['train']['steps_run']} steps, "
+                        f"{summary['train']['step_time_s'] * 1000:.0f} ms/step, "
+                        f"{summary['trainable_params']:,} trainable params")
+    table.add_column("task")
+    table.add_column("metrics")
+    for name, m in summary["metrics"].items():
+        if name == "activation_frequency":
+            continue
+        keys = [k for k in ("tf_paper_oIoU", "tf_paper_mIoU", "tf_lisa_gIoU", "tf_lisa_cIoU", "gen_paper_oIoU",
+                            "BLEU-4", "CIDEr", "ROUGE-L", "METEOR", "FID", "KID", "embedding_cosine") if k in m]
+        table.add_row(name, "  ".join(f"{k}={m[k]:.3f}" if isinstance(m[k], float) else f"{k}={m[k]}" for k in keys))
+    out.print(table)
+    if out_dir:
+        out.print(f"wrote {out_dir / 'metrics.json'}")
+
+
 def main() -> None:  # pragma: no cover
     app(sys.argv[1:])

@@ -1,0 +1,1 @@
+"""The all-in-token multimodal model: backbones, tasks, batching and task heads."""

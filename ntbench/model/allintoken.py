@@ -1,0 +1,160 @@
+"""The all-in-token multimodal model (paper §3.1).
+
+Image patch features from a frozen vision encoder go through a trainable projection and become
+image tokens placed before the text embeddings; the LLM reads them through ``inputs_embeds``.
+New tokens ``<GEN>`` and ``<OBJ-1..N>`` get their own trainable input and output rows (the
+LLM's own vocabulary stays frozen unless ``train_embeddings``). The hidden state of each
+``<OBJ-i>`` feeds the mask decoder; the one of ``<GEN>`` feeds the generation head.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ntbench.adapters import apply_adapter, trainable_parameters
+from ntbench.model.backbone import CLIP_MEAN, CLIP_STD, Backbone
+from ntbench.model.heads import GenerationHead, MaskDecoder, dice_loss
+from ntbench.model.tasks import GEN_TOKEN, obj_token
+
+
+class AllInTokenModel(nn.Module):
+    def __init__(self, backbone: Backbone, adapter: str = "neural", adapter_options: dict | None = None,
+                 max_objects: int = 8, train_embeddings: bool = False, decoder_width: int = 64,
+                 lambda_seg: float = 1.0, lambda_gen: float = 10.0):
+        super().__init__()
+        self.backbone_name = backbone.name
+        self.tokenizer = tok = backbone.tokenizer
+        new_tokens = [GEN_TOKEN] + [obj_token(i) for i in range(1, max_objects + 1)]
+        tok.add_special_tokens({"additional_special_tokens": new_tokens})
+        ids = tok.convert_tokens_to_ids(new_tokens)
+        self.base_vocab = min(ids)  # every id from here on is a new task token
+        if sorted(ids) != list(range(self.base_vocab, self.base_vocab + len(ids))):
+            raise ValueError("task tokens must get consecutive ids at the end of the tokenizer")
+        self.llm = apply_adapter(backbone.llm, adapter, **(adapter_options or {}))
+        self.vision = backbone.vision.eval().requires_grad_(False)
+        self.seg_layers = tuple(backbone.seg_layers)
+        self.image_size = backbone.image_size
+        self.image_decoder = backbone.image_decoder.eval().requires_grad_(False) if backbone.image_decoder else None
+        h, v = backbone.llm_width, backbone.vision_width
+        embed = self.llm.get_input_embeddings()
+        std = float(embed.weight.detach().float().std()) if embed.weight.device.type != "meta" else 0.02
+        self.projector = nn.Linear(v, h)
+        self.new_embed = nn.Parameter(torch.randn(len(ids), h) * std)
+        self.new_out = nn.Parameter(torch.randn(len(ids), h) * std)
+        self.mask_decoder = MaskDecoder(h, v, len(self.seg_layers), width=decoder_width)
+        self.gen_head = GenerationHead(h, v)
+        self.lambda_seg, self.lambda_gen = lambda_seg, lambda_gen
+        self.train_embeddings = train_embeddings
+        own = [self.projector, self.mask_decoder, self.gen_head]
+        params = [self.new_embed, self.new_out] + [p for m in own for p in m.parameters()]
+        if train_embeddings:
+            params += list(embed.parameters()) + list(self.llm.get_output_embeddings().parameters())
+        for p in params:
+            p.requires_grad_(True)
+        self._head_params = params
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The adapter's parameters, then the projection, the new token rows and the heads."""
+        seen, out = set(), []
+        for p in trainable_parameters(self.llm) + self._head_params:
+            if id(p) not in seen:
+                seen.add(id(p))
+                out.append(p)
+        return out
+
+    # -- inputs -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor) -> dict[str, Any]:
+        """uint8 [B, 3, H, W] -> patch tokens, mask-decoder features and the pooled embedding."""
+        x = images.float() / 255.0
+        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        mean = torch.tensor(CLIP_MEAN, device=x.device)[:, None, None]
+        std = torch.tensor(CLIP_STD, device=x.device)[:, None, None]
+        dtype = next(self.vision.parameters()).dtype
+        out = self.vision(pixel_values=((x - mean) / std).to(dtype), output_hidden_states=True)
+        return {"patches": out.last_hidden_state[:, 1:], "pooled": out.pooler_output,
+                "seg": [out.hidden_states[layer][:, 1:] for layer in self.seg_layers]}
+
+    def embed_text(self, ids: torch.Tensor) -> torch.Tensor:
+        emb = self.llm.get_input_embeddings()(ids.clamp(max=self.base_vocab - 1))
+        is_new = ids >= self.base_vocab
+        new = self.new_embed.to(emb.dtype)[(ids - self.base_vocab).clamp(min=0)]
+        return torch.where(is_new[..., None], new, emb)
+
+    def run_llm(self, batch: dict, vision: dict) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Logits over base vocabulary + task tokens, last hidden states, and the text offset."""
+        img = self.projector(vision["patches"].to(self.projector.weight.dtype))
+        text = self.embed_text(batch["input_ids"])
+        n_img = img.shape[1]
+        inputs = torch.cat([img.to(text.dtype), text], dim=1)
+        mask = torch.cat([batch["uses_image"][:, None].long().expand(-1, n_img), batch["text_mask"]], dim=1)
+        out = self.llm(inputs_embeds=inputs, attention_mask=mask, output_hidden_states=True, use_cache=False)
+        hidden = out.hidden_states[-1]
+        logits = torch.cat([out.logits[..., :self.base_vocab],
+                            hidden @ self.new_out.to(hidden.dtype).T], dim=-1)
+        if logits.shape[1] != inputs.shape[1]:  # prompt-learning wrappers may prepend virtual tokens
+            logits, hidden = logits[:, -inputs.shape[1]:], hidden[:, -inputs.shape[1]:]
+        return logits, hidden, n_img
+
+    # -- training -----------------------------------------------------------------------------
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Losses: total = text + λ_seg·seg + λ_gen·gen (each 0 when the batch has no such target)."""
+        vision = self.encode_images(batch["images"])
+        logits, hidden, off = self.run_llm(batch, vision)
+        text_logits = logits[:, off:-1]
+        labels = batch["labels"][:, 1:]
+        zero = hidden.sum() * 0.0
+        loss_txt = F.cross_entropy(text_logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                   ignore_index=-100) if (labels != -100).any() else zero
+        loss_seg = zero
+        if len(batch["seg_b"]):
+            states = hidden[batch["seg_b"], off + batch["seg_t"]].float()
+            feats = [f[batch["seg_b"]].float() for f in vision["seg"]]
+            pred = self.mask_decoder(states, feats, tuple(batch["seg_masks"].shape[-2:]))
+            loss_seg = dice_loss(pred, batch["seg_masks"])
+        loss_gen = zero
+        if len(batch["gen_b"]):
+            pred = self.gen_head(hidden[batch["gen_b"], off + batch["gen_t"]].float())
+            loss_gen = F.mse_loss(pred, vision["pooled"][batch["gen_b"]].float())
+        total = loss_txt + self.lambda_seg * loss_seg + self.lambda_gen * loss_gen
+        return {"loss": total, "loss_txt": loss_txt.detach(), "loss_seg": loss_seg.detach(),
+                "loss_gen": loss_gen.detach()}
+
+    # -- inference ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_masks(self, hidden: torch.Tensor, vision_seg: list[torch.Tensor], rows: torch.Tensor,
+                      positions: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Binary masks [N, *size] from the hidden states at (rows, positions)."""
+        if len(rows) == 0:
+            return torch.zeros((0, *size), dtype=torch.bool, device=hidden.device)
+        logits = self.mask_decoder(hidden[rows, positions].float(), [f[rows].float() for f in vision_seg], size)
+        return logits > 0
+
+    @torch.no_grad()
+    def generate(self, batch: dict, max_new_tokens: int = 32) -> dict[str, Any]:
+        """Greedy decoding without a KV cache (works for every adapter, prefix tuning included).
+
+        ``batch`` holds left-padded prompts. Returns the generated ids per row, and for every row
+        the hidden states of its answer positions (to decode <OBJ-i> and <GEN> tokens).
+        """
+        vision = self.encode_images(batch["images"])
+        ids, mask = batch["input_ids"], batch["text_mask"]
+        eos = self.tokenizer.eos_token_id
+        done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+        start = ids.shape[1]
+        for _ in range(max_new_tokens):
+            logits, _, _ = self.run_llm({**batch, "input_ids": ids, "text_mask": mask}, vision)
+            nxt = logits[:, -1].argmax(-1)
+            nxt = torch.where(done, torch.full_like(nxt, self.tokenizer.pad_token_id), nxt)
+            ids = torch.cat([ids, nxt[:, None]], dim=1)
+            mask = torch.cat([mask, (~done).long()[:, None]], dim=1)
+            done |= nxt == eos
+            if bool(done.all()):
+                break
+        _, hidden, off = self.run_llm({**batch, "input_ids": ids, "text_mask": mask}, vision)
+        return {"ids": ids[:, start:], "hidden": hidden[:, off + start - 1: off + ids.shape[1] - 1],
+                "answer_hidden_full": hidden, "offset": off + start, "vision": vision}

@@ -1,0 +1,1 @@
+"""The shared trainer and the single-trial runner."""

@@ -1,0 +1,182 @@
+"""One trainer for every adapter. It never asks which adapter it trains: the adapter's
+parameters come from the adapter itself, the rest (projection, task-token rows, heads) from
+the model.
+
+AdamW, cosine schedule with linear warmup, gradient clipping, seeded task mixing, periodic
+evaluation, callbacks (for Optuna reporting/pruning), bf16 autocast and gradient checkpointing
+on CUDA, step time / tokens per second / peak memory, and DDP under ``torchrun``.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import resource
+import statistics
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ntbench.data.io import SampleDataset
+from ntbench.model.allintoken import AllInTokenModel
+from ntbench.model.batching import Item, collate, to_device
+from ntbench.model.tasks import TASKS
+
+Callback = Callable[[str, dict[str, Any]], Any]  # (event, state) -> "stop" to end training early
+
+
+class TrainConfig(BaseModel):
+    """Training budget and optimisation settings (unknown keys are errors)."""
+
+    model_config = ConfigDict(extra="forbid")
+    steps: int = Field(200, ge=1, description="optimizer steps")
+    batch_size: int = Field(8, ge=1, description="samples per step (per process under DDP)")
+    lr: float = Field(1e-3, gt=0, description="peak learning rate")
+    weight_decay: float = Field(0.0, ge=0)
+    warmup: int = Field(20, ge=0, description="linear warmup steps before the cosine decay")
+    grad_clip: float = Field(1.0, ge=0, description="max gradient norm (0: off)")
+    seed: int = 0
+    tasks: dict[str, float] = Field(default_factory=lambda: {t: 1.0 for t in ("referring", "reasoning", "captioning", "t2i")},
+                                    description="task -> mixing ratio (normalised)")
+    eval_every: int = Field(0, ge=0, description="evaluate every N steps (0: only at the end)")
+    device: str = Field("auto", description="auto, cpu or cuda[:i]")
+    bf16: bool = Field(True, description="bf16 autocast (CUDA only)")
+    gradient_checkpointing: bool = Field(True, description="activation checkpointing (CUDA only)")
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, ratio in v.items():
+            TASKS.get(name)  # UnknownNameError with "did you mean"
+            if ratio < 0:
+                raise ValueError(f"task ratio for {name!r} must be >= 0, got {ratio}")
+        if not v or sum(v.values()) <= 0:
+            raise ValueError("at least one task needs a positive ratio")
+        return {TASKS.canonical(k): float(r) for k, r in v.items()}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class TaskMixer:
+    """Draws (task, sample) pairs by the configured ratios from a seeded generator."""
+
+    def __init__(self, dataset: SampleDataset, ratios: dict[str, float], seed: int):
+        self.dataset = dataset
+        self.tasks = list(ratios)
+        p = np.array([ratios[t] for t in self.tasks], dtype=np.float64)
+        self.p = p / p.sum()
+        self.builders = {t: TASKS.get(t)() for t in self.tasks}
+        self.rng = np.random.default_rng(seed)
+
+    def draw(self, n: int) -> list[Item]:
+        items = []
+        while len(items) < n:
+            task = self.tasks[int(self.rng.choice(len(self.tasks), p=self.p))]
+            idx = int(self.rng.integers(len(self.dataset)))
+            example = self.builders[task].build(self.dataset.samples[idx], self.rng)
+            if example is None:
+                continue
+            data = self.dataset[idx]
+            items.append(Item(example, data["image"], data["masks"], data["id"]))
+        return items
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _distributed() -> tuple[int, int]:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    if torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def train(model: AllInTokenModel, dataset: SampleDataset, cfg: TrainConfig,
+          callbacks: list[Callback] = (), evaluate_fn: Callable[[int], dict] | None = None,
+          progress: Callable[[int, dict], None] | None = None) -> dict[str, Any]:
+    """Train ``model`` in place; returns the loss history and speed/memory measurements."""
+    rank, world = _distributed()
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    model.to(device)
+    use_cuda = device.type == "cuda"
+    if use_cuda and cfg.gradient_checkpointing and hasattr(model.llm, "gradient_checkpointing_enable"):
+        model.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    params = model.trainable_parameters()
+    runner: torch.nn.Module = model
+    if world > 1:
+        runner = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if use_cuda else None, find_unused_parameters=True)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.warmup, cfg.steps))
+    mixer = TaskMixer(dataset, cfg.tasks, cfg.seed + 1000 * rank)  # each rank sees its own stream
+    if use_cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    history: list[dict[str, float]] = []
+    step_times, tokens, evals = [], 0, []
+    model.train()
+    stopped = False
+    for step in range(cfg.steps):
+        batch = to_device(collate(mixer.draw(cfg.batch_size), model.tokenizer), device)
+        start = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda and cfg.bf16):
+            losses = runner(batch)
+        if not torch.isfinite(losses["loss"]):
+            raise FloatingPointError(f"non-finite loss at step {step}: {float(losses['loss'])}")
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        if use_cuda:
+            torch.cuda.synchronize(device)
+        step_times.append(time.perf_counter() - start)
+        n_img = batch["uses_image"].long().sum() * model.vision.config.image_size ** 2 // model.vision.config.patch_size ** 2
+        tokens += int(batch["text_mask"].sum() + n_img)  # text + image tokens the LLM read
+        record = {"step": step + 1, **{k: float(v) for k, v in losses.items()}, "lr": scheduler.get_last_lr()[0]}
+        history.append(record)
+        if progress:
+            progress(step + 1, record)
+        for cb in callbacks:
+            if cb("step", record) == "stop":
+                stopped = True
+        if evaluate_fn and cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
+            metrics = evaluate_fn(step + 1)
+            evals.append({"step": step + 1, **metrics})
+            for cb in callbacks:
+                if cb("eval", {"step": step + 1, "metrics": metrics}) == "stop":
+                    stopped = True
+        if stopped:
+            break
+    timed = step_times[min(3, len(step_times) - 1):]  # the first steps include warm-up costs
+    return {"history": history, "evaluations": evals, "stopped_early": stopped, "steps_run": len(history),
+            "step_time_s": statistics.median(timed), "tokens_per_s": tokens / max(sum(step_times), 1e-9),
+            "peak_memory_mb": peak_memory_mb(device), "device": str(device), "world_size": world, "rank": rank}

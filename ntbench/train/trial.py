@@ -1,0 +1,136 @@
+"""One trial end to end: backbone + adapter + data -> train -> evaluate -> ``metrics.json``.
+
+:func:`run_trial` is the one library function behind ``ntbench train`` (and the suite runner).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import save_file
+
+from ntbench.adapters import adapter_handle, save_adapter
+from ntbench.data.io import SampleDataset
+from ntbench.train.trainer import Callback, TrainConfig, train
+
+DEFAULT_DATA = {"train": 3000, "val": 200, "test": 200}
+
+
+class TrialConfig(BaseModel):
+    """Everything that defines one trial (unknown keys are errors)."""
+
+    model_config = ConfigDict(extra="forbid")
+    backbone: str = Field("tiny-random", description="preset name, or an HF id / local path of the LLM")
+    vision: str | None = Field(None, description="HF id / local path of the vision encoder (with a non-preset LLM)")
+    data: str | None = Field(None, description="dataset folder; default: the micro world under NTBENCH_HOME")
+    adapter: str = "neural"
+    adapter_options: dict[str, Any] = Field(default_factory=dict)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval_samples: int = Field(32, ge=1, description="samples per task in evaluation")
+    eval_split: str = "val"
+    eval_generated: bool = Field(True, description="also evaluate with generated answers")
+    meteor: bool = Field(False, description="compute METEOR (needs Java, ~10 s)")
+    max_objects: int = Field(8, ge=1)
+    lambda_seg: float = Field(1.0, ge=0)
+    lambda_gen: float = Field(10.0, ge=0)
+    train_embeddings: bool = Field(False, description="train the LLM's whole embedding and LM head too")
+
+
+def ntbench_home() -> Path:
+    return Path(os.environ.get("NTBENCH_HOME", Path.home() / ".cache" / "ntbench"))
+
+
+def default_data_dir(seed: int = 0) -> Path:
+    """The default micro world (generated once if missing; a partial folder is never used)."""
+    from ntbench.data.microworld import GENERATOR_VERSION, MicroWorldConfig, generate
+
+    target = ntbench_home() / "data" / f"microworld-v{GENERATOR_VERSION}-seed{seed}"
+    if (target / "meta.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".partial-"))
+    generate(tmp / "ds", MicroWorldConfig(seed=seed, **DEFAULT_DATA))
+    if target.exists():  # a half-written folder from an interrupted run
+        shutil.rmtree(target)
+    (tmp / "ds").rename(target)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def provenance() -> dict[str, Any]:
+    import peft
+    import transformers
+
+    info: dict[str, Any] = {"torch": torch.__version__, "transformers": transformers.__version__,
+                            "peft": peft.__version__, "python": platform.python_version(),
+                            "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+                            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+    root = Path(__file__).resolve().parents[2]
+    try:
+        info["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                            text=True, timeout=10).stdout.strip() or None
+        info["git_dirty"] = bool(subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True,
+                                                text=True, timeout=10).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        info["git_commit"], info["git_dirty"] = None, None
+    return info
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".json.partial")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    tmp.replace(path)  # never a half-written file
+
+
+def run_trial(cfg: TrialConfig, out: str | Path | None = None, callbacks: list[Callback] = (),
+              progress: Callable[[int, dict], None] | None = None) -> dict[str, Any]:
+    """Train and evaluate one configuration; write ``out/metrics.json``, the adapter and heads."""
+    from ntbench.eval.evaluate import evaluate
+    from ntbench.model.allintoken import AllInTokenModel
+    from ntbench.model.backbone import load_backbone
+
+    data = Path(cfg.data) if cfg.data else default_data_dir()
+    train_ds = SampleDataset(data, "train")
+    eval_ds = SampleDataset(data, cfg.eval_split)
+    torch.manual_seed(cfg.train.seed)
+    backbone = load_backbone(cfg.backbone, vision=cfg.vision) if cfg.vision else load_backbone(cfg.backbone)
+    model = AllInTokenModel(backbone, cfg.adapter, cfg.adapter_options, max_objects=cfg.max_objects,
+                            train_embeddings=cfg.train_embeddings, lambda_seg=cfg.lambda_seg,
+                            lambda_gen=cfg.lambda_gen)
+    tasks = [t for t, r in cfg.train.tasks.items() if r > 0]
+    device = next(model.parameters()).device
+
+    def run_eval(step: int) -> dict:
+        return evaluate(model, eval_ds, tasks, n_samples=cfg.eval_samples, seed=cfg.train.seed,
+                        generated=cfg.eval_generated, meteor=cfg.meteor, device=next(model.parameters()).device)
+
+    result = train(model, train_ds, cfg.train, callbacks=callbacks, evaluate_fn=run_eval, progress=progress)
+    del device
+    metrics = run_eval(result["steps_run"])
+    handle = adapter_handle(model.llm)
+    summary = {
+        "config": cfg.model_dump(), "data": str(data), "metrics": metrics,
+        "train": {k: v for k, v in result.items() if k != "history"},
+        "loss_first": result["history"][0], "loss_last": result["history"][-1],
+        "trainable_params": sum(p.numel() for p in model.trainable_parameters()),
+        "adapter_params": handle.num_parameters(), "provenance": provenance(),
+    }
+    if out is not None and result["rank"] == 0:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        save_adapter(model.llm, out / "adapter")
+        heads = {f"{name}.{k}": v.detach().cpu().contiguous() for name in ("projector", "mask_decoder", "gen_head")
+                 for k, v in getattr(model, name).state_dict().items()}
+        heads["new_embed"], heads["new_out"] = model.new_embed.detach().cpu(), model.new_out.detach().cpu()
+        save_file(heads, str(out / "heads.safetensors"))
+        _write_json(out / "history.json", {"history": result["history"]})
+        _write_json(out / "metrics.json", summary)
+    return summary
