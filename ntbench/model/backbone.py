@@ -6,6 +6,7 @@ or given as Hugging Face ids / local paths, loaded with ``from_pretrained`` and
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -81,7 +82,8 @@ def word_tokenizer(texts: list[str], extra: list[str] = ()) -> PreTrainedTokeniz
     return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL)
 
 
-def _microworld_texts(n: int = 400) -> list[str]:
+@functools.lru_cache(maxsize=2)
+def _microworld_texts(n: int = 400) -> tuple[str, ...]:
     from ntbench.data.microworld import MicroWorldConfig, make_sample
 
     cfg = MicroWorldConfig(seed=12345)
@@ -90,13 +92,13 @@ def _microworld_texts(n: int = 400) -> list[str]:
         s, _ = make_sample(cfg, "train", k)
         texts += [s.caption, s.question, s.answer, s.t2i_prompt] + [r for o in s.objects for r in o.refs] + \
             [g["text"] for g in s.groups]
-    return texts + ["describe the image .", "segment", "draw", "generate", "yes", "no"]
+    return tuple(texts + ["describe the image .", "segment", "draw", "generate", "yes", "no"])
 
 
 @BACKBONES.register("tiny-random", description="random tiny LLaMA + CLIP ViT from configs (tests, CI)")
 def tiny_random(seed: int = 0, image_size: int = 64) -> Backbone:
     torch.manual_seed(seed)
-    tokenizer = word_tokenizer(_microworld_texts())
+    tokenizer = word_tokenizer(list(_microworld_texts()))
     llm = LlamaForCausalLM(LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,

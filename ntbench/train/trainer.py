@@ -161,7 +161,7 @@ def train(model: AllInTokenModel, dataset: SampleDataset, cfg: TrainConfig,
         step_times.append(time.perf_counter() - start)
         n_img = batch["uses_image"].long().sum() * model.vision.config.image_size ** 2 // model.vision.config.patch_size ** 2
         tokens += int(batch["text_mask"].sum() + n_img)  # text + image tokens the LLM read
-        record = {"step": step + 1, **{k: float(v) for k, v in losses.items()}, "lr": scheduler.get_last_lr()[0]}
+        record = {"step": step + 1, **{k: float(v.detach()) for k, v in losses.items()}, "lr": scheduler.get_last_lr()[0]}
         history.append(record)
         if progress:
             progress(step + 1, record)
