@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -134,19 +135,28 @@ class _Images(torch.utils.data.Dataset):
         return self.images[i]
 
 
-def fid_kid(real: torch.Tensor, fake: torch.Tensor, encode) -> dict[str, float]:
-    """FID and KID between uint8 image sets [N, 3, H, W], features from ``encode(uint8 batch)``.
+def fid_kid(real: torch.Tensor, fake: torch.Tensor, encode=None, inception_weights: str | None = None) -> dict[str, float]:
+    """FID and KID between uint8 image sets [N, 3, H, W].
 
-    Inception weights are never downloaded: features come from ``encode`` (e.g. the frozen
-    vision encoder's pooled output), registered as a torch-fidelity feature extractor.
+    Features come from ``encode(uint8 batch)`` (e.g. the frozen vision encoder's pooled output,
+    registered as a torch-fidelity feature extractor), or, for real runs, from Inception-v3 with
+    weights read from the local file ``inception_weights``. Nothing is ever downloaded.
     """
     import torch_fidelity
 
-    _register_extractor()
-    _CURRENT["encode"] = encode
     n = min(len(real), len(fake))
+    if inception_weights is not None:
+        if not Path(inception_weights).is_file():
+            raise FileNotFoundError(f"Inception weights {inception_weights} not found (ntbench never downloads them)")
+        extractor = {"feature_extractor": "inception-v3-compat", "feature_extractor_weights_path": str(inception_weights)}
+    elif encode is not None:
+        _register_extractor()
+        _CURRENT["encode"] = encode
+        extractor = {"feature_extractor": _EXTRACTOR}
+    else:
+        raise ValueError("fid_kid needs an encode function or a local Inception weights file")
     metrics = torch_fidelity.calculate_metrics(
-        input1=_Images(fake), input2=_Images(real), fid=True, kid=True, cuda=False, verbose=False,
-        feature_extractor=_EXTRACTOR, batch_size=64, kid_subset_size=max(2, min(n, 100)), save_cpu_ram=True)
+        input1=_Images(fake), input2=_Images(real), fid=True, kid=True, cuda=torch.cuda.is_available(),
+        verbose=False, batch_size=64, kid_subset_size=max(2, min(n, 100)), save_cpu_ram=True, **extractor)
     return {"FID": float(metrics["frechet_inception_distance"]),
             "KID": float(metrics["kernel_inception_distance_mean"])}
