@@ -307,5 +307,33 @@ def train_cmd(
         out.print(f"wrote {out_dir / 'metrics.json'}")
 
 
+@app.command()
+def prepare(
+    backbone: str = typer.Option("micro", help="the backbone to prepare (only 'micro' needs preparing)"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Generate the micro world if missing and pretrain the micro backbone (cached; a second run returns at once)."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ntbench.micro import ensure_micro
+
+    if backbone != "micro":
+        _fail(f"--backbone {backbone!r}: nothing to prepare; allowed values: micro")
+    start = time.perf_counter()
+    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), console=err) as bar:
+        tasks: dict[str, int] = {}
+
+        def tick(stage: str, step: int, total: int, loss: float) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total, loss="-")
+            bar.update(tasks[stage], completed=step, loss=f"{loss:.3f}")
+        folder, built = ensure_micro(seed, progress=tick)
+    verb = "prepared" if built else "found cached"
+    out.print(f"{verb} micro backbone at {folder} ({time.perf_counter() - start:.1f} s)")
+
+
 def main() -> None:  # pragma: no cover
     app(sys.argv[1:])

@@ -157,3 +157,27 @@ def evaluate(model: AllInTokenModel, dataset: SampleDataset, tasks: list[str], n
     if frequencies:
         results["activation_frequency"] = frequencies
     return results
+
+
+def trivial_mask_baselines(dataset: SampleDataset, tasks: list[str], n_samples: int = 32,
+                           seed: int = 0) -> dict[str, dict[str, float]]:
+    """Masks that need no model: every object's union, and the largest object, for each target.
+
+    Returns per task {"all_objects": metrics, "largest_object": metrics} (paper and LISA conventions).
+    """
+    out: dict[str, dict[str, float]] = {}
+    for task in tasks:
+        if not TASKS.get(task).segmentation:
+            continue
+        items = build_items(dataset, task, n_samples, seed)
+        gts, union, largest = [], [], []
+        for it in items:
+            masks = it.masks.bool().numpy()
+            big = masks[int(masks.reshape(len(masks), -1).sum(1).argmax())]
+            for obj in it.example.target_objects:
+                gts.append(masks[obj])
+                union.append(masks.any(0))
+                largest.append(big)
+        out[task] = {"all_objects": segmentation_metrics(union, gts),
+                     "largest_object": segmentation_metrics(largest, gts)}
+    return out

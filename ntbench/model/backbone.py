@@ -12,11 +12,14 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import transformers
 from torch import nn
 from transformers import (AutoModelForCausalLM, AutoTokenizer, CLIPVisionConfig, CLIPVisionModel,
                           LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast)
 
 from ntbench.registry import Registry
+
+transformers.utils.logging.disable_progress_bar()  # ntbench draws its own bars; keep stderr readable
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -21,7 +21,7 @@ from ntbench.adapters import adapter_handle, save_adapter
 from ntbench.data.io import SampleDataset
 from ntbench.train.trainer import Callback, TrainConfig, train
 
-DEFAULT_DATA = {"train": 3000, "val": 200, "test": 200}
+DEFAULT_DATA = {"train": 20000, "val": 500, "test": 500}
 
 
 class TrialConfig(BaseModel):
@@ -52,7 +52,7 @@ def default_data_dir(seed: int = 0) -> Path:
     """The default micro world (generated once if missing; a partial folder is never used)."""
     from ntbench.data.microworld import GENERATOR_VERSION, MicroWorldConfig, generate
 
-    target = ntbench_home() / "data" / f"microworld-v{GENERATOR_VERSION}-seed{seed}"
+    target = ntbench_home() / "data" / f"microworld-v{GENERATOR_VERSION}-seed{seed}-n{DEFAULT_DATA['train']}"
     if (target / "meta.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

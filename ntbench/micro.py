@@ -1,0 +1,259 @@
+"""The embedded default backbone: pretrained by ntbench on the micro world, once, and cached.
+
+``ntbench prepare`` builds, deterministically by seed, under ``$NTBENCH_HOME/backbones/``:
+
+- ``llm/``: a word-level tokenizer (HF ``tokenizers``) and a small LLaMA trained on the world's
+  text only (captions, questions, answers without tags, referring expressions): it never sees
+  images or task tokens, so grounding must be learned by the tuning;
+- ``vision/``: a CLIP-style ViT trained contrastively with a small text encoder on image-caption
+  pairs;
+- ``image_decoder/``: embedding -> image, trained on the frozen encoder's embeddings;
+- ``prepare.json``: sizes, parameter counts, losses, and a SHA-256 of every file. It is written
+  last: a folder without it, or whose files do not match it, is rebuilt, never loaded.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch.nn import functional as F
+from transformers import (CLIPConfig, CLIPModel, CLIPVisionModel, LlamaConfig, LlamaForCausalLM)
+
+from ntbench.data.io import SampleDataset
+from ntbench.model.backbone import BACKBONES, Backbone, ImageDecoder, load_backbone, word_tokenizer
+
+MICRO_VERSION = 1
+MANIFEST = "prepare.json"
+
+
+@dataclass(frozen=True)
+class MicroSizes:
+    """Sizes and budgets of the micro backbone (defaults: prepare fits in minutes on 2 cores)."""
+
+    image_size: int = 64
+    patch: int = 8
+    vision_hidden: int = 96
+    vision_layers: int = 4
+    text_hidden: int = 64
+    text_layers: int = 2
+    clip_dim: int = 64
+    llm_hidden: int = 128
+    llm_layers: int = 4
+    llm_heads: int = 4
+    clip_steps: int = 500
+    lm_steps: int = 1000
+    decoder_steps: int = 400
+    batch: int = 64
+    lr: float = 2e-3
+    image_pool: int = 8000    # training images decoded once and kept in memory
+
+
+@dataclass
+class PrepareReport:
+    seed: int
+    sizes: dict
+    params: dict = field(default_factory=dict)
+    losses: dict = field(default_factory=dict)
+    seconds: dict = field(default_factory=dict)
+    files: dict = field(default_factory=dict)
+
+
+def cache_dir(seed: int = 0, home: Path | None = None) -> Path:
+    from ntbench.train.trial import ntbench_home
+    return (home or ntbench_home()) / "backbones" / f"micro-v{MICRO_VERSION}-seed{seed}"
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def cache_is_complete(folder: Path) -> bool:
+    """True only if the manifest exists and every file it lists is there with the same hash."""
+    manifest = folder / MANIFEST
+    if not manifest.is_file():
+        return False
+    try:
+        files = json.loads(manifest.read_text())["files"]
+    except (json.JSONDecodeError, KeyError):
+        return False
+    return bool(files) and all((folder / f).is_file() and _sha(folder / f) == h for f, h in files.items())
+
+
+def _texts(sample) -> list[str]:
+    untagged = re.sub(r"\s*<OBJ-\d+>", "", sample.answer)
+    return [sample.caption, f"{sample.question} {untagged}", sample.t2i_prompt] + \
+        [r for o in sample.objects for r in o.refs] + [g["text"] for g in sample.groups]
+
+
+def _image_pool(ds: SampleDataset, n: int) -> torch.Tensor:
+    return torch.stack([ds[i]["image"] for i in range(min(n, len(ds)))])
+
+
+def _pixels(images: torch.Tensor) -> torch.Tensor:
+    from ntbench.model.backbone import CLIP_MEAN, CLIP_STD
+    x = images.float() / 255.0
+    return (x - torch.tensor(CLIP_MEAN)[:, None, None]) / torch.tensor(CLIP_STD)[:, None, None]
+
+
+def _encode_batch(tokenizer, texts: list[str], max_len: int) -> dict[str, torch.Tensor]:
+    enc = tokenizer([f"{tokenizer.bos_token} {t} {tokenizer.eos_token}" for t in texts], padding=True,
+                    truncation=True, max_length=max_len, return_tensors="pt", add_special_tokens=False)
+    return {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask}
+
+
+def _cosine_lr(opt, step: int, total: int, lr: float, warmup: int = 50) -> None:
+    f = (step + 1) / warmup if step < warmup else 0.5 * (1 + np.cos(np.pi * (step - warmup) / max(1, total - warmup)))
+    for g in opt.param_groups:
+        g["lr"] = lr * f
+
+
+def prepare(data: Path, out: Path, seed: int = 0, sizes: MicroSizes = MicroSizes(),
+            progress: Callable[[str, int, int, float], None] | None = None) -> PrepareReport:
+    """Pretrain the micro backbone from the dataset at ``data`` into ``out`` (made anew)."""
+    report = PrepareReport(seed, asdict(sizes))
+    tick = progress or (lambda *a: None)
+    if out.exists():
+        shutil.rmtree(out)
+    work = out.with_name(out.name + ".partial")
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    train = SampleDataset(data, "train")
+    pool = _image_pool(train, sizes.image_pool)
+    n = len(pool)
+
+    # 1. tokenizer over the world's words (task tokens are added later by the tuning)
+    texts = [t for s in train.samples for t in _texts(s)]
+    tokenizer = word_tokenizer(texts)
+    tokenizer.save_pretrained(work / "llm")
+
+    # 2. CLIP: vision + text encoders, contrastive on image-caption pairs
+    start = time.perf_counter()
+    clip = CLIPModel(CLIPConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=sizes.text_hidden, intermediate_size=2 * sizes.text_hidden,
+                         num_hidden_layers=sizes.text_layers, num_attention_heads=4, max_position_embeddings=64,
+                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id),
+        vision_config=dict(image_size=sizes.image_size, patch_size=sizes.patch, hidden_size=sizes.vision_hidden,
+                           intermediate_size=2 * sizes.vision_hidden, num_hidden_layers=sizes.vision_layers,
+                           num_attention_heads=4),
+        projection_dim=sizes.clip_dim))
+    opt = torch.optim.AdamW(clip.parameters(), lr=sizes.lr, weight_decay=0.01)
+    losses = []
+    for step in range(sizes.clip_steps):
+        idx = rng.choice(n, size=sizes.batch, replace=False)
+        enc = _encode_batch(tokenizer, [train.samples[int(i)].caption for i in idx], 64)
+        _cosine_lr(opt, step, sizes.clip_steps, sizes.lr)
+        loss = clip(**enc, pixel_values=_pixels(pool[idx]), return_loss=True).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        tick("vision encoder (CLIP)", step + 1, sizes.clip_steps, losses[-1])
+    vision = CLIPVisionModel(clip.config.vision_config)
+    vision.load_state_dict(clip.vision_model.state_dict())
+    vision.save_pretrained(work / "vision")
+    report.losses["clip_first"], report.losses["clip_last50"] = losses[0], float(np.mean(losses[-50:]))
+    report.params["vision"] = sum(p.numel() for p in vision.parameters())
+    report.params["text_encoder"] = sum(p.numel() for p in clip.text_model.parameters())
+    report.seconds["clip"] = time.perf_counter() - start
+
+    # 3. the causal LM on text only
+    start = time.perf_counter()
+    llm = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=sizes.llm_hidden, intermediate_size=2 * sizes.llm_hidden,
+        num_hidden_layers=sizes.llm_layers, num_attention_heads=sizes.llm_heads, num_key_value_heads=sizes.llm_heads,
+        max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False))
+    opt = torch.optim.AdamW(llm.parameters(), lr=sizes.lr, weight_decay=0.01)
+    losses = []
+    for step in range(sizes.lm_steps):
+        batch = [texts[int(i)] for i in rng.choice(len(texts), size=sizes.batch, replace=False)]
+        enc = _encode_batch(tokenizer, batch, 64)
+        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+        _cosine_lr(opt, step, sizes.lm_steps, sizes.lr)
+        loss = llm(**enc, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        tick("language model", step + 1, sizes.lm_steps, losses[-1])
+    llm.save_pretrained(work / "llm")
+    report.losses["lm_first"], report.losses["lm_last50"] = losses[0], float(np.mean(losses[-50:]))
+    report.params["llm"] = sum(p.numel() for p in llm.parameters())
+    report.seconds["lm"] = time.perf_counter() - start
+
+    # 4. the image decoder on the frozen encoder's pooled embeddings
+    start = time.perf_counter()
+    vision.eval()
+    decoder = ImageDecoder(sizes.vision_hidden, sizes.image_size)
+    opt = torch.optim.AdamW(decoder.parameters(), lr=sizes.lr)
+    losses = []
+    for step in range(sizes.decoder_steps):
+        idx = rng.choice(n, size=sizes.batch, replace=False)
+        images = pool[idx]
+        with torch.no_grad():
+            emb = vision(pixel_values=_pixels(images)).pooler_output
+        _cosine_lr(opt, step, sizes.decoder_steps, sizes.lr)
+        loss = F.mse_loss(decoder(emb), images.float() / 255.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        tick("image decoder", step + 1, sizes.decoder_steps, losses[-1])
+    (work / "image_decoder").mkdir()
+    save_file(decoder.state_dict(), str(work / "image_decoder" / "model.safetensors"))
+    (work / "image_decoder" / "config.json").write_text(json.dumps(
+        {"embed_dim": sizes.vision_hidden, "image_size": sizes.image_size}))
+    report.losses["decoder_first"], report.losses["decoder_last50"] = losses[0], float(np.mean(losses[-50:]))
+    report.params["image_decoder"] = sum(p.numel() for p in decoder.parameters())
+    report.seconds["decoder"] = time.perf_counter() - start
+    report.params["tokenizer_vocab"] = len(tokenizer)
+
+    report.files = {str(p.relative_to(work)): _sha(p) for p in sorted(work.rglob("*")) if p.is_file()}
+    (work / MANIFEST).write_text(json.dumps(asdict(report), indent=2, sort_keys=True) + "\n")
+    work.rename(out)  # the finished folder appears at once
+    return report
+
+
+def load_micro(folder: Path) -> Backbone:
+    """Load a prepared micro backbone through the normal from_pretrained code path."""
+    if not cache_is_complete(folder):
+        raise FileNotFoundError(f"{folder} is not a complete micro backbone (run `ntbench prepare`)")
+    backbone = load_backbone(llm=str(folder / "llm"), vision=str(folder / "vision"))
+    cfg = json.loads((folder / "image_decoder" / "config.json").read_text())
+    decoder = ImageDecoder(cfg["embed_dim"], cfg["image_size"])
+    decoder.load_state_dict(load_file(str(folder / "image_decoder" / "model.safetensors")))
+    backbone.image_decoder = decoder
+    backbone.name = f"micro:{folder.name}"
+    backbone.meta = json.loads((folder / MANIFEST).read_text())
+    return backbone.check()
+
+
+def ensure_micro(seed: int = 0, sizes: MicroSizes = MicroSizes(), home: Path | None = None,
+                 data: Path | None = None, progress=None) -> tuple[Path, bool]:
+    """The cached micro backbone, prepared first if missing or incomplete. Returns (folder, built)."""
+    from ntbench.train.trial import default_data_dir
+
+    folder = cache_dir(seed, home)
+    if cache_is_complete(folder):
+        return folder, False
+    prepare(data or default_data_dir(), folder, seed=seed, sizes=sizes, progress=progress)
+    return folder, True
+
+
+@BACKBONES.register("micro", description="ntbench's own backbone pretrained on the micro world (prepared once, cached)")
+def micro_backbone(seed: int = 0) -> Backbone:
+    folder, _ = ensure_micro(seed)
+    return load_micro(folder)

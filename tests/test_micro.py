@@ -1,0 +1,63 @@
+"""A reduced `prepare` (tiny sizes, seconds), loaded through the normal backbone loader."""
+import json
+
+import pytest
+import torch
+
+from ntbench.data.microworld import MicroWorldConfig, generate
+from ntbench.micro import MANIFEST, MicroSizes, cache_is_complete, ensure_micro, load_micro
+
+TINY = MicroSizes(vision_hidden=32, vision_layers=3, text_hidden=32, clip_dim=16, llm_hidden=32, llm_layers=2,
+                  clip_steps=3, lm_steps=3, decoder_steps=3, batch=8, image_pool=40)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("micro")
+    data = generate(root / "mw", MicroWorldConfig(seed=2, train=40, val=8, test=0), workers=1)
+    folder, built = ensure_micro(seed=0, sizes=TINY, home=root / "home", data=data)
+    return root, data, folder, built
+
+
+def test_prepare_then_load_through_normal_loader(prepared):
+    _, _, folder, built = prepared
+    assert built and cache_is_complete(folder)
+    bb = load_micro(folder)
+    assert bb.image_decoder is not None and bb.vision.config.num_hidden_layers == 3
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert manifest["params"]["llm"] == sum(p.numel() for p in bb.llm.parameters())
+    assert set(manifest["losses"]) >= {"clip_first", "lm_first", "decoder_first"}
+    # the LLM never saw task tokens or images: its vocabulary has no <OBJ-i> / <GEN>
+    assert "<OBJ-1>" not in bb.tokenizer.get_vocab() and "<GEN>" not in bb.tokenizer.get_vocab()
+    ids = bb.tokenizer("the red circle", return_tensors="pt").input_ids
+    assert torch.isfinite(bb.llm(ids).logits).all()
+
+
+def test_second_prepare_finds_the_cache(prepared):
+    root, data, folder, _ = prepared
+    again, built = ensure_micro(seed=0, sizes=TINY, home=root / "home", data=data)
+    assert again == folder and not built
+
+
+def test_prepare_is_deterministic(prepared, tmp_path):
+    root, data, folder, _ = prepared
+    other, _ = ensure_micro(seed=0, sizes=TINY, home=tmp_path, data=data)
+    a = json.loads((folder / MANIFEST).read_text())["files"]
+    b = json.loads((other / MANIFEST).read_text())["files"]
+    assert a["llm/model.safetensors"] == b["llm/model.safetensors"]
+    assert a["vision/model.safetensors"] == b["vision/model.safetensors"]
+
+
+def test_corrupt_or_partial_cache_is_rebuilt(prepared):
+    root, data, folder, _ = prepared
+    weights = folder / "llm" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # an interrupted copy
+    assert not cache_is_complete(folder)
+    with pytest.raises(FileNotFoundError, match="not a complete micro backbone"):
+        load_micro(folder)
+    again, built = ensure_micro(seed=0, sizes=TINY, home=root / "home", data=data)
+    assert built and cache_is_complete(again)
+    (again / MANIFEST).unlink()  # prepare killed before its last write
+    assert not cache_is_complete(again)
+    _, built = ensure_micro(seed=0, sizes=TINY, home=root / "home", data=data)
+    assert built
