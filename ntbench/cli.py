@@ -32,11 +32,29 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="machine-readabl
     from ntbench.adapters import ADAPTERS
     from ntbench.strategies import STRATEGIES, discover_strategies
 
+    from ntbench.model.backbone import BACKBONES
+    from ntbench.model.tasks import TASKS
+    import ntbench.micro  # noqa: F401  (registers the micro preset)
+
     discover_strategies()
-    groups = {"strategies": STRATEGIES, "adapters": ADAPTERS}
+    groups = {"strategies": STRATEGIES, "adapters": ADAPTERS, "tasks": TASKS, "backbones": BACKBONES}
+    suites = {}
+    for path in sorted(SUITES_DIR.rglob("*.yaml")):
+        import yaml
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError:
+            data = {}
+        suites[str(path.relative_to(SUITES_DIR.parent))] = str(data.get("description", "")).strip()
     if as_json:
-        print(json.dumps({k: {e.name: e.description for e in reg} for k, reg in groups.items()}, indent=2))
+        listing = {k: {e.name: e.description for e in reg} for k, reg in groups.items()}
+        print(json.dumps({**listing, "suites": suites}, indent=2))
         return
+    suite_table = Table(title="suites", title_justify="left")
+    suite_table.add_column("file", style="bold")
+    suite_table.add_column("description")
+    for name, desc in suites.items():
+        suite_table.add_row(name, desc)
     for title, reg in groups.items():
         table = Table(title=title, title_justify="left")
         table.add_column("name", style="bold")
@@ -44,6 +62,7 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="machine-readabl
         for entry in reg:
             table.add_row(entry.name, entry.description)
         out.print(table)
+    out.print(suite_table)
 
 
 @app.command()
@@ -333,6 +352,139 @@ def prepare(
         folder, built = ensure_micro(seed, progress=tick)
     verb = "prepared" if built else "found cached"
     out.print(f"{verb} micro backbone at {folder} ({time.perf_counter() - start:.1f} s)")
+
+
+SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+
+
+def _load_suites(paths: list[Path]):
+    from ntbench.suite import SuiteError, load_suite
+
+    suites, failed = [], False
+    for path in paths:
+        try:
+            suites.append(load_suite(path))
+        except SuiteError as exc:
+            failed = True
+            err.print(f"[bold red]invalid suite[/] {exc}")
+    if failed:
+        raise typer.Exit(2)
+    return suites
+
+
+@app.command()
+def validate(paths: list[Path] = typer.Argument(..., help="suite YAML files")) -> None:
+    """Check suite files (every cell as a full trial config); exit 2 listing every error."""
+    for suite in _load_suites(paths):
+        from ntbench.suite import grid_cells
+        n = len(grid_cells(suite)) if suite.sampler.type == "grid" else suite.sampler.n_trials
+        out.print(f"[green]ok[/] {suite.name}: {n} trials ({suite.sampler.type}), objective {suite.objective}")
+
+
+def _run_suite_with_bars(suite, results: Path, storage: Optional[str], workers: int):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ntbench.runner import run_suite
+
+    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err) as bar:
+        suite_bar = bar.add_task(f"suite {suite.name}", total=None, info="")
+        trial_bar = bar.add_task("trial", total=None, info="", visible=workers <= 1)
+
+        def on_total(n: int) -> None:
+            bar.update(suite_bar, total=n, info="nothing to run" if n == 0 else "")
+
+        def on_trial() -> None:
+            bar.advance(suite_bar)
+            bar.reset(trial_bar)
+
+        def step(s: int, rec: dict) -> None:
+            bar.update(trial_bar, completed=s, info=f"loss {rec['loss']:.3f}")
+        return run_suite(suite, results, storage, workers, progress=step, on_trial=on_trial, on_total=on_total)
+
+
+def _summary_table(suite, df) -> None:
+    from ntbench.report import suite_table
+
+    if df.empty or suite.objective not in df.columns or df[suite.objective].dropna().empty:
+        out.print(f"{suite.name}: no completed trials with {suite.objective}")
+        return
+    _, table = suite_table(suite, df, suite.objective)
+    t = Table(title=f"{suite.name}: {suite.objective} (mean ± 95% CI; ★ best, ≈ within noise)")
+    t.add_column(str(table.index.name or ""))
+    for c in table.columns:
+        t.add_column(str(c))
+    for idx, r in table.iterrows():
+        t.add_row(str(idx), *[str(v) for v in r.values])
+    out.print(t)
+
+
+@app.command()
+def run(
+    path: Path = typer.Argument(..., help="suite YAML, e.g. suites/beta_grid.yaml"),
+    results: Path = typer.Option(Path("results"), help="results root; the suite writes results/<name>/"),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage URL (postgresql://...) shared by workers"),
+    workers: int = typer.Option(1, min=1, help="parallel worker processes on this machine"),
+    as_json: bool = typer.Option(False, "--json", help="print the trial rows as JSON"),
+) -> None:
+    """Run a suite (resumable: only missing cells run) and write results/<suite>/trials.csv."""
+    (suite,) = _load_suites([path])
+    df = _run_suite_with_bars(suite, results, storage, workers)
+    if as_json:
+        print(df.to_json(orient="records"))
+        return
+    _summary_table(suite, df)
+    failed = int((df.status == "FAIL").sum()) if len(df) else 0
+    out.print(f"{len(df)} trials in {results / suite.name / 'trials.csv'}" + (f", {failed} failed" if failed else ""))
+
+
+@app.command()
+def report(results: Path = typer.Option(Path("results"), help="results root")) -> None:
+    """Tables (CSV + markdown) and plots for every suite under RESULTS, plus RESULTS/README.md."""
+    from ntbench.report import report_suite, write_index
+
+    folders = sorted(p.parent for p in results.glob("*/trials.csv"))
+    if not folders:
+        _fail(f"no results/<suite>/trials.csv under {results}; run a suite first")
+    for folder in folders:
+        made = report_suite(folder)
+        out.print(f"{folder.name}: {len(made['tables'])} tables, {len(made['plots'])} plots -> {folder / 'report.md'}")
+    out.print(f"index: {write_index(results)}")
+
+
+@app.command()
+def compare(
+    adapters: list[str] = typer.Argument(..., help="adapter names, e.g. lora neural"),
+    backbone: str = typer.Option("micro"), steps: int = typer.Option(600, min=1),
+    seeds: str = typer.Option("0,1,2", help="comma-separated seeds"),
+    tasks: str = typer.Option("referring,reasoning,captioning,t2i"),
+    results: Path = typer.Option(Path("results")), workers: int = typer.Option(1, min=1),
+    csv: Optional[Path] = typer.Option(None, help="CSV of the side-by-side table (default: results/compare-.../compare.csv)"),
+) -> None:
+    """The same backbone, data, budget and seeds for each adapter, side by side."""
+    from ntbench.compare import compare_suite, side_by_side
+
+    try:
+        seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+    except ValueError:
+        _fail(f"--seeds {seeds!r}: expected comma-separated integers")
+    from ntbench.suite import SuiteError
+    try:
+        suite = compare_suite(adapters, backbone, steps, seed_list, [t for t in tasks.split(",") if t])
+    except SuiteError as exc:
+        _fail(str(exc))
+    df = _run_suite_with_bars(suite, results, None, workers)
+    table = side_by_side(df)
+    path = csv or results / suite.name / "compare.csv"
+    table.to_csv(path)
+    t = Table(title=f"{' vs '.join(adapters)} on {backbone}, {steps} steps, seeds {seed_list} (mean ± std)")
+    t.add_column("metric")
+    for c in table.columns:
+        t.add_column(str(c), justify="right")
+    for idx, r in table.iterrows():
+        t.add_row(str(idx), *[str(v) for v in r.values])
+    out.print(t)
+    out.print(f"wrote {path}")
 
 
 def main() -> None:  # pragma: no cover

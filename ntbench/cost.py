@@ -39,11 +39,11 @@ def _cpu_flash_attention_backward_flops(grad_out, query, key, value, *args, out_
     return sdpa_backward_flop_count(grad_out, query, key, value)
 
 
-_CUSTOM_FLOPS = {}
+FLOP_FORMULAS = {}
 if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
-    _CUSTOM_FLOPS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = _cpu_flash_attention_flops
+    FLOP_FORMULAS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = _cpu_flash_attention_flops
 if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward"):
-    _CUSTOM_FLOPS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward] = \
+    FLOP_FORMULAS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward] = \
         _cpu_flash_attention_backward_flops
 
 
@@ -67,7 +67,7 @@ def measure_flops(model: nn.Module, batch: int, seq_len: int, train: bool = Fals
     was_training = model.training
     model.train(train)
     try:
-        with FlopCounterMode(display=False, custom_mapping=_CUSTOM_FLOPS) as counter:
+        with FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS) as counter:
             with torch.set_grad_enabled(train):
                 logits = _forward_logits(model, ids)
                 if train:

@@ -135,7 +135,8 @@ def prepare(data: Path, out: Path, seed: int = 0, sizes: MicroSizes = MicroSizes
 
     # 1. tokenizer over the world's words (task tokens are added later by the tuning)
     texts = [t for s in train.samples for t in _texts(s)]
-    tokenizer = word_tokenizer(texts)
+    # the task prompts' own words (the tasks' token rows are added later, by the tuning)
+    tokenizer = word_tokenizer(texts + ["Describe the image.", "Segment the object."])
     tokenizer.save_pretrained(work / "llm")
 
     # 2. CLIP: vision + text encoders, contrastive on image-caption pairs

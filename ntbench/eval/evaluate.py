@@ -60,7 +60,7 @@ def _teacher_forced(model: AllInTokenModel, items: list[Item], batch_size: int, 
         vision = model.encode_images(batch["images"])
         _, hidden, off = model.run_llm(batch, vision)
         if len(batch["seg_b"]):
-            masks = model.predict_masks(hidden, vision["seg"], batch["seg_b"], off + batch["seg_t"],
+            masks = model.predict_masks(hidden, vision, batch["seg_b"], off + batch["seg_t"],
                                         tuple(batch["seg_masks"].shape[-2:]))
             preds += list(masks.cpu().numpy())
             gts += list(batch["seg_masks"].bool().cpu().numpy())
@@ -95,7 +95,7 @@ def _generated(model: AllInTokenModel, items: list[Item], batch_size: int, devic
                 if k in first:
                     h = out["answer_hidden_full"]
                     pos = torch.tensor([out["offset"] + first[k]], device=h.device)
-                    mask = model.predict_masks(h, out["vision"]["seg"], torch.tensor([row], device=h.device),
+                    mask = model.predict_masks(h, out["vision"], torch.tensor([row], device=h.device),
                                                pos, size)[0].cpu().numpy()
                 else:
                     mask = np.zeros_like(gt)

@@ -75,8 +75,9 @@ class AllInTokenModel(nn.Module):
         mean = torch.tensor(CLIP_MEAN, device=x.device)[:, None, None]
         std = torch.tensor(CLIP_STD, device=x.device)[:, None, None]
         dtype = next(self.vision.parameters()).dtype
-        out = self.vision(pixel_values=((x - mean) / std).to(dtype), output_hidden_states=True)
-        return {"patches": out.last_hidden_state[:, 1:], "pooled": out.pooler_output,
+        pixels = ((x - mean) / std).to(dtype)
+        out = self.vision(pixel_values=pixels, output_hidden_states=True)
+        return {"patches": out.last_hidden_state[:, 1:], "pooled": out.pooler_output, "pixels": pixels,
                 "seg": [out.hidden_states[layer][:, 1:] for layer in self.seg_layers]}
 
     def embed_text(self, ids: torch.Tensor) -> torch.Tensor:
@@ -114,7 +115,8 @@ class AllInTokenModel(nn.Module):
         if len(batch["seg_b"]):
             states = hidden[batch["seg_b"], off + batch["seg_t"]].float()
             feats = [f[batch["seg_b"]].float() for f in vision["seg"]]
-            pred = self.mask_decoder(states, feats, tuple(batch["seg_masks"].shape[-2:]))
+            pred = self.mask_decoder(states, feats, tuple(batch["seg_masks"].shape[-2:]),
+                                     vision["pixels"][batch["seg_b"]].float())
             loss_seg = dice_loss(pred, batch["seg_masks"])
         loss_gen = zero
         if len(batch["gen_b"]):
@@ -126,12 +128,13 @@ class AllInTokenModel(nn.Module):
 
     # -- inference ----------------------------------------------------------------------------
     @torch.no_grad()
-    def predict_masks(self, hidden: torch.Tensor, vision_seg: list[torch.Tensor], rows: torch.Tensor,
+    def predict_masks(self, hidden: torch.Tensor, vision: dict, rows: torch.Tensor,
                       positions: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Binary masks [N, *size] from the hidden states at (rows, positions)."""
         if len(rows) == 0:
             return torch.zeros((0, *size), dtype=torch.bool, device=hidden.device)
-        logits = self.mask_decoder(hidden[rows, positions].float(), [f[rows].float() for f in vision_seg], size)
+        logits = self.mask_decoder(hidden[rows, positions].float(), [f[rows].float() for f in vision["seg"]], size,
+                                   vision["pixels"][rows].float())
         return logits > 0
 
     @torch.no_grad()

@@ -145,6 +145,7 @@ def load_backbone(name: str | None = None, llm: str | None = None, vision: str |
         UnknownNameError: an unknown preset name.
     """
     if name is not None and llm is None and vision is None and not Path(name).exists():
+        import ntbench.micro  # noqa: F401  (registers the "micro" preset)
         return BACKBONES.get(name)(**preset_options)
     llm = llm or name
     if llm is None or vision is None:

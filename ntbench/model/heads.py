@@ -23,14 +23,22 @@ class MaskDecoder(nn.Module):
             nn.TransformerEncoderLayer(width, heads, 2 * width, dropout=0.0, batch_first=True, norm_first=True)
             for _ in range(n_layers))
         self.film = nn.Linear(llm_width, 2 * width)
+        # token-to-patch similarity: a direct "where is it" map, added as an input channel
+        self.query = nn.Linear(llm_width, width)
+        self.key = nn.Linear(width, width)
         self.head = nn.Sequential(
-            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(width + 1, width, 3, padding=1), nn.ReLU(),
             nn.ConvTranspose2d(width, width // 2, 2, stride=2), nn.ReLU(),
             nn.ConvTranspose2d(width // 2, width // 4, 2, stride=2), nn.ReLU(),
-            nn.ConvTranspose2d(width // 4, 1, 2, stride=2))
+            nn.ConvTranspose2d(width // 4, width // 4, 2, stride=2), nn.ReLU())
+        # pixel skip path: object boundaries at full resolution come from the image itself
+        self.pixels = nn.Sequential(nn.Conv2d(3, width // 4, 3, padding=1), nn.ReLU())
+        self.out = nn.Conv2d(width // 2, 1, 3, padding=1)
 
-    def forward(self, token_state: torch.Tensor, vision_layers: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-        """token_state [N, H_llm]; vision_layers: per layer [N, P, D_vis] patch features (no CLS).
+    def forward(self, token_state: torch.Tensor, vision_layers: list[torch.Tensor], size: tuple[int, int],
+                pixels: torch.Tensor | None = None) -> torch.Tensor:
+        """token_state [N, H_llm]; vision_layers: per layer [N, P, D_vis] patch features (no CLS);
+        pixels: the normalised images [N, 3, h, w] (optional skip path).
 
         Returns mask logits [N, *size].
         """
@@ -43,9 +51,14 @@ class MaskDecoder(nn.Module):
             x = block(x)
         n, p, w = x.shape
         g = int(math.isqrt(p))
-        grid = x.transpose(1, 2).reshape(n, w, g, g)
-        logits = self.head(grid)
-        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)[:, 0]
+        sim = torch.einsum("nd,npd->np", self.query(token_state), self.key(x)) / math.sqrt(w)
+        grid = torch.cat([x.transpose(1, 2).reshape(n, w, g, g), sim.view(n, 1, g, g)], dim=1)
+        feats = F.interpolate(self.head(grid), size=size, mode="bilinear", align_corners=False)
+        if pixels is None:
+            skip = torch.zeros(n, feats.shape[1], *size, device=feats.device, dtype=feats.dtype)
+        else:
+            skip = self.pixels(F.interpolate(pixels, size=size, mode="bilinear", align_corners=False))
+        return self.out(torch.cat([feats, skip], dim=1))[:, 0]
 
 
 class GenerationHead(nn.Module):

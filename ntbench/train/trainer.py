@@ -16,10 +16,14 @@ import statistics
 import time
 from typing import Any, Callable
 
+from contextlib import nullcontext
+
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ntbench.cost import FLOP_FORMULAS
 from ntbench.data.io import SampleDataset
 from ntbench.model.allintoken import AllInTokenModel
 from ntbench.model.batching import Item, collate, to_device
@@ -143,15 +147,22 @@ def train(model: AllInTokenModel, dataset: SampleDataset, cfg: TrainConfig,
     step_times, tokens, evals = [], 0, []
     model.train()
     stopped = False
+    flops = 0
     for step in range(cfg.steps):
         batch = to_device(collate(mixer.draw(cfg.batch_size), model.tokenizer), device)
         start = time.perf_counter()
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda and cfg.bf16):
-            losses = runner(batch)
-        if not torch.isfinite(losses["loss"]):
-            raise FloatingPointError(f"non-finite loss at step {step}: {float(losses['loss'])}")
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
+        # the first step is counted (forward + backward FLOPs of the whole model); it is left
+        # out of the step-time median below, so the counter's overhead does not bias timings
+        counter = FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS) if step == 0 else nullcontext()
+        with counter:
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda and cfg.bf16):
+                losses = runner(batch)
+            if not torch.isfinite(losses["loss"]):
+                raise FloatingPointError(f"non-finite loss at step {step}: {float(losses['loss'])}")
+            optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+        if step == 0:
+            flops = counter.get_total_flops()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         optimizer.step()
@@ -178,5 +189,5 @@ def train(model: AllInTokenModel, dataset: SampleDataset, cfg: TrainConfig,
             break
     timed = step_times[min(3, len(step_times) - 1):]  # the first steps include warm-up costs
     return {"history": history, "evaluations": evals, "stopped_early": stopped, "steps_run": len(history),
-            "step_time_s": statistics.median(timed), "tokens_per_s": tokens / max(sum(step_times), 1e-9),
+            "step_time_s": statistics.median(timed), "tflops_per_step": flops / 1e12, "tokens_per_s": tokens / max(sum(step_times), 1e-9),
             "peak_memory_mb": peak_memory_mb(device), "device": str(device), "world_size": world, "rank": rank}

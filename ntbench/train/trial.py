@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from safetensors.torch import save_file
 
 from ntbench.adapters import adapter_handle, save_adapter
@@ -42,6 +42,19 @@ class TrialConfig(BaseModel):
     lambda_seg: float = Field(1.0, ge=0)
     lambda_gen: float = Field(10.0, ge=0)
     train_embeddings: bool = Field(False, description="train the LLM's whole embedding and LM head too")
+
+    @model_validator(mode="after")
+    def _check_adapter(self) -> "TrialConfig":
+        """Adapter name, its options and its strategy are checked now, not after minutes of setup."""
+        from ntbench.adapters import ADAPTERS
+        from ntbench.adapters.options import validate_options
+
+        cls = ADAPTERS.get(self.adapter)
+        opts = validate_options(cls.options_model, ADAPTERS.canonical(self.adapter), self.adapter_options)
+        if hasattr(opts, "strategy"):
+            from ntbench.strategies import make_strategy
+            make_strategy(opts.strategy, beta=opts.beta, **opts.strategy_options)
+        return self
 
 
 def ntbench_home() -> Path:

@@ -1,0 +1,205 @@
+"""Reports from stored results (no training): tables with mean ± 95% CI over seeds, plots, index.
+
+A cell whose 95% confidence interval overlaps the best cell's is marked "≈": with these seeds
+it is not distinguishable from the best. Cells with a single seed get no interval and are
+marked "(1 seed)".
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from ntbench.suite import Suite
+
+SEED = "param.train.seed"
+
+
+def _ci95(values: pd.Series) -> float:
+    from scipy import stats
+    n = values.count()
+    if n < 2:
+        return float("nan")
+    return float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n))
+
+
+def aggregate(df: pd.DataFrame, metric: str, by: list[str]) -> pd.DataFrame:
+    """Mean, std, n and 95% CI half-width of ``metric`` per combination of ``by``."""
+    done = df[df.status == "COMPLETE"]
+    if not by:
+        done = done.assign(_all="all")
+        by = ["_all"]
+    g = done.groupby(by, dropna=False)[metric]
+    out = g.agg(["mean", "std", "count"]).reset_index()
+    out["ci95"] = g.apply(_ci95).values
+    return out
+
+
+def mark_noise(agg: pd.DataFrame, maximize: bool = True) -> pd.DataFrame:
+    best = agg.loc[agg["mean"].idxmax() if maximize else agg["mean"].idxmin()]
+    lo_b, hi_b = best["mean"] - np.nan_to_num(best["ci95"]), best["mean"] + np.nan_to_num(best["ci95"])
+
+    def mark(r):
+        if r["count"] < 2:
+            return "(1 seed)"
+        if r.name == best.name:
+            return "best"
+        overlap = r["mean"] + r["ci95"] >= lo_b and r["mean"] - r["ci95"] <= hi_b
+        return "≈" if overlap else ""
+    agg = agg.copy()
+    agg["vs_best"] = agg.apply(mark, axis=1)
+    return agg
+
+
+def _cell(r) -> str:
+    text = f"{r['mean']:.3f}" if math.isnan(r["ci95"]) else f"{r['mean']:.3f} ± {r['ci95']:.3f}"
+    return text + (" ≈" if r["vs_best"] == "≈" else " ★" if r["vs_best"] == "best" else "")
+
+
+def suite_table(suite: Suite, df: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(long aggregate, display table in the paper's layout: rows x cols)."""
+    axes = [f"param.{k}" for k in suite.axes if f"param.{k}" != SEED and f"param.{k}" in df.columns]
+    agg = mark_noise(aggregate(df, metric, axes), suite.direction == "maximize")
+    rows = f"param.{suite.report.rows}" if suite.report.rows else None
+    cols = f"param.{suite.report.cols}" if suite.report.cols else None
+    agg["text"] = agg.apply(_cell, axis=1)
+    if rows in agg.columns and cols in agg.columns:
+        table = agg.pivot(index=rows, columns=cols, values="text")
+    else:
+        table = agg.set_index(axes or ["_all"])[["text"]].rename(columns={"text": metric})
+    return agg, table
+
+
+def _plot(suite: Suite, agg: pd.DataFrame, metric: str, path: Path) -> Path | None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    rows = f"param.{suite.report.rows}" if suite.report.rows else None
+    cols = f"param.{suite.report.cols}" if suite.report.cols else None
+    kind = suite.report.plot
+    if kind == "none":
+        return None
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    if kind == "heatmap" and rows in agg and cols in agg:
+        sns.heatmap(agg.pivot(index=rows, columns=cols, values="mean"), annot=True, fmt=".3f", cmap="viridis", ax=ax)
+    elif kind == "lines" and cols in agg:
+        ax.errorbar  # noqa: B018  (matplotlib draws the CI bars below)
+        for key, g in (agg.groupby(rows) if rows in agg else [("all", agg)]):
+            g = g.sort_values(cols)
+            ax.errorbar(g[cols].astype(str), g["mean"], yerr=np.nan_to_num(g["ci95"]), marker="o", capsize=3, label=str(key))
+        ax.set_xlabel(suite.report.cols)
+        if rows in agg:
+            ax.legend(title=suite.report.rows)
+    else:
+        x = rows if rows in agg else agg.columns[0]
+        sns.barplot(data=agg, x=x, y="mean", ax=ax, color="steelblue")
+        ax.errorbar(range(len(agg)), agg["mean"], yerr=np.nan_to_num(agg["ci95"]), fmt="none", ecolor="k", capsize=3)
+        ax.tick_params(axis="x", rotation=30)
+    ax.set_title(f"{suite.name}: {metric} (mean ± 95% CI)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def activation_plots(folder: Path) -> list[Path]:
+    """Figure 2b: per-task neuron activation frequency (layer x neuron) and task overlap."""
+    src = folder / "activation_frequency.json"
+    if not src.is_file():
+        return []
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    data = json.loads(src.read_text())
+    trial, freqs = next(iter(sorted(data.items(), key=lambda kv: int(kv[0]))))
+    tasks = list(freqs)
+    fig, axes = plt.subplots(len(tasks), 1, figsize=(10, 1.6 * len(tasks) + 0.6), squeeze=False)
+    for ax, task in zip(axes[:, 0], tasks):
+        sns.heatmap(np.array(freqs[task]), ax=ax, vmin=0, vmax=1, cmap="magma", cbar=True)
+        ax.set_ylabel(task)
+    axes[0, 0].set_title(f"activation frequency per neuron (rows: layers), trial {trial}")
+    fig.tight_layout()
+    maps = folder / "activation_maps.png"
+    fig.savefig(maps, dpi=110)
+    plt.close(fig)
+    # overlap: Jaccard of each task's most active neurons (top half by frequency), averaged over layers
+    overlap = np.zeros((len(tasks), len(tasks)))
+    for i, a in enumerate(tasks):
+        for j, b in enumerate(tasks):
+            vals = []
+            for fa, fb in zip(freqs[a], freqs[b]):
+                fa, fb = np.array(fa), np.array(fb)
+                k = max(1, len(fa) // 2)
+                sa, sb = set(np.argsort(-fa)[:k]), set(np.argsort(-fb)[:k])
+                vals.append(len(sa & sb) / len(sa | sb))
+            overlap[i, j] = np.mean(vals)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    sns.heatmap(pd.DataFrame(overlap, index=tasks, columns=tasks), annot=True, fmt=".2f", vmin=0, vmax=1, ax=ax)
+    ax.set_title("overlap of most-activated neurons (Jaccard)")
+    fig.tight_layout()
+    ov = folder / "activation_overlap.png"
+    fig.savefig(ov, dpi=110)
+    plt.close(fig)
+    return [maps, ov]
+
+
+def report_suite(folder: Path) -> dict[str, list[Path]]:
+    """Tables (CSV + markdown) and plots for one suite folder holding trials.csv."""
+    suite = Suite(**yaml.safe_load((folder / "suite.resolved.yaml").read_text()))
+    df = pd.read_csv(folder / "trials.csv")
+    made: dict[str, list[Path]] = {"tables": [], "plots": []}
+    metrics = [suite.objective] + [m for m in suite.report.metrics if m != suite.objective]
+    md = [f"# {suite.name}", "", suite.description, "",
+          f"{int((df.status == 'COMPLETE').sum())} complete / {len(df)} trials. Mean ± 95% CI over seeds; "
+          "★ best, ≈ not distinguishable from the best (overlapping 95% CIs).", ""]
+    for metric in metrics:
+        if metric not in df.columns or df[metric].dropna().empty:
+            md += [f"_{metric}: no values._", ""]
+            continue
+        agg, table = suite_table(suite, df, metric)
+        safe = metric.replace("/", "_")
+        agg.drop(columns=["text"]).to_csv(folder / f"table_{safe}.csv", index=False)
+        made["tables"].append(folder / f"table_{safe}.csv")
+        md += [f"## {metric}", "", table.to_markdown(), ""]
+        plot = _plot(suite, agg, metric, folder / f"plot_{safe}.png") if metric == suite.objective else None
+        if plot:
+            made["plots"].append(plot)
+            md += [f"![{metric}]({plot.name})", ""]
+    failed = df[df.status == "FAIL"]
+    if len(failed):
+        md += ["## Failed trials", "", failed[["trial", "fail_reason"]].to_markdown(index=False), ""]
+    for p in activation_plots(folder):
+        made["plots"].append(p)
+        md += [f"![{p.stem}]({p.name})", ""]
+    (folder / "report.md").write_text("\n".join(md))
+    made["tables"].append(folder / "report.md")
+    return made
+
+
+def write_index(results: Path) -> Path:
+    """results/README.md linking every suite report, table and plot."""
+    lines = ["# Results", "", "Made by `ntbench report` from the stored results; see each report for the command.", ""]
+    bench = results / "bench" / "README.md"
+    if bench.is_file():
+        lines += ["- [bench/README.md](bench/README.md): step-time and data benchmarks", ""]
+    micro = results / "micro" / "summary.md"
+    if micro.is_file():
+        lines += ["- [micro/summary.md](micro/summary.md): evidence that ablations on the micro backbone mean something", ""]
+    for folder in sorted(p.parent for p in results.glob("*/trials.csv")):
+        lines.append(f"## {folder.name}")
+        lines.append("")
+        for f in sorted(folder.iterdir()):
+            if f.suffix in (".md", ".csv", ".png") and not f.name.endswith(".partial"):
+                lines.append(f"- [{f.name}]({folder.name}/{f.name})")
+        lines.append("")
+    path = results / "README.md"
+    path.write_text("\n".join(lines))
+    return path

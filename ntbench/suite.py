@@ -1,0 +1,185 @@
+"""Suite YAML: typed defaults for a trial, the axes to vary, and the sampler.
+
+    name: beta_grid
+    description: Table 6 (top): reasoning-seg oIoU over beta x number of tasks
+    defaults:                 # a partial TrialConfig (see ntbench.train.trial)
+      backbone: micro
+      adapter: neural
+      train: {steps: 300}
+    axes:                     # dotted key into the trial config -> values (a full grid)
+      adapter_options.beta: [0.1, 0.2, 0.3]
+      train.tasks: [{reasoning: 1}, {reasoning: 1, referring: 1}]
+      train.seed: [0]
+    sampler: {type: grid}     # or {type: tpe, n_trials: 30} with `ranges`
+    objective: reasoning.tf_paper_oIoU
+    report: {rows: train.tasks, cols: adapter_options.beta, plot: heatmap}
+
+Every cell is validated as a full TrialConfig before anything runs, so a wrong key, a wrong
+type, an out-of-range beta or an unknown strategy is reported with its dotted key at once.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ntbench.adapters.sites import AdapterError
+from ntbench.registry import UnknownNameError
+
+
+class SuiteError(ValueError):
+    """All problems found in a suite file, one per line."""
+
+    def __init__(self, path: str, errors: list[str]):
+        self.path, self.errors = path, errors
+        super().__init__(f"{path}: {len(errors)} error(s)\n" + "\n".join(f"  - {e}" for e in errors))
+
+
+class Sampler(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["grid", "tpe", "random"] = "grid"
+    n_trials: int | None = Field(None, ge=1, description="trial budget (tpe/random)")
+    seed: int = 0
+
+
+class Range(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    low: float
+    high: float
+    log: bool = False
+    type: Literal["float", "int"] = "float"
+
+
+class ReportSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rows: str | None = Field(None, description="axis shown as table rows")
+    cols: str | None = Field(None, description="axis shown as table columns")
+    metrics: list[str] = Field(default_factory=list, description="extra metric columns (task.key)")
+    plot: Literal["heatmap", "lines", "bars", "none"] = "none"
+    baseline: str | None = Field(None, description="a rows value that deltas are computed against")
+
+
+class Suite(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str = ""
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    axes: dict[str, list[Any]] = Field(default_factory=dict)
+    ranges: dict[str, Range] = Field(default_factory=dict)
+    sampler: Sampler = Field(default_factory=Sampler)
+    objective: str = "reasoning.tf_paper_oIoU"
+    direction: Literal["maximize", "minimize"] = "maximize"
+    report: ReportSpec = Field(default_factory=ReportSpec)
+
+    def content_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+    def study_name(self) -> str:
+        """Derived from the content: editing a suite starts a new study instead of clashing."""
+        return f"{self.name}-{self.content_hash()}"
+
+
+def label(value: Any) -> Any:
+    """A short, hashable label for an axis value (Optuna parameters must be primitives)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, dict) and all(isinstance(v, (int, float)) for v in value.values()):
+        if all(v == 1 for v in value.values()):
+            return "+".join(value)
+        return "+".join(f"{k}:{v:g}" for k, v in value.items())
+    return json.dumps(value, sort_keys=True)
+
+
+def set_dotted(config: dict, key: str, value: Any) -> None:
+    node = config
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise KeyError(key)
+    node[parts[-1]] = value
+
+
+def resolve(suite: Suite, overrides: dict[str, Any]) -> dict[str, Any]:
+    config = copy.deepcopy(suite.defaults)
+    for key, value in overrides.items():
+        set_dotted(config, key, value)
+    return config
+
+
+def grid_cells(suite: Suite) -> list[dict[str, Any]]:
+    """Every combination of axis values (values, not labels), in a stable order."""
+    keys = list(suite.axes)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(suite.axes[k] for k in keys))]
+
+
+def _format_error(where: str, exc: Exception) -> list[str]:
+    if isinstance(exc, ValidationError):
+        out = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            out.append(f"{where}{key}: {err.get('input')!r}: {msg}")
+        return out
+    return [f"{where}{exc}"]
+
+
+def trial_config(suite: Suite, overrides: dict[str, Any]):
+    from ntbench.train.trial import TrialConfig
+    return TrialConfig(**resolve(suite, overrides))
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read and fully validate a suite file; raises SuiteError listing every problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise SuiteError(str(path), ["file not found"])
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SuiteError(str(path), [f"not valid YAML: {exc}"]) from None
+    if not isinstance(data, dict):
+        raise SuiteError(str(path), ["expected a mapping with keys name, defaults, axes, sampler, ..."])
+    try:
+        suite = Suite(**data)
+    except ValidationError as exc:
+        raise SuiteError(str(path), _format_error("", exc)) from None
+    errors: list[str] = []
+    if suite.sampler.type == "grid" and suite.ranges:
+        errors.append(f"ranges: {list(suite.ranges)}: ranges need sampler.type tpe or random; allowed for grid: axes")
+    if suite.sampler.type != "grid" and not suite.sampler.n_trials:
+        errors.append("sampler.n_trials: required for tpe/random samplers")
+    for key, values in suite.axes.items():
+        if not isinstance(values, list) or not values:
+            errors.append(f"axes.{key}: must be a non-empty list of values")
+    errors += _check_values(suite)
+    if errors:
+        raise SuiteError(str(path), errors)
+    return suite
+
+
+def _check_values(suite: Suite) -> list[str]:
+    errors = []
+    probes: list[tuple[str, dict[str, Any]]] = [("defaults.", {})]
+    for key, values in suite.axes.items():
+        probes += [(f"axes.{key}[{i}] -> ", {key: v}) for i, v in enumerate(values)]
+    for key, rng in suite.ranges.items():
+        probes += [(f"ranges.{key}.low -> ", {key: rng.low}), (f"ranges.{key}.high -> ", {key: rng.high})]
+    seen = set()
+    for where, overrides in probes:
+        try:
+            trial_config(suite, overrides)
+        except (ValidationError, AdapterError, UnknownNameError, ValueError, KeyError, FileNotFoundError) as exc:
+            for msg in _format_error(where, exc):
+                if msg not in seen:
+                    seen.add(msg)
+                    errors.append(msg)
+    return errors
