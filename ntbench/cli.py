@@ -489,3 +489,7 @@ def compare(
 
 def main() -> None:  # pragma: no cover
     app(sys.argv[1:])
+
+
+if __name__ == "__main__":  # python -m ntbench.cli
+    app()

@@ -160,7 +160,7 @@ def worker_loop(suite: Suite, storage_url: str | None, folder: Path, budget: int
             if len(counted) >= suite.sampler.n_trials:
                 break
         trial = study.ask()
-        if suite.sampler.type == "grid" and "fixed_params" not in trial.system_attrs:
+        if suite.sampler.type == "grid" and "cell" not in trial.user_attrs:
             # another worker took the last waiting cell between our check and ask()
             study.tell(trial, state=live.PRUNED)
             study._storage.set_trial_user_attr(trial._trial_id, "surplus", True)
@@ -184,6 +184,20 @@ def _sampler(suite: Suite):
     return optuna.samplers.RandomSampler(seed=suite.sampler.seed)  # grid cells are enqueued
 
 
+def prepare_inputs(suite: Suite) -> None:
+    """Generate the micro-world data and prepare the micro backbone if any cell needs them."""
+    from ntbench.train.trial import resolve_data
+
+    cells = [{}] + [{k: v} for k, vs in suite.axes.items() for v in vs]
+    for cell in cells:
+        cfg = trial_config(suite, cell)
+        if cfg.data is None or str(cfg.data).startswith("microworld:"):
+            resolve_data(cfg.data)
+        if cfg.backbone == "micro":
+            from ntbench.micro import ensure_micro
+            ensure_micro()
+
+
 def _worker_main(args) -> int:
     suite_json, storage_url, folder = args
     import torch
@@ -203,13 +217,21 @@ def run_suite(suite: Suite, results: Path = Path("results"), storage_url: str | 
     if on_total:
         on_total(todo)
     if todo:
+        prepare_inputs(suite)  # data and backbones are made once here, not raced by the workers
         if workers <= 1:
             worker_loop(suite, storage_url, folder, None, progress=progress, on_trial=on_trial)
         else:
             ctx = mp.get_context("spawn")
-            with ctx.Pool(workers) as pool:
-                args = [(suite.model_dump_json(), storage_url, str(folder))] * workers
-                pool.map(_worker_main, args)
+            procs = [ctx.Process(target=_worker_main, args=((suite.model_dump_json(), storage_url, str(folder)),))
+                     for _ in range(workers)]
+            for p in procs:
+                p.start()
+            for p in procs:
+                p.join()
+            bad = [p.exitcode for p in procs if p.exitcode]
+            if bad:
+                raise RuntimeError(f"{len(bad)} worker process(es) exited with codes {bad}; "
+                                   "rerun the suite to finish the missing cells")
     return write_trials_csv(suite, study, folder)
 
 

@@ -23,6 +23,7 @@ import copy
 import hashlib
 import itertools
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -119,14 +120,24 @@ def grid_cells(suite: Suite) -> list[dict[str, Any]]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*(suite.axes[k] for k in keys))]
 
 
-def _format_error(where: str, exc: Exception) -> list[str]:
+def _allowed_keys(root: type[BaseModel] | None, loc: tuple) -> list[str]:
+    model = root
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part)) if model else None
+        ann = getattr(field, "annotation", None)
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    return list(model.model_fields) if model else []
+
+
+def _format_error(where: str, exc: Exception, root: type[BaseModel] | None = None) -> list[str]:
     if isinstance(exc, ValidationError):
         out = []
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"])
             msg = err["msg"]
             if err["type"] == "extra_forbidden":
-                msg = "unknown key"
+                allowed = _allowed_keys(root, err["loc"])
+                msg = "unknown key" + (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
             out.append(f"{where}{key}: {err.get('input')!r}: {msg}")
         return out
     return [f"{where}{exc}"]
@@ -143,7 +154,9 @@ def load_suite(path: str | Path) -> Suite:
     if not path.is_file():
         raise SuiteError(str(path), ["file not found"])
     try:
-        data = yaml.safe_load(path.read_text())
+        # ${VAR} expands from the environment (paper suites point at weights this way); an
+        # unset variable stays as written, so a suite validates even where weights are absent
+        data = yaml.safe_load(os.path.expandvars(path.read_text()))
     except yaml.YAMLError as exc:
         raise SuiteError(str(path), [f"not valid YAML: {exc}"]) from None
     if not isinstance(data, dict):
@@ -151,7 +164,7 @@ def load_suite(path: str | Path) -> Suite:
     try:
         suite = Suite(**data)
     except ValidationError as exc:
-        raise SuiteError(str(path), _format_error("", exc)) from None
+        raise SuiteError(str(path), _format_error("", exc, Suite)) from None
     errors: list[str] = []
     if suite.sampler.type == "grid" and suite.ranges:
         errors.append(f"ranges: {list(suite.ranges)}: ranges need sampler.type tpe or random; allowed for grid: axes")
@@ -166,20 +179,52 @@ def load_suite(path: str | Path) -> Suite:
     return suite
 
 
-def _check_values(suite: Suite) -> list[str]:
+def _adapter_errors(config: dict[str, Any]) -> list[str]:
+    """Adapter name, options and strategy of a resolved trial config, checked on their own."""
+    from ntbench.adapters import ADAPTERS
+    from ntbench.adapters.options import validate_options
+    from ntbench.strategies import make_strategy
+
+    name, options = config.get("adapter", "neural"), config.get("adapter_options", {}) or {}
+    try:
+        cls = ADAPTERS.get(name)
+        opts = validate_options(cls.options_model, ADAPTERS.canonical(name), options)
+        if hasattr(opts, "strategy"):
+            make_strategy(opts.strategy, beta=opts.beta, **opts.strategy_options)
+    except (AdapterError, UnknownNameError, ValueError, FileNotFoundError) as exc:
+        return [f"adapter_options: {exc}" if not isinstance(exc, UnknownNameError) or "adapter " not in str(exc)
+                else f"adapter: {exc}"]
+    return []
+
+
+def _probe(suite: Suite, overrides: dict[str, Any]) -> list[str]:
+    from ntbench.train.trial import TrialConfig
+
+    try:
+        config = resolve(suite, overrides)
+    except KeyError as exc:
+        return [f"{exc.args[0]}: cannot set this key (a parent key is not a mapping)"]
     errors = []
-    probes: list[tuple[str, dict[str, Any]]] = [("defaults.", {})]
+    try:
+        TrialConfig.model_validate(config)
+    except ValidationError as exc:
+        errors += [e for e in _format_error("", exc, TrialConfig) if not e.startswith(": ")]
+    except (AdapterError, UnknownNameError, ValueError, FileNotFoundError):
+        pass  # adapter problems are reported below, once and precisely
+    return errors + _adapter_errors(config)
+
+
+def _check_values(suite: Suite) -> list[str]:
+    """Every default and every axis/range value, each resolved into a full trial config.
+
+    An error already present in the defaults is reported once, under ``defaults``.
+    """
+    base = _probe(suite, {})
+    errors = [f"defaults.{e}" for e in base]
     for key, values in suite.axes.items():
-        probes += [(f"axes.{key}[{i}] -> ", {key: v}) for i, v in enumerate(values)]
+        for i, value in enumerate(values):
+            errors += [f"axes.{key}[{i}] = {value!r} -> {e}" for e in _probe(suite, {key: value}) if e not in base]
     for key, rng in suite.ranges.items():
-        probes += [(f"ranges.{key}.low -> ", {key: rng.low}), (f"ranges.{key}.high -> ", {key: rng.high})]
-    seen = set()
-    for where, overrides in probes:
-        try:
-            trial_config(suite, overrides)
-        except (ValidationError, AdapterError, UnknownNameError, ValueError, KeyError, FileNotFoundError) as exc:
-            for msg in _format_error(where, exc):
-                if msg not in seen:
-                    seen.add(msg)
-                    errors.append(msg)
-    return errors
+        for end in ("low", "high"):
+            errors += [f"ranges.{key}.{end} -> {e}" for e in _probe(suite, {key: getattr(rng, end)}) if e not in base]
+    return list(dict.fromkeys(errors))

@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
@@ -61,21 +62,40 @@ def ntbench_home() -> Path:
     return Path(os.environ.get("NTBENCH_HOME", Path.home() / ".cache" / "ntbench"))
 
 
-def default_data_dir(seed: int = 0) -> Path:
+def default_data_dir(seed: int = 0, train: int | None = None) -> Path:
     """The default micro world (generated once if missing; a partial folder is never used)."""
     from ntbench.data.microworld import GENERATOR_VERSION, MicroWorldConfig, generate
 
-    target = ntbench_home() / "data" / f"microworld-v{GENERATOR_VERSION}-seed{seed}-n{DEFAULT_DATA['train']}"
+    sizes = dict(DEFAULT_DATA)
+    if train is not None:  # a smaller world, e.g. "data: microworld:200" in the smoke suite
+        sizes = {"train": train, "val": max(8, train // 10), "test": max(8, train // 10)}
+    target = ntbench_home() / "data" / f"microworld-v{GENERATOR_VERSION}-seed{seed}-n{sizes['train']}"
     if (target / "meta.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".partial-"))
-    generate(tmp / "ds", MicroWorldConfig(seed=seed, **DEFAULT_DATA))
-    if target.exists():  # a half-written folder from an interrupted run
-        shutil.rmtree(target)
-    (tmp / "ds").rename(target)
-    shutil.rmtree(tmp, ignore_errors=True)
+    with open(target.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be generating the same world
+        if (target / "meta.json").is_file():
+            return target
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".partial-"))
+        generate(tmp / "ds", MicroWorldConfig(seed=seed, **sizes))
+        if target.exists():  # a half-written folder from an interrupted run
+            shutil.rmtree(target)
+        (tmp / "ds").rename(target)
+        shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def resolve_data(spec: str | None) -> Path:
+    """A dataset folder, or the generated micro world: None (default size) or "microworld:N"."""
+    if spec is None:
+        return default_data_dir()
+    if spec.startswith("microworld:"):
+        try:
+            return default_data_dir(train=int(spec.split(":", 1)[1]))
+        except ValueError:
+            raise ValueError(f"data {spec!r}: expected microworld:N with N the number of training samples") from None
+    return Path(spec)
 
 
 def provenance() -> dict[str, Any]:
@@ -110,7 +130,7 @@ def run_trial(cfg: TrialConfig, out: str | Path | None = None, callbacks: list[C
     from ntbench.model.allintoken import AllInTokenModel
     from ntbench.model.backbone import load_backbone
 
-    data = Path(cfg.data) if cfg.data else default_data_dir()
+    data = resolve_data(cfg.data)
     train_ds = SampleDataset(data, "train")
     eval_ds = SampleDataset(data, cfg.eval_split)
     torch.manual_seed(cfg.train.seed)

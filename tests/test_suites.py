@@ -1,0 +1,152 @@
+"""Suites: validation, the runner (workers, resume after kill -9, failures), report, compare."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from ntbench.cli import app
+from ntbench.runner import make_storage, run_suite
+from ntbench.suite import SuiteError, load_suite
+
+SUITES = Path(__file__).resolve().parent.parent / "suites"
+runner = CliRunner()
+
+FAST = {"backbone": "tiny-random", "data": "microworld:40", "adapter": "neural", "adapter_options": {"dz": 8},
+        "eval_samples": 2, "eval_generated": False,
+        "train": {"steps": 2, "batch_size": 2, "warmup": 1, "tasks": {"reasoning": 1, "captioning": 1}}}
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("NTBENCH_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def write_suite(path: Path, **overrides) -> Path:
+    data = {"name": path.stem, "defaults": FAST, "axes": {"adapter_options.beta": [0.3, 0.7], "train.seed": [0, 1]},
+            "objective": "reasoning.tf_paper_oIoU", **overrides}
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("path", sorted(SUITES.rglob("*.yaml")), ids=lambda p: str(p.relative_to(SUITES)))
+def test_every_shipped_suite_validates(path):
+    suite = load_suite(path)
+    assert suite.name and suite.objective
+
+
+def test_bad_suite_lists_every_error_and_writes_nothing(tmp_path):
+    bad = write_suite(tmp_path / "bad.yaml", axes={"adapter_options.beta": [0.2, 1.5], "adapter_options.strategy": ["gausian"]},
+                      defaults={**FAST, "train": {**FAST["train"], "stepz": 3, "batch_size": "many"}})
+    with pytest.raises(SuiteError) as exc:
+        load_suite(bad)
+    text = str(exc.value)
+    assert "train.stepz" in text and "unknown key" in text
+    assert "train.batch_size: 'many'" in text
+    assert "axes.adapter_options.beta[1]" in text and "(0, 1]" in text
+    assert "Did you mean 'gaussian'" in text and "Allowed values" in text
+    for cmd in (["validate", str(bad)], ["run", str(bad), "--results", str(tmp_path / "res")]):
+        result = runner.invoke(app, cmd)
+        assert result.exit_code == 2
+        assert "train.stepz" in result.output and "axes.adapter_options.beta[1]" in result.output
+    assert not (tmp_path / "res").exists()
+
+
+def test_unknown_top_level_key(tmp_path):
+    bad = write_suite(tmp_path / "k.yaml", axis={"x": [1]})
+    with pytest.raises(SuiteError, match="axis: .*unknown key"):
+        load_suite(bad)
+
+
+def cells(df):
+    done = df[df.status == "COMPLETE"]
+    return sorted(map(tuple, done[["param.adapter_options.beta", "param.train.seed"]].values.tolist()))
+
+
+def test_two_workers_run_each_cell_once_and_rerun_runs_nothing(tmp_path):
+    suite = load_suite(write_suite(tmp_path / "w2.yaml"))
+    df = run_suite(suite, tmp_path / "res", workers=2)
+    assert cells(df) == [(0.3, 0), (0.3, 1), (0.7, 0), (0.7, 1)]
+    assert len(df) == 4 and (df.status == "COMPLETE").all()
+    totals = []
+    again = run_suite(suite, tmp_path / "res", on_total=totals.append)
+    assert totals == [0] and len(again) == 4
+    csv = pd.read_csv(tmp_path / "res" / "w2" / "trials.csv")
+    assert {"objective", "step_time_s", "peak_memory_mb", "trainable_params", "tflops_per_step",
+            "prov.git_commit", "prov.torch", "reasoning.tf_lisa_gIoU"} <= set(csv.columns)
+    assert (tmp_path / "res" / "w2" / "suite.resolved.yaml").is_file()
+
+
+@pytest.mark.skipif(not os.environ.get("NTBENCH_TEST_POSTGRES"), reason="set NTBENCH_TEST_POSTGRES (.ci/run starts a server)")
+def test_two_workers_on_postgresql(tmp_path):
+    url = os.environ["NTBENCH_TEST_POSTGRES"]
+    suite = load_suite(write_suite(tmp_path / f"pg{int(time.time() * 1000) % 10**8}.yaml"))
+    df = run_suite(suite, tmp_path / "res", storage_url=url, workers=2)
+    assert cells(df) == [(0.3, 0), (0.3, 1), (0.7, 0), (0.7, 1)] and len(df) == 4
+
+
+def test_failing_trial_is_recorded_and_suite_goes_on(tmp_path):
+    suite = load_suite(write_suite(tmp_path / "f.yaml", axes={"data": ["microworld:40", str(tmp_path / "missing")]}))
+    df = run_suite(suite, tmp_path / "res")
+    assert sorted(df.status) == ["COMPLETE", "FAIL"]
+    assert "not found" in df[df.status == "FAIL"].fail_reason.iloc[0]
+
+
+def test_kill_9_then_rerun_runs_only_missing_cells(tmp_path):
+    path = write_suite(tmp_path / "k9.yaml", axes={"adapter_options.beta": [0.2, 0.4, 0.6, 0.8]})
+    suite = load_suite(path)
+    proc = subprocess.Popen([sys.executable, "-m", "ntbench.cli", "run", str(path), "--results", str(tmp_path / "res")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    import optuna
+    storage = None
+    deadline = time.time() + 240
+    completed = []
+    while time.time() < deadline:
+        time.sleep(0.5)
+        if not (tmp_path / "res" / "k9" / "optuna.journal").exists():
+            continue
+        storage = storage or make_storage(None, tmp_path / "res" / "k9")
+        try:
+            study = optuna.load_study(study_name=suite.study_name(), storage=storage)
+        except KeyError:
+            continue
+        completed = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
+        if completed:
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert completed, "no trial completed before the deadline"
+    first_done = {t.number: t.params for t in completed}
+    df = run_suite(suite, tmp_path / "res")
+    assert len(df) == 4 and (df.status == "COMPLETE").all()
+    assert sorted(df["param.adapter_options.beta"]) == [0.2, 0.4, 0.6, 0.8]  # no duplicated rows
+    for number, params in first_done.items():  # completed cells were not rerun
+        assert number in set(df.trial)
+
+
+def test_report_and_index(tmp_path):
+    suite = load_suite(write_suite(tmp_path / "r.yaml", report={"rows": "adapter_options.beta", "plot": "bars"}))
+    run_suite(suite, tmp_path / "res")
+    result = runner.invoke(app, ["report", "--results", str(tmp_path / "res")])
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "res" / "r"
+    report = (folder / "report.md").read_text()
+    assert "± " in report and "reasoning.tf_paper_oIoU" in report
+    assert (folder / "plot_reasoning.tf_paper_oIoU.png").stat().st_size > 1000
+    assert (folder / "activation_maps.png").is_file() and (folder / "activation_overlap.png").is_file()
+    assert "r/report.md" in (tmp_path / "res" / "README.md").read_text()
+
+
+def test_ci95_by_hand():
+    from ntbench.report import aggregate
+    df = pd.DataFrame({"status": ["COMPLETE"] * 3, "param.x": [1, 1, 1], "m": [1.0, 2.0, 3.0]})
+    agg = aggregate(df, "m", ["param.x"])
+    # mean 2, sd 1, n 3: t(0.975, 2) = 4.302653 -> 4.302653 / sqrt(3)
+    assert agg["mean"].iloc[0] == 2.0 and agg["ci95"].iloc[0] == pytest.approx(4.302653 / 3 ** 0.5, rel=1e-5)
