@@ -330,6 +330,7 @@ def train_cmd(
 def prepare(
     backbone: str = typer.Option("micro", help="the backbone to prepare (only 'micro' needs preparing)"),
     seed: int = typer.Option(0),
+    record: Optional[Path] = typer.Option(None, help="also write the manifest (sizes, parameters, losses) to DIR"),
 ) -> None:
     """Generate the micro world if missing and pretrain the micro backbone (cached; a second run returns at once)."""
     import time
@@ -352,6 +353,9 @@ def prepare(
         folder, built = ensure_micro(seed, progress=tick)
     verb = "prepared" if built else "found cached"
     out.print(f"{verb} micro backbone at {folder} ({time.perf_counter() - start:.1f} s)")
+    if record:
+        from ntbench.micro import record_manifest
+        out.print(f"recorded {record_manifest(folder, record)}")
 
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"

@@ -31,7 +31,7 @@ from transformers import (CLIPConfig, CLIPModel, CLIPVisionModel, LlamaConfig, L
 from ntbench.data.io import SampleDataset
 from ntbench.model.backbone import BACKBONES, Backbone, ImageDecoder, load_backbone, word_tokenizer
 
-MICRO_VERSION = 1
+MICRO_VERSION = 2  # bump when prepare() changes what it builds: stale caches are then rebuilt
 MANIFEST = "prepare.json"
 
 
@@ -265,3 +265,19 @@ def ensure_micro(seed: int = 0, sizes: MicroSizes = MicroSizes(), home: Path | N
 def micro_backbone(seed: int = 0) -> Backbone:
     folder, _ = ensure_micro(seed)
     return load_micro(folder)
+
+
+def record_manifest(folder: Path, dest: Path) -> Path:
+    """Copy the manifest to ``dest/prepare.json`` and write ``dest/prepare.md`` (a readable table)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    (dest / "prepare.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    lines = ["# Micro backbone (made by `ntbench prepare --record results/micro`)", "",
+             f"Seed {manifest['seed']}; wall time per stage (s): " +
+             ", ".join(f"{k} {v:.0f}" for k, v in manifest["seconds"].items()), "",
+             "| part | parameters |", "|---|---|"]
+    lines += [f"| {k} | {v:,} |" for k, v in manifest["params"].items()]
+    lines += ["", "| loss | value |", "|---|---|"] + [f"| {k} | {v:.4f} |" for k, v in manifest["losses"].items()]
+    lines += ["", "| size | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in manifest["sizes"].items()]
+    (dest / "prepare.md").write_text("\n".join(lines) + "\n")
+    return dest / "prepare.md"

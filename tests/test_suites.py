@@ -150,3 +150,16 @@ def test_ci95_by_hand():
     agg = aggregate(df, "m", ["param.x"])
     # mean 2, sd 1, n 3: t(0.975, 2) = 4.302653 -> 4.302653 / sqrt(3)
     assert agg["mean"].iloc[0] == 2.0 and agg["ci95"].iloc[0] == pytest.approx(4.302653 / 3 ** 0.5, rel=1e-5)
+
+
+def test_smoke_suite_end_to_end_with_the_cli(tmp_path):
+    start = time.time()
+    result = runner.invoke(app, ["run", str(SUITES / "smoke.yaml"), "--results", str(tmp_path / "res")])
+    assert result.exit_code == 0, result.output
+    assert "smoke" in result.output
+    result = runner.invoke(app, ["report", "--results", str(tmp_path / "res")])
+    assert result.exit_code == 0, result.output
+    df = pd.read_csv(tmp_path / "res" / "smoke" / "trials.csv")
+    assert len(df) == 4 and (df.status == "COMPLETE").all()
+    assert (tmp_path / "res" / "smoke" / "report.md").is_file()
+    assert time.time() - start < 120
