@@ -491,6 +491,25 @@ def compare(
     out.print(f"wrote {path}")
 
 
+@app.command()
+def evidence(
+    seeds: str = typer.Option("0,1,2", help="comma-separated seeds"),
+    steps: int = typer.Option(600, min=1), eval_samples: int = typer.Option(100, min=1),
+    out_dir: Path = typer.Option(Path("results/micro"), "--out"),
+) -> None:
+    """Neural vs frozen vs trivial masks over seeds on the micro backbone (is the default meaningful?)."""
+    import shlex
+
+    from ntbench.evidence import run_evidence, write_summary
+
+    seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+    with err.status("running evidence trials") as status:
+        df = run_evidence(seed_list, steps, out_dir, eval_samples=eval_samples,
+                          progress=lambda msg: status.update(f"evidence: {msg}"))
+    command = "ntbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    out.print(write_summary(df, out_dir, command))
+
+
 def main() -> None:  # pragma: no cover
     app(sys.argv[1:])
 

@@ -110,7 +110,8 @@ def provenance() -> dict[str, Any]:
     try:
         info["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                                             text=True, timeout=10).stdout.strip() or None
-        info["git_dirty"] = bool(subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True,
+        # results written next to the code (untracked files) do not make the code dirty
+        info["git_dirty"] = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
                                                 text=True, timeout=10).stdout.strip())
     except (OSError, subprocess.SubprocessError):
         info["git_commit"], info["git_dirty"] = None, None
