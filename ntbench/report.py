@@ -108,6 +108,63 @@ def _plot(suite: Suite, agg: pd.DataFrame, metric: str, path: Path) -> Path | No
     return path
 
 
+COST_METRICS = ("trainable_params", "tflops_per_step", "step_time_s", "peak_memory_mb")
+
+
+def delta_plot(suite: Suite, df: pd.DataFrame, metric: str, path: Path) -> tuple[pd.DataFrame, Path] | None:
+    """Interference view: each row's change of ``metric`` against the ``report.baseline`` row."""
+    rows = f"param.{suite.report.rows}" if suite.report.rows else None
+    if not suite.report.baseline or rows not in df.columns:
+        return None
+    agg = aggregate(df, metric, [rows])
+    base = agg[agg[rows].astype(str) == str(suite.report.baseline)]
+    if base.empty:
+        return None
+    b = base.iloc[0]
+    agg["delta"] = agg["mean"] - b["mean"]
+    # independent seeds: the half-widths of the two intervals add in quadrature
+    agg["delta_ci95"] = np.sqrt(np.nan_to_num(agg["ci95"]) ** 2 + np.nan_to_num(b["ci95"]) ** 2)
+    agg = agg[agg[rows].astype(str) != str(suite.report.baseline)]
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4))
+    colors = ["tab:green" if d >= 0 else "tab:red" for d in agg["delta"]]
+    ax.bar(agg[rows].astype(str), agg["delta"], yerr=agg["delta_ci95"], color=colors, capsize=4)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_ylabel(f"Δ {metric} vs {suite.report.baseline}")
+    ax.set_title(f"{suite.name}: effect of the additional task (mean ± 95% CI)")
+    ax.tick_params(axis="x", rotation=20)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return agg, path
+
+
+def cost_plot(suite: Suite, df: pd.DataFrame, path: Path) -> Path | None:
+    """Adapters view: quality next to trainable parameters, TFLOPs per step, step time, memory."""
+    rows = f"param.{suite.report.rows}" if suite.report.rows else None
+    panels = [suite.objective] + [m for m in COST_METRICS if m in suite.report.metrics and m in df.columns
+                                  and df[m].notna().any()]
+    if rows not in df.columns or len(panels) < 2:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.6))
+    for ax, metric in zip(axes, panels):
+        agg = aggregate(df, metric, [rows])
+        ax.bar(agg[rows].astype(str), agg["mean"], yerr=np.nan_to_num(agg["ci95"]), capsize=3, color="steelblue")
+        ax.set_title(metric, fontsize=9)
+        if metric == "trainable_params":
+            ax.set_yscale("log")
+        ax.tick_params(axis="x", rotation=45, labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def activation_plots(folder: Path) -> list[Path]:
     """Figure 2b: per-task neuron activation frequency (layer x neuron) and task overlap."""
     src = folder / "activation_frequency.json"
@@ -173,6 +230,20 @@ def report_suite(folder: Path) -> dict[str, list[Path]]:
         if plot:
             made["plots"].append(plot)
             md += [f"![{metric}]({plot.name})", ""]
+    if suite.objective in df.columns and df[suite.objective].notna().any():
+        delta = delta_plot(suite, df, suite.objective, folder / "plot_delta.png")
+        if delta:
+            agg, plot = delta
+            agg.to_csv(folder / "table_delta.csv", index=False)
+            made["tables"].append(folder / "table_delta.csv")
+            made["plots"].append(plot)
+            md += [f"## Δ {suite.objective} vs {suite.report.baseline}", "",
+                   agg[[c for c in agg.columns if c.startswith("param.") or c in ("delta", "delta_ci95", "count")]]
+                   .to_markdown(index=False), "", f"![delta]({plot.name})", ""]
+        costs = cost_plot(suite, df, folder / "plot_costs.png")
+        if costs:
+            made["plots"].append(costs)
+            md += [f"![costs]({costs.name})", ""]
     failed = df[df.status == "FAIL"]
     if len(failed):
         md += ["## Failed trials", "", failed[["trial", "fail_reason"]].to_markdown(index=False), ""]
