@@ -463,6 +463,8 @@ def compare(
     seeds: str = typer.Option("0,1,2", help="comma-separated seeds"),
     tasks: str = typer.Option("referring,reasoning,captioning,t2i"),
     results: Path = typer.Option(Path("results")), workers: int = typer.Option(1, min=1),
+    data: Optional[str] = typer.Option(None, help="dataset folder or microworld:N (default: the micro world)"),
+    eval_samples: int = typer.Option(64, min=1),
     csv: Optional[Path] = typer.Option(None, help="CSV of the side-by-side table (default: results/compare-.../compare.csv)"),
 ) -> None:
     """The same backbone, data, budget and seeds for each adapter, side by side."""
@@ -474,7 +476,8 @@ def compare(
         _fail(f"--seeds {seeds!r}: expected comma-separated integers")
     from ntbench.suite import SuiteError
     try:
-        suite = compare_suite(adapters, backbone, steps, seed_list, [t for t in tasks.split(",") if t])
+        suite = compare_suite(adapters, backbone, steps, seed_list, [t for t in tasks.split(",") if t],
+                              data=data, eval_samples=eval_samples)
     except SuiteError as exc:
         _fail(str(exc))
     df = _run_suite_with_bars(suite, results, None, workers)

@@ -10,9 +10,14 @@ METRICS = ["reasoning.tf_paper_oIoU", "referring.tf_paper_oIoU", "reasoning.gen_
            "peak_memory_mb", "tflops_per_step"]
 
 
-def compare_suite(adapters: list[str], backbone: str, steps: int, seeds: list[int], tasks: list[str]) -> Suite:
+def compare_suite(adapters: list[str], backbone: str, steps: int, seeds: list[int], tasks: list[str],
+                  data: str | None = None, eval_samples: int = 64) -> Suite:
+    defaults = {"backbone": backbone, "eval_samples": eval_samples,
+                "train": {"steps": steps, "tasks": {t: 1.0 for t in tasks}}}
+    if data:
+        defaults["data"] = data
     suite = Suite(name="compare-" + "-".join(adapters), description=f"compare {', '.join(adapters)}",
-                  defaults={"backbone": backbone, "train": {"steps": steps, "tasks": {t: 1.0 for t in tasks}}},
+                  defaults=defaults,
                   axes={"adapter": list(adapters), "train.seed": list(seeds)},
                   report={"rows": "adapter", "metrics": METRICS[1:6], "plot": "bars"})
     errors = _check_values(suite)

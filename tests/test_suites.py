@@ -163,3 +163,14 @@ def test_smoke_suite_end_to_end_with_the_cli(tmp_path):
     assert len(df) == 4 and (df.status == "COMPLETE").all()
     assert (tmp_path / "res" / "smoke" / "report.md").is_file()
     assert time.time() - start < 120
+
+
+def test_compare_prints_side_by_side_and_writes_csv(tmp_path):
+    result = runner.invoke(app, ["compare", "lora", "neural", "--backbone", "tiny-random", "--steps", "2",
+                                 "--seeds", "0,1", "--data", "microworld:40", "--eval-samples", "2",
+                                 "--tasks", "reasoning,captioning", "--results", str(tmp_path / "res")])
+    assert result.exit_code == 0, result.output
+    assert "lora" in result.output and "neural" in result.output and "reasoning.tf_paper_oIoU" in result.output
+    table = pd.read_csv(tmp_path / "res" / "compare-lora-neural" / "compare.csv", index_col=0)
+    assert list(table.columns) == ["lora", "neural"]
+    assert "trainable_params" in table.index and "±" in str(table.loc["reasoning.tf_paper_oIoU", "lora"])
