@@ -176,7 +176,8 @@ def activation_plots(folder: Path) -> list[Path]:
     import seaborn as sns
 
     data = json.loads(src.read_text())
-    trial, freqs = next(iter(sorted(data.items(), key=lambda kv: int(kv[0]))))
+    # the trial that trained the most tasks shows sharing between tasks best
+    trial, freqs = max(sorted(data.items(), key=lambda kv: int(kv[0])), key=lambda kv: len(kv[1]))
     tasks = list(freqs)
     fig, axes = plt.subplots(len(tasks), 1, figsize=(10, 1.6 * len(tasks) + 0.6), squeeze=False)
     for ax, task in zip(axes[:, 0], tasks):
