@@ -447,7 +447,7 @@ def report(results: Path = typer.Option(Path("results"), help="results root")) -
     """Tables (CSV + markdown) and plots for every suite under RESULTS, plus RESULTS/README.md."""
     from ntbench.report import report_suite, write_index
 
-    folders = sorted(p.parent for p in results.glob("*/trials.csv"))
+    folders = sorted(p.parent for p in results.glob("*/suite.resolved.yaml") if (p.parent / "trials.csv").is_file())
     if not folders:
         _fail(f"no results/<suite>/trials.csv under {results}; run a suite first")
     for folder in folders:

@@ -262,10 +262,14 @@ def write_index(results: Path) -> Path:
     bench = results / "bench" / "README.md"
     if bench.is_file():
         lines += ["- [bench/README.md](bench/README.md): step-time and data benchmarks", ""]
-    micro = results / "micro" / "summary.md"
-    if micro.is_file():
-        lines += ["- [micro/summary.md](micro/summary.md): evidence that ablations on the micro backbone mean something", ""]
-    for folder in sorted(p.parent for p in results.glob("*/trials.csv")):
+    micro = results / "micro"
+    if (micro / "summary.md").is_file():
+        lines += ["- [micro/summary.md](micro/summary.md): neural vs frozen vs trivial masks on the micro backbone, "
+                  "3 seeds ([trials.csv](micro/trials.csv))"]
+    if (micro / "prepare.md").is_file():
+        lines += ["- [micro/prepare.md](micro/prepare.md): micro backbone sizes, parameter counts, pretraining losses"]
+    lines.append("")
+    for folder in sorted(p.parent for p in results.glob("*/suite.resolved.yaml") if (p.parent / "trials.csv").is_file()):
         lines.append(f"## {folder.name}")
         lines.append("")
         for f in sorted(folder.iterdir()):
