@@ -385,7 +385,7 @@ def validate(paths: list[Path] = typer.Argument(..., help="suite YAML files")) -
         out.print(f"[green]ok[/] {suite.name}: {n} trials ({suite.sampler.type}), objective {suite.objective}")
 
 
-def _run_suite_with_bars(suite, results: Path, storage: Optional[str], workers: int):
+def _run_suite_with_bars(suite, results: Path, storage: Optional[str], workers: int, recover: Optional[bool] = None):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from ntbench.runner import run_suite
@@ -404,7 +404,8 @@ def _run_suite_with_bars(suite, results: Path, storage: Optional[str], workers: 
 
         def step(s: int, rec: dict) -> None:
             bar.update(trial_bar, completed=s, info=f"loss {rec['loss']:.3f}")
-        return run_suite(suite, results, storage, workers, progress=step, on_trial=on_trial, on_total=on_total)
+        return run_suite(suite, results, storage, workers, progress=step, on_trial=on_trial, on_total=on_total,
+                         recover_running=recover)
 
 
 def _summary_table(suite, df) -> None:
@@ -429,11 +430,15 @@ def run(
     results: Path = typer.Option(Path("results"), help="results root; the suite writes results/<name>/"),
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL (postgresql://...) shared by workers"),
     workers: int = typer.Option(1, min=1, help="parallel worker processes on this machine"),
+    recover_running: Optional[bool] = typer.Option(
+        None, "--recover-running/--no-recover-running",
+        help="rerun trials left RUNNING by a dead process (default: yes for the embedded storage, "
+             "no with --storage, where they may belong to live workers elsewhere)"),
     as_json: bool = typer.Option(False, "--json", help="print the trial rows as JSON"),
 ) -> None:
     """Run a suite (resumable: only missing cells run) and write results/<suite>/trials.csv."""
     (suite,) = _load_suites([path])
-    df = _run_suite_with_bars(suite, results, storage, workers)
+    df = _run_suite_with_bars(suite, results, storage, workers, recover_running)
     if as_json:
         print(df.to_json(orient="records"))
         return

@@ -55,8 +55,13 @@ def _cell_key(params: dict[str, Any]) -> str:
     return json.dumps(params, sort_keys=True, default=str)
 
 
-def prepare_study(suite: Suite, storage) -> tuple[optuna.Study, int]:
+def prepare_study(suite: Suite, storage, recover_running: bool = True) -> tuple[optuna.Study, int]:
     """Create/load the study, recover interrupted trials, enqueue missing grid cells.
+
+    ``recover_running``: treat RUNNING trials as left behind by a dead process. True for the
+    embedded journal (one runner per machine); False for a shared server, where RUNNING trials
+    may belong to live workers on other machines (recover those with ``--recover-running``
+    once they are known to be dead).
 
     Returns the study and the number of trials still to run.
     """
@@ -64,7 +69,7 @@ def prepare_study(suite: Suite, storage) -> tuple[optuna.Study, int]:
                                 direction=suite.direction)
     study.set_user_attr("suite", suite.model_dump())
     live = optuna.trial.TrialState
-    for t in study.get_trials(deepcopy=False, states=(live.RUNNING,)):
+    for t in study.get_trials(deepcopy=False, states=(live.RUNNING,)) if recover_running else []:
         # a RUNNING trial at start-up belongs to a process that died (or, on a server, one
         # whose heartbeat stopped): fail it and run its cell again
         study._storage.set_trial_user_attr(t._trial_id, "fail_reason", INTERRUPTED)
@@ -207,13 +212,14 @@ def _worker_main(args) -> int:
 
 def run_suite(suite: Suite, results: Path = Path("results"), storage_url: str | None = None, workers: int = 1,
               progress: Callable | None = None, on_trial: Callable | None = None,
-              on_total: Callable[[int], None] | None = None) -> pd.DataFrame:
+              on_total: Callable[[int], None] | None = None, recover_running: bool | None = None) -> pd.DataFrame:
     """Run what is missing of ``suite``; write ``trials.csv`` and the resolved suite; return the rows."""
     folder = suite_dir(suite, results)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "suite.resolved.yaml").write_text(yaml.safe_dump(suite.model_dump(), sort_keys=False))
     storage = make_storage(storage_url, folder)
-    study, todo = prepare_study(suite, storage)
+    recover = storage_url is None if recover_running is None else recover_running
+    study, todo = prepare_study(suite, storage, recover)
     if on_total:
         on_total(todo)
     if todo:
