@@ -84,7 +84,7 @@ def summarize(df: pd.DataFrame) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
 
 def write_summary(df: pd.DataFrame, out: Path, command: str) -> str:
     stats, checks = summarize(df)
-    lines = [f"# Micro backbone: do ablations mean something?", "", f"Made by: `{command}`", "",
+    lines = ["# Micro backbone: do ablations mean something?", "", f"Made by: `{command}`", "",
              f"Seeds: {sorted(df.seed.unique().tolist())}. oIoU: teacher-forced, paper convention "
              "(ΣI/ΣU); `gen_` columns: from generated answers. Mean ± std over seeds.", "",
              "| method | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
