@@ -59,7 +59,7 @@ def run_evidence(seeds: list[int], steps: int, out: Path, backbone: str = "micro
             pd.DataFrame(rows).to_csv(csv.with_suffix(".csv.partial"), index=False)
             csv.with_suffix(".csv.partial").replace(csv)  # results so far survive an interruption
         trivial = trivial_mask_baselines(SampleDataset(default_data_dir(), "val"), ["reasoning", "referring"],
-                                         eval_samples, seed)
+                                         eval_samples, cfg.eval_seed)
         for method in ("all_objects", "largest_object"):
             rows.append(_row(method, seed, {t: {"tf_paper_oIoU": m[method]["paper_oIoU"],
                                                 "gen_paper_oIoU": m[method]["paper_oIoU"]}

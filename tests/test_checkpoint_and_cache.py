@@ -54,3 +54,17 @@ def test_greedy_decode_with_prefix_uses_the_prefix(ids):
     first = model(input_ids=prompt, attention_mask=torch.ones_like(prompt)).logits[:, -1].argmax(-1)
     assert torch.equal(out[:, 6], first)
     assert not torch.equal(out, greedy_decode(model_for("llama").eval(), prompt, 6))
+
+
+@pytest.mark.parametrize("adapter,options", [("lora", {}), ("neural", {"dz": 16}), ("prefix", {"num_virtual_tokens": 4})])
+def test_trainer_checkpointing_only_where_the_adapter_supports_it(adapter, options, ids):
+    """Prefix tuning breaks under HF checkpointing (the virtual tokens vanish from the keys but not
+    from the mask); the trainer's switch must leave it off there and a training step must still run."""
+    from ntbench.train.trainer import enable_checkpointing
+
+    model = apply_adapter(model_for("llama"), adapter, **options)
+    assert enable_checkpointing(model) is (adapter != "prefix")
+    assert bool(getattr(model, "is_gradient_checkpointing", False)) is (adapter != "prefix")
+    model.train()
+    model(input_ids=ids, labels=ids).loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainable_parameters(model))

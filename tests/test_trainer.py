@@ -133,3 +133,22 @@ def test_ddp_two_processes_end_identical(data, tmp_path):
     assert single.returncode == 0, single.stderr[-2000:]
     solo = torch.load(tmp_path / "single" / "rank0.pt")
     assert any(not torch.equal(v, solo["state"][k]) for k, v in r0["state"].items())
+
+
+def test_evaluation_draw_does_not_follow_the_training_seed(data, monkeypatch):
+    """Two training seeds are scored on the same samples and expressions (eval_seed), so their
+    spread is the training's, not the evaluation draw's."""
+    import ntbench.eval.evaluate as ev
+    from ntbench.train.trial import TrialConfig, run_trial
+
+    seen = []
+    real = ev.evaluate
+    monkeypatch.setattr(ev, "evaluate", lambda *a, **kw: seen.append(kw["seed"]) or real(*a, **kw))
+    for seed, eval_seed in ((0, 0), (1, 0), (1, 7)):
+        cfg = TrialConfig(data=str(data), adapter="frozen", eval_samples=4, eval_generated=False, eval_seed=eval_seed,
+                          train=TrainConfig(steps=1, batch_size=2, seed=seed, tasks={"referring": 1.0}))
+        run_trial(cfg)
+    assert seen == [0, 0, 7]
+    ds = SampleDataset(data, "val")  # and the seed does pick the expressions
+    draws = {tuple(it.example.prompt for it in build_items(ds, "referring", 8, seed=s)) for s in range(4)}
+    assert len(draws) > 1

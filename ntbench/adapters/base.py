@@ -21,6 +21,9 @@ class Adapter:
     """Base class: subclasses set ``options_model`` and implement :meth:`attach`."""
 
     options_model: type = NoOptions
+    # False where the adapter breaks under activation checkpointing; the trainer then trains
+    # without it (and says so in its result) instead of failing
+    supports_gradient_checkpointing: bool = True
 
     def attach(self, model: nn.Module, opts: Any) -> tuple[nn.Module, list[nn.Parameter]]:
         """Attach to ``model`` (all of whose parameters are frozen on entry).
@@ -43,6 +46,7 @@ class AdapterHandle:
     options: dict[str, Any]
     parameters: list[nn.Parameter] = field(repr=False)
     base_model: nn.Module = field(repr=False)
+    supports_gradient_checkpointing: bool = True
 
     def named_parameters(self, model: nn.Module) -> dict[str, nn.Parameter]:
         ids = {id(p) for p in self.parameters}
@@ -82,7 +86,7 @@ def apply_adapter(model: nn.Module, name: str, **options: Any) -> nn.Module:
         p.requires_grad_(False)
     for p in params:
         p.requires_grad_(True)
-    handle = AdapterHandle(canonical, opts.model_dump(), params, model)
+    handle = AdapterHandle(canonical, opts.model_dump(), params, model, cls.supports_gradient_checkpointing)
     setattr(adapted, HANDLE_ATTR, handle)
     return adapted
 

@@ -76,6 +76,9 @@ class IA3Adapter(Adapter):
 @ADAPTERS.register("prefix", description="prefix tuning (PEFT): trainable virtual key/value tokens")
 class PrefixAdapter(Adapter):
     options_model = PrefixOptions
+    # Under HF gradient checkpointing the layers run without the virtual key/value cache while the
+    # attention mask still counts the virtual tokens: "size of tensor a (73) must match ... (89)".
+    supports_gradient_checkpointing = False
 
     def attach(self, model, opts):
         from peft import PrefixTuningConfig, get_peft_model

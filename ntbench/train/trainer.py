@@ -62,6 +62,16 @@ class TrainConfig(BaseModel):
         return {TASKS.canonical(k): float(r) for k, r in v.items()}
 
 
+def enable_checkpointing(llm: torch.nn.Module) -> bool:
+    """Non-reentrant activation checkpointing, where the model and its adapter support it."""
+    from ntbench.adapters import adapter_handle
+
+    if not hasattr(llm, "gradient_checkpointing_enable") or not adapter_handle(llm).supports_gradient_checkpointing:
+        return False
+    llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return True
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -131,8 +141,7 @@ def train(model: AllInTokenModel, dataset: SampleDataset, cfg: TrainConfig,
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     model.to(device)
     use_cuda = device.type == "cuda"
-    if use_cuda and cfg.gradient_checkpointing and hasattr(model.llm, "gradient_checkpointing_enable"):
-        model.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    checkpointing = use_cuda and cfg.gradient_checkpointing and enable_checkpointing(model.llm)
     params = model.trainable_parameters()
     runner: torch.nn.Module = model
     if world > 1:
@@ -190,4 +199,4 @@ def train(model: AllInTokenModel, dataset: SampleDataset, cfg: TrainConfig,
     timed = step_times[min(3, len(step_times) - 1):]  # the first steps include warm-up costs
     return {"history": history, "evaluations": evals, "stopped_early": stopped, "steps_run": len(history),
             "step_time_s": statistics.median(timed), "tflops_per_step": flops / 1e12, "tokens_per_s": tokens / max(sum(step_times), 1e-9),
-            "peak_memory_mb": peak_memory_mb(device), "device": str(device), "world_size": world, "rank": rank}
+            "peak_memory_mb": peak_memory_mb(device), "gradient_checkpointing": checkpointing, "device": str(device), "world_size": world, "rank": rank}

@@ -37,6 +37,8 @@ class TrialConfig(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval_samples: int = Field(32, ge=1, description="samples per task in evaluation")
     eval_split: str = "val"
+    eval_seed: int = Field(0, description="picks the evaluation samples and expressions; fixed across training "
+                                          "seeds, so seed-to-seed spread measures training, not the eval draw")
     eval_generated: bool = Field(True, description="also evaluate with generated answers")
     meteor: bool = Field(False, description="compute METEOR (needs Java, ~10 s)")
     max_objects: int = Field(8, ge=1)
@@ -143,7 +145,7 @@ def run_trial(cfg: TrialConfig, out: str | Path | None = None, callbacks: list[C
     device = next(model.parameters()).device
 
     def run_eval(step: int) -> dict:
-        return evaluate(model, eval_ds, tasks, n_samples=cfg.eval_samples, seed=cfg.train.seed,
+        return evaluate(model, eval_ds, tasks, n_samples=cfg.eval_samples, seed=cfg.eval_seed,
                         generated=cfg.eval_generated, meteor=cfg.meteor, device=next(model.parameters()).device)
 
     result = train(model, train_ds, cfg.train, callbacks=callbacks, evaluate_fn=run_eval, progress=progress)
