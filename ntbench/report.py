@@ -268,6 +268,11 @@ def write_index(results: Path) -> Path:
                   "3 seeds ([trials.csv](micro/trials.csv))"]
     if (micro / "prepare.md").is_file():
         lines += ["- [micro/prepare.md](micro/prepare.md): micro backbone sizes, parameter counts, pretraining losses"]
+    if (micro / "diagnosis" / "diagnosis.md").is_file():
+        lines += ["- [micro/diagnosis/diagnosis.md](micro/diagnosis/diagnosis.md): why segmentation on the micro "
+                  "backbone stays at the all-objects level (oracle and probe experiments)"]
+    if (results / "gpu" / "README.md").is_file():
+        lines += ["- [gpu/README.md](gpu/README.md): CUDA checks (bf16, checkpointing, every adapter) and GPU step time"]
     lines.append("")
     for folder in sorted(p.parent for p in results.glob("*/suite.resolved.yaml") if (p.parent / "trials.csv").is_file()):
         lines.append(f"## {folder.name}")

@@ -77,3 +77,28 @@ def test_adapting_twice_is_an_error():
 def test_ia3_feedforward_module_missing():
     with pytest.raises(AdapterError, match=r"option 'feedforward' = 'down_proj'.*dense_4h_to_h"):
         apply_adapter(model_for("gpt_neox"), "ia3", targets="qkv")
+
+
+def test_git_state_counts_code_not_results(tmp_path):
+    """A run rewriting its own committed results table must not mark the code dirty."""
+    import subprocess
+
+    from ntbench.train.trial import git_state
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "trials.csv").write_text("a\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    clean = git_state(tmp_path)
+    assert len(clean["git_commit"]) == 40 and clean["git_dirty"] is False
+    (tmp_path / "results" / "trials.csv").write_text("a\nb\n")
+    (tmp_path / "new_untracked.py").write_text("")
+    assert git_state(tmp_path)["git_dirty"] is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_state(tmp_path)["git_dirty"] is True
+    assert git_state(tmp_path / "results")["git_commit"] == clean["git_commit"]

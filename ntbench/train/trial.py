@@ -100,6 +100,20 @@ def resolve_data(spec: str | None) -> Path:
     return Path(spec)
 
 
+def git_state(root: Path) -> dict[str, Any]:
+    """Commit and whether the *code* differs from it. Tracked files under results/ do not count:
+    a run that rewrites its own committed results table would otherwise mark itself dirty."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                text=True, timeout=10).stdout.strip() or None
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                 ":(exclude)results"], cwd=root, capture_output=True, text=True, timeout=10)
+        dirty = bool(status.stdout.strip()) if status.returncode == 0 and commit else None
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = None, None
+    return {"git_commit": commit, "git_dirty": dirty}
+
+
 def provenance() -> dict[str, Any]:
     import peft
     import transformers
@@ -108,15 +122,7 @@ def provenance() -> dict[str, Any]:
                             "peft": peft.__version__, "python": platform.python_version(),
                             "machine": f"{platform.machine()} {os.cpu_count()} cpus",
                             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
-    root = Path(__file__).resolve().parents[2]
-    try:
-        info["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                                            text=True, timeout=10).stdout.strip() or None
-        # results written next to the code (untracked files) do not make the code dirty
-        info["git_dirty"] = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
-                                                text=True, timeout=10).stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        info["git_commit"], info["git_dirty"] = None, None
+    info.update(git_state(Path(__file__).resolve().parents[2]))
     return info
 
 
