@@ -23,7 +23,8 @@ from ntbench.model.tasks import GEN_TOKEN, obj_token
 class AllInTokenModel(nn.Module):
     def __init__(self, backbone: Backbone, adapter: str = "neural", adapter_options: dict | None = None,
                  max_objects: int = 8, train_embeddings: bool = False, decoder_width: int = 64,
-                 lambda_seg: float = 1.0, lambda_gen: float = 10.0):
+                 lambda_seg: float = 1.0, lambda_gen: float = 10.0,
+                 pixel_refiner: bool = False):
         super().__init__()
         self.backbone_name = backbone.name
         self.tokenizer = tok = backbone.tokenizer
@@ -44,7 +45,7 @@ class AllInTokenModel(nn.Module):
         self.projector = nn.Linear(v, h)
         self.new_embed = nn.Parameter(torch.randn(len(ids), h) * std)
         self.new_out = nn.Parameter(torch.randn(len(ids), h) * std)
-        self.mask_decoder = MaskDecoder(h, v, len(self.seg_layers), width=decoder_width)
+        self.mask_decoder = MaskDecoder(h, v, len(self.seg_layers), width=decoder_width, pixel_refiner=pixel_refiner)
         self.gen_head = GenerationHead(h, v)
         self.lambda_seg, self.lambda_gen = lambda_seg, lambda_gen
         self.train_embeddings = train_embeddings

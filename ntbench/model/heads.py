@@ -15,9 +15,38 @@ from torch import nn
 from torch.nn import functional as F
 
 
-class MaskDecoder(nn.Module):
-    def __init__(self, llm_width: int, vision_width: int, n_layers: int, width: int = 64, heads: int = 4):
+class PixelRefiner(nn.Module):
+    """Token-conditioned CNN over the pixels (and the coarse mask) at half the image size: four
+    residual 3x3 convolutions with dilations 1, 2, 4, 8 (receptive field 31 px), FiLM by the task
+    token before each. Why: the micro vision encoder's 8-px patches do not let the decoder find an
+    object by its *shape*; with this path and ~1200 steps it starts to
+    (results/micro/diagnosis/diagnosis.md). Off by default."""
+
+    def __init__(self, llm_width: int, channels: int = 32):
         super().__init__()
+        self.inp = nn.Conv2d(3 + 1, channels, 3, padding=1)
+        self.convs = nn.ModuleList(nn.Conv2d(channels, channels, 3, padding=d, dilation=d) for d in (1, 2, 4, 8))
+        self.films = nn.ModuleList(nn.Linear(llm_width, 2 * channels) for _ in range(len(self.convs) + 1))
+        self.out = nn.Conv2d(channels, 1, 3, padding=1)
+
+    def forward(self, token_state: torch.Tensor, pixels: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        size = tuple(coarse.shape[-2:])
+        half = (max(1, size[0] // 2), max(1, size[1] // 2))
+        h = self.inp(torch.cat([F.interpolate(pixels, size=half, mode="bilinear", align_corners=False),
+                                F.interpolate(coarse[:, None], size=half, mode="bilinear", align_corners=False)], 1))
+        for i, film in enumerate(self.films):
+            scale, shift = film(token_state).chunk(2, dim=-1)
+            h = F.relu(h * (1 + scale[:, :, None, None]) + shift[:, :, None, None])
+            if i < len(self.convs):
+                h = h + self.convs[i](h)
+        return coarse + F.interpolate(self.out(h), size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+class MaskDecoder(nn.Module):
+    def __init__(self, llm_width: int, vision_width: int, n_layers: int, width: int = 64, heads: int = 4,
+                 pixel_refiner: bool = False):
+        super().__init__()
+        self.refiner = PixelRefiner(llm_width) if pixel_refiner else None
         self.reduce = nn.ModuleList(nn.Linear(vision_width, width) for _ in range(n_layers))
         self.blocks = nn.ModuleList(
             nn.TransformerEncoderLayer(width, heads, 2 * width, dropout=0.0, batch_first=True, norm_first=True)
@@ -58,7 +87,11 @@ class MaskDecoder(nn.Module):
             skip = torch.zeros(n, feats.shape[1], *size, device=feats.device, dtype=feats.dtype)
         else:
             skip = self.pixels(F.interpolate(pixels, size=size, mode="bilinear", align_corners=False))
-        return self.out(torch.cat([feats, skip], dim=1))[:, 0]
+        logits = self.out(torch.cat([feats, skip], dim=1))[:, 0]
+        if self.refiner is not None and pixels is not None:
+            logits = self.refiner(token_state, F.interpolate(pixels, size=size, mode="bilinear", align_corners=False),
+                                  logits)
+        return logits
 
 
 class GenerationHead(nn.Module):

@@ -45,6 +45,8 @@ class TrialConfig(BaseModel):
     lambda_seg: float = Field(1.0, ge=0)
     lambda_gen: float = Field(10.0, ge=0)
     train_embeddings: bool = Field(False, description="train the LLM's whole embedding and LM head too")
+    pixel_refiner: bool = Field(False, description="add the token-conditioned pixel CNN to the mask decoder "
+                                                   "(finds objects by shape on the micro backbone; slower)")
 
     @model_validator(mode="after")
     def _check_adapter(self) -> "TrialConfig":
@@ -146,7 +148,7 @@ def run_trial(cfg: TrialConfig, out: str | Path | None = None, callbacks: list[C
     backbone = load_backbone(cfg.backbone, vision=cfg.vision) if cfg.vision else load_backbone(cfg.backbone)
     model = AllInTokenModel(backbone, cfg.adapter, cfg.adapter_options, max_objects=cfg.max_objects,
                             train_embeddings=cfg.train_embeddings, lambda_seg=cfg.lambda_seg,
-                            lambda_gen=cfg.lambda_gen)
+                            lambda_gen=cfg.lambda_gen, pixel_refiner=cfg.pixel_refiner)
     tasks = [t for t, r in cfg.train.tasks.items() if r > 0]
     device = next(model.parameters()).device
 
