@@ -273,6 +273,7 @@ def train_cmd(
     option: list[str] = typer.Option([], "--option", "-o", help="adapter option KEY=VALUE (repeatable)"),
     eval_samples: int = typer.Option(32, min=1), meteor: bool = typer.Option(False, help="compute METEOR (Java)"),
     device: str = typer.Option("auto"), as_json: bool = typer.Option(False, "--json"),
+    pixel_refiner: bool = typer.Option(False, help="token-conditioned pixel CNN in the mask decoder (slower)"),
 ) -> None:
     """Train and evaluate one configuration end to end; writes OUT/metrics.json."""
     from pydantic import ValidationError
@@ -295,7 +296,7 @@ def train_cmd(
     try:
         cfg = TrialConfig(backbone=backbone, vision=vision, adapter=adapter, adapter_options=_parse_options(option),
                           data=str(data) if data else None, eval_samples=eval_samples, meteor=meteor,
-                          train=TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, tasks=ratios,
+                          pixel_refiner=pixel_refiner, train=TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, tasks=ratios,
                                             device=device))
     except (ValidationError, UnknownNameError) as exc:
         _fail(str(exc))

@@ -55,3 +55,27 @@ def test_new_token_rows_are_the_only_trainable_embeddings():
     emb = model.embed_text(ids)
     assert torch.equal(emb[0, 1], model.new_embed[0]) and torch.equal(emb[0, 2], model.new_embed[2])
     assert torch.equal(emb[0, 0], model.llm.get_input_embeddings().weight[model.base_vocab - 1])
+
+
+def test_pixel_refiner_is_a_residual_correction_that_learns():
+    """With its output convolution at zero the refiner leaves the decoder's mask unchanged; its
+    parameters receive gradient from the mask loss."""
+    import torch
+
+    from ntbench.model.heads import MaskDecoder, dice_loss
+
+    torch.manual_seed(0)
+    dec = MaskDecoder(llm_width=16, vision_width=12, n_layers=2, width=16, pixel_refiner=True)
+    state, feats = torch.randn(3, 16), [torch.randn(3, 16, 12) for _ in range(2)]
+    pixels, target = torch.randn(3, 3, 24, 24), (torch.rand(3, 24, 24) > 0.5).float()
+    out = dec(state, feats, (24, 24), pixels)
+    assert out.shape == (3, 24, 24)
+    dice_loss(out, target).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in dec.refiner.parameters())
+    with torch.no_grad():
+        dec.refiner.out.weight.zero_()
+        dec.refiner.out.bias.zero_()
+        with_refiner = dec(state, feats, (24, 24), pixels)
+        refiner, dec.refiner = dec.refiner, None
+        without = dec(state, feats, (24, 24), pixels)
+    assert torch.allclose(with_refiner, without)
