@@ -296,7 +296,8 @@ def train_cmd(
     try:
         cfg = TrialConfig(backbone=backbone, vision=vision, adapter=adapter, adapter_options=_parse_options(option),
                           data=str(data) if data else None, eval_samples=eval_samples, meteor=meteor,
-                          pixel_refiner=pixel_refiner, train=TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, tasks=ratios,
+                          pixel_refiner=pixel_refiner,
+                          train=TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, tasks=ratios,
                                             device=device))
     except (ValidationError, UnknownNameError) as exc:
         _fail(str(exc))

@@ -46,7 +46,10 @@ class AdapterHandle:
     options: dict[str, Any]
     parameters: list[nn.Parameter] = field(repr=False)
     base_model: nn.Module = field(repr=False)
-    supports_gradient_checkpointing: bool = True
+
+    @property
+    def supports_gradient_checkpointing(self) -> bool:
+        return ADAPTERS.get(self.name).supports_gradient_checkpointing
 
     def named_parameters(self, model: nn.Module) -> dict[str, nn.Parameter]:
         ids = {id(p) for p in self.parameters}
@@ -86,7 +89,7 @@ def apply_adapter(model: nn.Module, name: str, **options: Any) -> nn.Module:
         p.requires_grad_(False)
     for p in params:
         p.requires_grad_(True)
-    handle = AdapterHandle(canonical, opts.model_dump(), params, model, cls.supports_gradient_checkpointing)
+    handle = AdapterHandle(canonical, opts.model_dump(), params, model)
     setattr(adapted, HANDLE_ATTR, handle)
     return adapted
 

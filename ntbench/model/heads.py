@@ -30,6 +30,7 @@ class PixelRefiner(nn.Module):
         self.out = nn.Conv2d(channels, 1, 3, padding=1)
 
     def forward(self, token_state: torch.Tensor, pixels: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        """pixels [N, 3, h, w] at any size; coarse: the decoder's mask logits [N, H, W]."""
         size = tuple(coarse.shape[-2:])
         half = (max(1, size[0] // 2), max(1, size[1] // 2))
         h = self.inp(torch.cat([F.interpolate(pixels, size=half, mode="bilinear", align_corners=False),
@@ -89,8 +90,7 @@ class MaskDecoder(nn.Module):
             skip = self.pixels(F.interpolate(pixels, size=size, mode="bilinear", align_corners=False))
         logits = self.out(torch.cat([feats, skip], dim=1))[:, 0]
         if self.refiner is not None and pixels is not None:
-            logits = self.refiner(token_state, F.interpolate(pixels, size=size, mode="bilinear", align_corners=False),
-                                  logits)
+            logits = self.refiner(token_state, pixels, logits)
         return logits
 
 
