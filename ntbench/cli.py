@@ -506,6 +506,8 @@ def evidence(
     seeds: str = typer.Option("0,1,2", help="comma-separated seeds"),
     steps: int = typer.Option(600, min=1), eval_samples: int = typer.Option(100, min=1),
     out_dir: Path = typer.Option(Path("results/micro"), "--out"),
+    tasks: str = typer.Option("", help="task mix, e.g. referring=2,reasoning=2,captioning=1,t2i=1 "
+                                       "(default: the four tasks equally)"),
 ) -> None:
     """Neural vs frozen vs trivial masks over seeds on the micro backbone (is the default meaningful?)."""
     import shlex
@@ -513,8 +515,22 @@ def evidence(
     from ntbench.evidence import run_evidence, write_summary
 
     seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+    mix = None
+    if tasks.strip():
+        try:
+            mix = {k.strip(): float(v) for k, v in (item.split("=") for item in tasks.split(",") if item.strip())}
+        except ValueError:
+            raise typer.BadParameter(f"{tasks!r}: expected TASK=RATIO pairs separated by commas, "
+                                     "e.g. referring=2,reasoning=2,captioning=1,t2i=1", param_hint="--tasks")
+        from pydantic import ValidationError
+
+        from ntbench.train.trainer import TrainConfig
+        try:
+            mix = TrainConfig(tasks=mix).tasks  # unknown task names get "did you mean" here, before training
+        except (ValidationError, ValueError) as exc:
+            raise typer.BadParameter(str(exc), param_hint="--tasks")
     with err.status("running evidence trials") as status:
-        df = run_evidence(seed_list, steps, out_dir, eval_samples=eval_samples,
+        df = run_evidence(seed_list, steps, out_dir, eval_samples=eval_samples, tasks=mix,
                           progress=lambda msg: status.update(f"evidence: {msg}"))
     command = "ntbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     out.print(write_summary(df, out_dir, command))

@@ -34,7 +34,7 @@ def _row(method: str, seed: int, metrics: dict[str, Any], extra: dict | None = N
 
 
 def run_evidence(seeds: list[int], steps: int, out: Path, backbone: str = "micro", eval_samples: int = 100,
-                 batch_size: int = 16, adapter_options: dict | None = None,
+                 batch_size: int = 16, adapter_options: dict | None = None, tasks: dict[str, float] | None = None,
                  progress: Callable[[str], None] | None = None) -> pd.DataFrame:
     from ntbench.data.io import SampleDataset
     from ntbench.eval.evaluate import trivial_mask_baselines
@@ -50,10 +50,11 @@ def run_evidence(seeds: list[int], steps: int, out: Path, backbone: str = "micro
             cfg = TrialConfig(backbone=backbone, adapter=adapter,
                               adapter_options=(adapter_options or {}) if adapter == "neural" else {},
                               eval_samples=eval_samples,
-                              train=TrainConfig(steps=steps, batch_size=batch_size, seed=seed, warmup=max(1, steps // 10)))
+                              train=TrainConfig(steps=steps, batch_size=batch_size, seed=seed, warmup=max(1, steps // 10),
+                                                **({"tasks": tasks} if tasks else {})))
             summary = run_trial(cfg)
             rows.append(_row(adapter, seed, summary["metrics"], {
-                "steps": steps, "step_time_s": summary["train"]["step_time_s"],
+                "steps": steps, "tasks": json.dumps(cfg.train.tasks, sort_keys=True), "step_time_s": summary["train"]["step_time_s"],
                 "trainable_params": summary["trainable_params"], "git_commit": summary["provenance"]["git_commit"],
                 "git_dirty": summary["provenance"]["git_dirty"]}))
             pd.DataFrame(rows).to_csv(csv.with_suffix(".csv.partial"), index=False)

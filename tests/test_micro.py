@@ -61,3 +61,33 @@ def test_corrupt_or_partial_cache_is_rebuilt(prepared):
     assert not cache_is_complete(again)
     _, built = ensure_micro(seed=0, sizes=TINY, home=root / "home", data=data)
     assert built
+
+
+def test_patch_labels_are_pixel_fractions_per_patch():
+    """A 16x16 image, 8-px patches: a red square over the whole top-left patch and half of the
+    top-right one. Worked by hand: patch 0 is all square/red, patch 1 half background and half
+    square/red, patches 2 and 3 all background."""
+    import numpy as np
+
+    from ntbench.data.render import COLOURS, SHAPES
+    from ntbench.data.schema import ObjectAnnotation, Sample, encode_mask, mask_box
+    from ntbench.micro import _patch_labels
+
+    mask = np.zeros((16, 16), bool)
+    mask[:8, :12] = True
+    obj = ObjectAnnotation(category="square", refs=["the square"], mask=encode_mask(mask), box=mask_box(mask),
+                           attributes={"shape": "square", "colour": "red"})
+    sample = Sample(id="s", image="images/s.png", width=16, height=16, caption="", question="", answer="",
+                    answer_objects=[], objects=[obj])
+    labels = _patch_labels(type("DS", (), {"samples": [sample]})(), 1, 16, 8)[0]
+    n_shape = 1 + len(SHAPES)
+    square, red = 1 + SHAPES.index("square"), n_shape + 1 + list(COLOURS).index("red")
+    expected = np.zeros((4, n_shape + 1 + len(COLOURS)), np.float32)
+    expected[0, [square, red]] = 1.0
+    expected[1, [0, n_shape]] = 0.5
+    expected[1, [square, red]] = 0.5
+    expected[2:, [0, n_shape]] = 1.0
+    assert np.allclose(labels.numpy(), expected)
+    # data without the generator's attributes gets no dense labels (and no dense loss)
+    obj.attributes = {}
+    assert _patch_labels(type("DS", (), {"samples": [sample]})(), 1, 16, 8) is None
