@@ -260,6 +260,18 @@ def _parse_options(pairs: list[str]) -> dict:
     return opts
 
 
+def _parse_task_mix(tasks: str) -> dict[str, float]:
+    """'referring,reasoning:2' -> {'referring': 1.0, 'reasoning': 2.0} (task names are checked by TrainConfig)."""
+    ratios = {}
+    for part in [t.strip() for t in tasks.split(",") if t.strip()]:
+        name, _, ratio = part.partition(":")
+        try:
+            ratios[name] = float(ratio) if ratio else 1.0
+        except ValueError:
+            _fail(f"--tasks {part!r}: the ratio after ':' must be a number")
+    return ratios
+
+
 @app.command("train")
 def train_cmd(
     backbone: str = typer.Option("tiny-random", help="preset (tiny-random) or HF id / local path of the LLM"),
@@ -286,13 +298,7 @@ def train_cmd(
     from ntbench.train.trainer import TrainConfig
     from ntbench.train.trial import TrialConfig, run_trial
 
-    ratios = {}
-    for part in [t.strip() for t in tasks.split(",") if t.strip()]:
-        name, _, ratio = part.partition(":")
-        try:
-            ratios[name] = float(ratio) if ratio else 1.0
-        except ValueError:
-            _fail(f"--tasks {part!r}: the ratio after ':' must be a number")
+    ratios = _parse_task_mix(tasks)
     try:
         cfg = TrialConfig(backbone=backbone, vision=vision, adapter=adapter, adapter_options=_parse_options(option),
                           data=str(data) if data else None, eval_samples=eval_samples, meteor=meteor,
@@ -506,7 +512,7 @@ def evidence(
     seeds: str = typer.Option("0,1,2", help="comma-separated seeds"),
     steps: int = typer.Option(600, min=1), eval_samples: int = typer.Option(100, min=1),
     out_dir: Path = typer.Option(Path("results/micro"), "--out"),
-    tasks: str = typer.Option("", help="task mix, e.g. referring=2,reasoning=2,captioning=1,t2i=1 "
+    tasks: str = typer.Option("", help="task mix as for `ntbench train`, e.g. referring:2,reasoning:2,captioning,t2i "
                                        "(default: the four tasks equally)"),
 ) -> None:
     """Neural vs frozen vs trivial masks over seeds on the micro backbone (is the default meaningful?)."""
@@ -517,18 +523,14 @@ def evidence(
     seed_list = [int(x) for x in seeds.split(",") if x.strip()]
     mix = None
     if tasks.strip():
-        try:
-            mix = {k.strip(): float(v) for k, v in (item.split("=") for item in tasks.split(",") if item.strip())}
-        except ValueError:
-            raise typer.BadParameter(f"{tasks!r}: expected TASK=RATIO pairs separated by commas, "
-                                     "e.g. referring=2,reasoning=2,captioning=1,t2i=1", param_hint="--tasks")
         from pydantic import ValidationError
 
+        from ntbench.registry import UnknownNameError
         from ntbench.train.trainer import TrainConfig
         try:
-            mix = TrainConfig(tasks=mix).tasks  # unknown task names get "did you mean" here, before training
-        except (ValidationError, ValueError) as exc:
-            raise typer.BadParameter(str(exc), param_hint="--tasks")
+            mix = TrainConfig(tasks=_parse_task_mix(tasks)).tasks  # unknown names: "did you mean", before training
+        except (ValidationError, UnknownNameError) as exc:
+            _fail(str(exc))
     with err.status("running evidence trials") as status:
         df = run_evidence(seed_list, steps, out_dir, eval_samples=eval_samples, tasks=mix,
                           progress=lambda msg: status.update(f"evidence: {msg}"))

@@ -198,6 +198,8 @@ def prepare(data: Path, out: Path, seed: int = 0, sizes: MicroSizes = MicroSizes
         idx = rng.choice(n, size=sizes.batch, replace=False)
         enc = _encode_batch(tokenizer, [train.samples[int(i)].caption for i in idx], 64)
         _cosine_lr(opt, step, sizes.clip_steps, sizes.lr)
+        # CLIP's symmetric contrastive loss, written out (CLIPModel's own loss is the same function, but
+        # its float rounding differs and would change the recorded v3 weights; see results/micro/prepare.json)
         vis = clip.vision_model(pixel_values=_pixels(pool[idx]))
         img = F.normalize(clip.visual_projection(vis.pooler_output), dim=-1)
         txt = F.normalize(clip.text_projection(clip.text_model(**enc).pooler_output), dim=-1)

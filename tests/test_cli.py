@@ -53,9 +53,9 @@ def test_data_stats_on_a_non_dataset(tmp_path):
 
 
 def test_evidence_task_mix_is_checked_before_any_training(tmp_path):
-    bad = runner.invoke(app, ["evidence", "--seeds", "0", "--steps", "1", "--tasks", "referring:2", "--out", str(tmp_path)])
-    assert bad.exit_code != 0 and "TASK=RATIO" in bad.output
-    unknown = runner.invoke(app, ["evidence", "--seeds", "0", "--steps", "1", "--tasks", "refering=2",
+    bad = runner.invoke(app, ["evidence", "--seeds", "0", "--steps", "1", "--tasks", "referring:x", "--out", str(tmp_path)])
+    assert bad.exit_code == 2 and "must be a number" in bad.output
+    unknown = runner.invoke(app, ["evidence", "--seeds", "0", "--steps", "1", "--tasks", "refering:2",
                                   "--out", str(tmp_path)])
     assert unknown.exit_code == 2 and "referring" in unknown.output
     assert not (tmp_path / "trials.csv").exists()

@@ -7,8 +7,7 @@ import sys, json, torch
 from torch import nn
 import ntbench.model.allintoken as AI
 import ntbench.model.heads as H
-from ntbench.train.trial import TrialConfig, run_trial
-from ntbench.train.trainer import TrainConfig
+from seg_trial import final_oiou, run_seg_trial
 
 class BnDecoder(H.MaskDecoder):
     def __init__(self, llm_width, *a, **k):
@@ -24,10 +23,5 @@ if len(sys.argv) > 3 and sys.argv[3] == "1":
         logits, hidden, off = old_run(self, batch, vision)
         return logits, torch.cat([hidden[:, :1], hidden[:, :-1]], 1), off
     AI.AllInTokenModel.run_llm = run_llm
-cfg = TrialConfig(backbone="micro", adapter=adapter, eval_samples=128, eval_generated=False,
-                  train=TrainConfig(steps=steps, batch_size=16, seed=0, warmup=steps // 10, eval_every=300,
-                                    tasks={"referring": 1.0, "reasoning": 1.0}))
-s = run_trial(cfg)
-for e in s["train"]["evaluations"]:
-    print("eval", e.get("step"), {t: round(e[t]["tf_paper_oIoU"], 3) for t in ("referring", "reasoning")})
-print(json.dumps({"final": {t: s["metrics"][t]["tf_paper_oIoU"] for t in ("referring", "reasoning")}, "step": s["train"]["step_time_s"]}))
+s = run_seg_trial(adapter, steps)
+print(json.dumps({"final": final_oiou(s), "step": s["train"]["step_time_s"]}))

@@ -8,8 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 import ntbench.model.allintoken as AI
 import ntbench.model.heads as H
-from ntbench.train.trial import TrialConfig, run_trial
-from ntbench.train.trainer import TrainConfig
+from seg_trial import final_oiou, run_seg_trial
 
 class FilmAll(H.MaskDecoder):
     def __init__(self, llm_width, vision_width, n_layers, width=64, heads=4, pixel_refiner=False):
@@ -34,10 +33,5 @@ class FilmAll(H.MaskDecoder):
         return self.out(torch.cat([feats, skip], dim=1))[:, 0]
 AI.MaskDecoder = FilmAll
 adapter, steps = sys.argv[1], int(sys.argv[2])
-cfg = TrialConfig(backbone="micro", adapter=adapter, eval_samples=128, eval_generated=False,
-                  train=TrainConfig(steps=steps, batch_size=16, seed=0, warmup=steps // 10, eval_every=300,
-                                    tasks={"referring": 1.0, "reasoning": 1.0}))
-s = run_trial(cfg)
-for e in s["train"]["evaluations"]:
-    print("eval", e.get("step"), {t: round(e[t]["tf_paper_oIoU"], 3) for t in ("referring", "reasoning")})
-print(json.dumps({"final": {t: s["metrics"][t]["tf_paper_oIoU"] for t in ("referring", "reasoning")}, "step": s["train"]["step_time_s"]}))
+s = run_seg_trial(adapter, steps)
+print(json.dumps({"final": final_oiou(s), "step": s["train"]["step_time_s"]}))
