@@ -514,6 +514,8 @@ def evidence(
     out_dir: Path = typer.Option(Path("results/micro"), "--out"),
     tasks: str = typer.Option("", help="task mix as for `ntbench train`, e.g. referring:2,reasoning:2,captioning,t2i "
                                        "(default: the four tasks equally)"),
+    lr: float = typer.Option(1e-3, min=1e-8, help="peak learning rate of every trial"),
+    lambda_bce: float = typer.Option(0.0, min=0.0, help="weight of the per-pixel BCE term added to Dice"),
 ) -> None:
     """Neural vs frozen vs trivial masks over seeds on the micro backbone (is the default meaningful?)."""
     import shlex
@@ -533,6 +535,7 @@ def evidence(
             _fail(str(exc))
     with err.status("running evidence trials") as status:
         df = run_evidence(seed_list, steps, out_dir, eval_samples=eval_samples, tasks=mix,
+                          lr=lr, lambda_bce=lambda_bce,
                           progress=lambda msg: status.update(f"evidence: {msg}"))
     command = "ntbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     out.print(write_summary(df, out_dir, command))

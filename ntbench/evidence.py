@@ -35,7 +35,7 @@ def _row(method: str, seed: int, metrics: dict[str, Any], extra: dict | None = N
 
 def run_evidence(seeds: list[int], steps: int, out: Path, backbone: str = "micro", eval_samples: int = 100,
                  batch_size: int = 16, adapter_options: dict | None = None, tasks: dict[str, float] | None = None,
-                 progress: Callable[[str], None] | None = None) -> pd.DataFrame:
+                 lr: float = 1e-3, lambda_bce: float = 0.0, progress: Callable[[str], None] | None = None) -> pd.DataFrame:
     from ntbench.data.io import SampleDataset
     from ntbench.eval.evaluate import trivial_mask_baselines
     from ntbench.train.trial import default_data_dir
@@ -49,12 +49,13 @@ def run_evidence(seeds: list[int], steps: int, out: Path, backbone: str = "micro
                 progress(f"{adapter} seed {seed}")
             cfg = TrialConfig(backbone=backbone, adapter=adapter,
                               adapter_options=(adapter_options or {}) if adapter == "neural" else {},
-                              eval_samples=eval_samples,
+                              eval_samples=eval_samples, lambda_bce=lambda_bce,
                               train=TrainConfig(steps=steps, batch_size=batch_size, seed=seed, warmup=max(1, steps // 10),
+                                                lr=lr,
                                                 **({"tasks": tasks} if tasks else {})))
             summary = run_trial(cfg)
             rows.append(_row(adapter, seed, summary["metrics"], {
-                "steps": steps, "tasks": json.dumps(cfg.train.tasks, sort_keys=True), "step_time_s": summary["train"]["step_time_s"],
+                "steps": steps, "lr": lr, "lambda_bce": lambda_bce, "tasks": json.dumps(cfg.train.tasks, sort_keys=True), "step_time_s": summary["train"]["step_time_s"],
                 "trainable_params": summary["trainable_params"], "git_commit": summary["provenance"]["git_commit"],
                 "git_dirty": summary["provenance"]["git_dirty"]}))
             pd.DataFrame(rows).to_csv(csv.with_suffix(".csv.partial"), index=False)

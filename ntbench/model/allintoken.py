@@ -23,8 +23,8 @@ from ntbench.model.tasks import GEN_TOKEN, obj_token
 class AllInTokenModel(nn.Module):
     def __init__(self, backbone: Backbone, adapter: str = "neural", adapter_options: dict | None = None,
                  max_objects: int = 8, train_embeddings: bool = False, decoder_width: int = 64,
-                 lambda_seg: float = 1.0, lambda_gen: float = 10.0,
-                 pixel_refiner: bool = False):
+                 lambda_seg: float = 1.0, lambda_gen: float = 10.0, lambda_bce: float = 0.0,
+                 pixel_refiner: bool = False, whiten_state: bool = True):
         super().__init__()
         self.backbone_name = backbone.name
         self.tokenizer = tok = backbone.tokenizer
@@ -43,11 +43,13 @@ class AllInTokenModel(nn.Module):
         embed = self.llm.get_input_embeddings()
         std = float(embed.weight.detach().float().std()) if embed.weight.device.type != "meta" else 0.02
         self.projector = nn.Linear(v, h)
+        self._init_projector_as_bos(embed, std)
         self.new_embed = nn.Parameter(torch.randn(len(ids), h) * std)
         self.new_out = nn.Parameter(torch.randn(len(ids), h) * std)
-        self.mask_decoder = MaskDecoder(h, v, len(self.seg_layers), width=decoder_width, pixel_refiner=pixel_refiner)
+        self.mask_decoder = MaskDecoder(h, v, len(self.seg_layers), width=decoder_width,
+                                        pixel_refiner=pixel_refiner, whiten_state=whiten_state)
         self.gen_head = GenerationHead(h, v)
-        self.lambda_seg, self.lambda_gen = lambda_seg, lambda_gen
+        self.lambda_seg, self.lambda_gen, self.lambda_bce = lambda_seg, lambda_gen, lambda_bce
         self.train_embeddings = train_embeddings
         own = [self.projector, self.mask_decoder, self.gen_head]
         params = [self.new_embed, self.new_out] + [p for m in own for p in m.parameters()]
@@ -56,6 +58,25 @@ class AllInTokenModel(nn.Module):
         for p in params:
             p.requires_grad_(True)
         self._head_params = params
+
+    @torch.no_grad()
+    def _init_projector_as_bos(self, embed: nn.Embedding, std: float) -> None:
+        """Image tokens start as copies of the BOS embedding plus a small image-dependent part.
+
+        Why: a text-only LLM has never seen image tokens. With the default initialisation they are
+        35x the norm of a word embedding on the micro backbone and pull the text's attention: a
+        linear probe read the target's shape from the <OBJ-1> state at 0.51 with image tokens
+        present against 0.93 without, and segmentation stayed at the all-objects mask. Starting as
+        BOS, a token every LLM learned to attend to and ignore, the image tokens leave the text
+        states nearly as without them (probe 0.86) until the projection learns what to send
+        (results/micro/diagnosis/diagnosis.md, section 7). Without a BOS token: the mean embedding.
+        """
+        if embed.weight.device.type == "meta":
+            return
+        bos = self.tokenizer.bos_token_id
+        anchor = embed.weight[bos] if bos is not None else embed.weight.mean(0)
+        self.projector.weight.mul_(0.25 * std)
+        self.projector.bias.copy_(anchor.float())
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The adapter's parameters, then the projection, the new token rows and the heads."""
@@ -104,7 +125,8 @@ class AllInTokenModel(nn.Module):
 
     # -- training -----------------------------------------------------------------------------
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
-        """Losses: total = text + λ_seg·seg + λ_gen·gen (each 0 when the batch has no such target)."""
+        """Losses: total = text + λ_seg·seg + λ_gen·gen (each 0 when the batch has no such target);
+        seg = Dice + λ_bce·BCE (the paper uses Dice alone: λ_bce 0)."""
         vision = self.encode_images(batch["images"])
         logits, hidden, off = self.run_llm(batch, vision)
         text_logits = logits[:, off:-1]
@@ -119,6 +141,9 @@ class AllInTokenModel(nn.Module):
             pred = self.mask_decoder(states, feats, tuple(batch["seg_masks"].shape[-2:]),
                                      vision["pixels"][batch["seg_b"]].float())
             loss_seg = dice_loss(pred, batch["seg_masks"])
+            if self.lambda_bce:
+                loss_seg = loss_seg + self.lambda_bce * F.binary_cross_entropy_with_logits(
+                    pred.float(), batch["seg_masks"].float())
         loss_gen = zero
         if len(batch["gen_b"]):
             pred = self.gen_head(hidden[batch["gen_b"], off + batch["gen_t"]].float())

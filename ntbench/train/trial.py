@@ -44,7 +44,11 @@ class TrialConfig(BaseModel):
     max_objects: int = Field(8, ge=1)
     lambda_seg: float = Field(1.0, ge=0)
     lambda_gen: float = Field(10.0, ge=0)
+    lambda_bce: float = Field(0.0, ge=0, description="weight of a per-pixel BCE term added to the Dice loss "
+                                                     "(paper: 0, Dice only; LISA uses BCE too)")
     train_embeddings: bool = Field(False, description="train the LLM's whole embedding and LM head too")
+    whiten_state: bool = Field(True, description="whiten the <OBJ-i> state before the mask decoder (running ZCA "
+                                                 "statistics; see ntbench.model.heads.StateWhitening)")
     pixel_refiner: bool = Field(False, description="add the token-conditioned pixel CNN to the mask decoder "
                                                    "(finds objects by shape on the micro backbone; slower)")
 
@@ -148,7 +152,8 @@ def run_trial(cfg: TrialConfig, out: str | Path | None = None, callbacks: list[C
     backbone = load_backbone(cfg.backbone, vision=cfg.vision) if cfg.vision else load_backbone(cfg.backbone)
     model = AllInTokenModel(backbone, cfg.adapter, cfg.adapter_options, max_objects=cfg.max_objects,
                             train_embeddings=cfg.train_embeddings, lambda_seg=cfg.lambda_seg,
-                            lambda_gen=cfg.lambda_gen, pixel_refiner=cfg.pixel_refiner)
+                            lambda_gen=cfg.lambda_gen, lambda_bce=cfg.lambda_bce, pixel_refiner=cfg.pixel_refiner,
+                            whiten_state=cfg.whiten_state)
     tasks = [t for t, r in cfg.train.tasks.items() if r > 0]
     device = next(model.parameters()).device
 
