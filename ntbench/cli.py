@@ -286,6 +286,8 @@ def train_cmd(
     eval_samples: int = typer.Option(32, min=1), meteor: bool = typer.Option(False, help="compute METEOR (Java)"),
     device: str = typer.Option("auto"), as_json: bool = typer.Option(False, "--json"),
     pixel_refiner: bool = typer.Option(False, help="token-conditioned pixel CNN in the mask decoder (slower)"),
+    lambda_bce: float = typer.Option(0.0, min=0.0, help="weight of a per-pixel BCE term added to the Dice loss"),
+    whiten_state: bool = typer.Option(True, help="whiten the <OBJ-i> state before the mask decoder"),
 ) -> None:
     """Train and evaluate one configuration end to end; writes OUT/metrics.json."""
     from pydantic import ValidationError
@@ -302,7 +304,7 @@ def train_cmd(
     try:
         cfg = TrialConfig(backbone=backbone, vision=vision, adapter=adapter, adapter_options=_parse_options(option),
                           data=str(data) if data else None, eval_samples=eval_samples, meteor=meteor,
-                          pixel_refiner=pixel_refiner,
+                          pixel_refiner=pixel_refiner, lambda_bce=lambda_bce, whiten_state=whiten_state,
                           train=TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, tasks=ratios,
                                             device=device))
     except (ValidationError, UnknownNameError) as exc:

@@ -59,3 +59,20 @@ def test_evidence_task_mix_is_checked_before_any_training(tmp_path):
                                   "--out", str(tmp_path)])
     assert unknown.exit_code == 2 and "referring" in unknown.output
     assert not (tmp_path / "trials.csv").exists()
+
+
+def test_train_passes_the_segmentation_loss_and_whitening_options(tmp_path):
+    from safetensors.torch import load_file
+
+    from ntbench.data.microworld import MicroWorldConfig, generate
+    data = generate(tmp_path / "mw", MicroWorldConfig(seed=3, train=8, val=4, test=0), workers=1)
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--data", str(data), "--steps", "2", "--batch-size", "2",
+                                 "--eval-samples", "2", "--tasks", "referring", "--lambda-bce", "1.5",
+                                 "--no-whiten-state", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "metrics.json").read_text())["config"]
+    assert config["lambda_bce"] == 1.5 and config["whiten_state"] is False
+    assert not any("whiten" in k for k in load_file(str(out / "heads.safetensors")))
+    result = runner.invoke(app, ["train", "--data", str(data), "--steps", "1", "--lambda-bce", "-1", "--out", str(out)])
+    assert result.exit_code != 0 and "lambda-bce" in result.output
