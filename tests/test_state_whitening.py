@@ -69,19 +69,3 @@ def test_image_tokens_start_as_the_bos_embedding():
     assert part.std() < 0.5 * float(embed.std())
     assert part.std() > 0  # and not zero: the projection can still learn what to send
     assert math.isfinite(float(part.std()))
-
-
-def test_standardises_per_dimension_until_the_covariance_has_full_rank():
-    torch.manual_seed(1)
-    w = StateWhitening(8, eps=0.0).train()
-    x = torch.randn(6, 8) * torch.arange(1.0, 9.0)   # 6 samples < 2 x 8: rank-deficient
-    w(x)
-    var = x.var(0, unbiased=False)
-    torch.testing.assert_close(w.transform, torch.diag(var.rsqrt()))
-    y = torch.randn(12, 8)
-    w(y)                                              # 18 samples >= 16: full ZCA, not diagonal
-    off = w.transform - torch.diag(w.transform.diagonal())
-    assert off.abs().max() > 1e-3
-    # the cumulative phase weighs samples, not batches: the mean is the mean of all 18
-    assert int(w.samples_seen) == 18
-    torch.testing.assert_close(w.mean, torch.cat([x, y]).mean(0))

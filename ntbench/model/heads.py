@@ -28,12 +28,9 @@ class StateWhitening(nn.Module):
     for sentence embeddings.
 
     The statistics are buffers, updated in training mode without gradient (a cumulative average
-    over the samples seen until it would weigh a batch less than ``momentum``, then an exponential
-    one, so they follow an LLM being tuned); the gradient flows through the fixed affine map.
-    ``eps`` is relative to the largest eigenvalue and caps how much a near-empty direction is
-    amplified. Until 2 x width samples have been seen the covariance is rank-deficient, and
-    whitening it would blow up every direction no batch has visited yet, so the transform
-    standardises each dimension instead.
+    for the first 1/momentum batches, then an exponential one, so they follow an LLM being
+    tuned); the gradient flows through the fixed affine map. ``eps`` is relative to the largest
+    eigenvalue and caps how much a near-empty direction is amplified.
     """
 
     def __init__(self, width: int, momentum: float = 0.01, eps: float = 1e-4, refresh_every: int | None = None):
@@ -45,22 +42,15 @@ class StateWhitening(nn.Module):
         self.register_buffer("second_moment", torch.eye(width))
         self.register_buffer("transform", torch.eye(width))
         self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
-        self.register_buffer("samples_seen", torch.zeros((), dtype=torch.long))
 
     @torch.no_grad()
     def _update(self, x: torch.Tensor) -> None:
         self.batches_seen += 1
-        self.samples_seen += x.shape[0]
-        rate = max(self.momentum, x.shape[0] / float(self.samples_seen))
+        rate = max(self.momentum, 1.0 / float(self.batches_seen))
         self.mean.lerp_(x.mean(0), rate)
         self.second_moment.lerp_(x.T @ x / x.shape[0], rate)
-        full_rank = int(self.samples_seen) >= 2 * self.mean.numel()
-        if int(self.batches_seen) % self.refresh_every == 0 or not full_rank:
+        if int(self.batches_seen) % self.refresh_every == 0 or int(self.batches_seen) == 1:
             cov = self.second_moment - torch.outer(self.mean, self.mean)
-            if not full_rank:
-                var = cov.diagonal().clamp(min=0)
-                self.transform.copy_(torch.diag((var + self.eps * var.max().clamp(min=1e-12)).rsqrt()))
-                return
             lam, vec = torch.linalg.eigh((cov + cov.T) / 2)
             lam = lam.clamp(min=0) + self.eps * lam.max().clamp(min=1e-12)
             self.transform.copy_(vec @ torch.diag(lam.rsqrt()) @ vec.T)
