@@ -55,7 +55,7 @@ def run_evidence(seeds: list[int], steps: int, out: Path, backbone: str = "micro
                                                 **({"tasks": tasks} if tasks else {})))
             summary = run_trial(cfg)
             rows.append(_row(adapter, seed, summary["metrics"], {
-                "steps": steps, "lr": lr, "lambda_bce": lambda_bce, "tasks": json.dumps(cfg.train.tasks, sort_keys=True), "step_time_s": summary["train"]["step_time_s"],
+                "steps": steps, "lr": cfg.train.lr, "lambda_bce": cfg.lambda_bce, "tasks": json.dumps(cfg.train.tasks, sort_keys=True), "step_time_s": summary["train"]["step_time_s"],
                 "trainable_params": summary["trainable_params"], "git_commit": summary["provenance"]["git_commit"],
                 "git_dirty": summary["provenance"]["git_dirty"]}))
             pd.DataFrame(rows).to_csv(csv.with_suffix(".csv.partial"), index=False)
