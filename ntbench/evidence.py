@@ -33,7 +33,7 @@ def _row(method: str, seed: int, metrics: dict[str, Any], extra: dict | None = N
     return {**row, **(extra or {})}
 
 
-def run_evidence(seeds: list[int], steps: int, out: Path, backbone: str = "micro", eval_samples: int = 100,
+def run_evidence(seeds: list[int], steps: int, out: Path, backbone: str = "micro", eval_samples: int = 500,
                  batch_size: int = 16, adapter_options: dict | None = None, tasks: dict[str, float] | None = None,
                  lr: float = 1e-3, lambda_bce: float = 0.0, progress: Callable[[str], None] | None = None) -> pd.DataFrame:
     from ntbench.data.io import SampleDataset
@@ -56,7 +56,9 @@ def run_evidence(seeds: list[int], steps: int, out: Path, backbone: str = "micro
             summary = run_trial(cfg)
             rows.append(_row(adapter, seed, summary["metrics"], {
                 "steps": steps, "lr": cfg.train.lr, "lambda_bce": cfg.lambda_bce, "tasks": json.dumps(cfg.train.tasks, sort_keys=True), "step_time_s": summary["train"]["step_time_s"],
-                "trainable_params": summary["trainable_params"], "git_commit": summary["provenance"]["git_commit"],
+                "trainable_params": summary["trainable_params"], "eval_samples": eval_samples,
+                **{f"{t}_n": summary["metrics"].get(t, {}).get("n_samples") for t in ("reasoning", "referring")},
+                "git_commit": summary["provenance"]["git_commit"],
                 "git_dirty": summary["provenance"]["git_dirty"]}))
             pd.DataFrame(rows).to_csv(csv.with_suffix(".csv.partial"), index=False)
             csv.with_suffix(".csv.partial").replace(csv)  # results so far survive an interruption
@@ -84,11 +86,20 @@ def summarize(df: pd.DataFrame) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     return stats, checks
 
 
+def _eval_set_line(df: pd.DataFrame) -> str:
+    """How many val samples each task was scored on: with few, eval-set noise inflates the seed spread."""
+    counts = {t: df[f"{t}_n"].dropna().unique().tolist() for t in ("reasoning", "referring") if f"{t}_n" in df}
+    parts = [f"{t} {', '.join(str(int(c)) for c in v)}" for t, v in counts.items() if v]
+    return ("Val samples scored per trial: " + "; ".join(parts) + ". Every method (trivial masks included) is "
+            "scored on the same samples.") if parts else ""
+
+
 def write_summary(df: pd.DataFrame, out: Path, command: str) -> str:
     stats, checks = summarize(df)
     lines = ["# Micro backbone: do ablations mean something?", "", f"Made by: `{command}`", "",
              f"Seeds: {sorted(df.seed.unique().tolist())}. oIoU: teacher-forced, paper convention "
              "(ΣI/ΣU); `gen_` columns: from generated answers. Mean ± std over seeds.", "",
+             _eval_set_line(df), "",
              "| method | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
     for method in ["neural", "frozen", "all_objects", "largest_object"]:
         if method not in stats.index:
