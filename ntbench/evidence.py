@@ -25,6 +25,20 @@ CHECKS = [("neural", "frozen", "reasoning_oIoU"), ("neural", "frozen", "referrin
           ("neural", "largest_object", "reasoning_oIoU"), ("neural", "largest_object", "referring_oIoU"),
           ("neural", "frozen", "BLEU-4")]
 
+SEGMENTATION_TASKS = ("reasoning", "referring")
+
+
+def evidence_trial_config(adapter: str, seed: int, steps: int, backbone: str = "micro", eval_samples: int = 500,
+                          batch_size: int = 16, adapter_options: dict | None = None,
+                          tasks: dict[str, float] | None = None, lr: float = 1e-3,
+                          lambda_bce: float = 0.0) -> TrialConfig:
+    """One evidence trial; diagnosis scripts build theirs here too, so they train exactly what the evidence trains."""
+    return TrialConfig(backbone=backbone, adapter=adapter,
+                       adapter_options=(adapter_options or {}) if adapter == "neural" else {},
+                       eval_samples=eval_samples, lambda_bce=lambda_bce,
+                       train=TrainConfig(steps=steps, batch_size=batch_size, seed=seed, warmup=max(1, steps // 10),
+                                         lr=lr, **({"tasks": tasks} if tasks else {})))
+
 
 def _row(method: str, seed: int, metrics: dict[str, Any], extra: dict | None = None) -> dict[str, Any]:
     row = {"method": method, "seed": seed}
@@ -41,29 +55,27 @@ def run_evidence(seeds: list[int], steps: int, out: Path, backbone: str = "micro
     from ntbench.train.trial import default_data_dir
 
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, trivial = [], None
     csv = out / "trials.csv"
     for seed in seeds:
         for adapter in ("frozen", "neural"):
             if progress:
                 progress(f"{adapter} seed {seed}")
-            cfg = TrialConfig(backbone=backbone, adapter=adapter,
-                              adapter_options=(adapter_options or {}) if adapter == "neural" else {},
-                              eval_samples=eval_samples, lambda_bce=lambda_bce,
-                              train=TrainConfig(steps=steps, batch_size=batch_size, seed=seed, warmup=max(1, steps // 10),
-                                                lr=lr,
-                                                **({"tasks": tasks} if tasks else {})))
+            cfg = evidence_trial_config(adapter, seed, steps, backbone=backbone, eval_samples=eval_samples,
+                                        batch_size=batch_size, adapter_options=adapter_options, tasks=tasks,
+                                        lr=lr, lambda_bce=lambda_bce)
             summary = run_trial(cfg)
             rows.append(_row(adapter, seed, summary["metrics"], {
                 "steps": steps, "lr": cfg.train.lr, "lambda_bce": cfg.lambda_bce, "tasks": json.dumps(cfg.train.tasks, sort_keys=True), "step_time_s": summary["train"]["step_time_s"],
                 "trainable_params": summary["trainable_params"], "eval_samples": eval_samples,
-                **{f"{t}_n": summary["metrics"].get(t, {}).get("n_samples") for t in ("reasoning", "referring")},
+                **{f"{t}_n": summary["metrics"].get(t, {}).get("n_samples") for t in SEGMENTATION_TASKS},
                 "git_commit": summary["provenance"]["git_commit"],
                 "git_dirty": summary["provenance"]["git_dirty"]}))
             pd.DataFrame(rows).to_csv(csv.with_suffix(".csv.partial"), index=False)
             csv.with_suffix(".csv.partial").replace(csv)  # results so far survive an interruption
-        trivial = trivial_mask_baselines(SampleDataset(default_data_dir(), "val"), ["reasoning", "referring"],
-                                         eval_samples, cfg.eval_seed)
+        if trivial is None:  # the same eval samples for every seed: compute once
+            trivial = trivial_mask_baselines(SampleDataset(default_data_dir(), "val"), list(SEGMENTATION_TASKS),
+                                             eval_samples, cfg.eval_seed)
         for method in ("all_objects", "largest_object"):
             rows.append(_row(method, seed, {t: {"tf_paper_oIoU": m[method]["paper_oIoU"],
                                                 "gen_paper_oIoU": m[method]["paper_oIoU"]}
@@ -88,7 +100,7 @@ def summarize(df: pd.DataFrame) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
 
 def _eval_set_line(df: pd.DataFrame) -> str:
     """How many val samples each task was scored on: with few, eval-set noise inflates the seed spread."""
-    counts = {t: df[f"{t}_n"].dropna().unique().tolist() for t in ("reasoning", "referring") if f"{t}_n" in df}
+    counts = {t: df[f"{t}_n"].dropna().unique().tolist() for t in SEGMENTATION_TASKS if f"{t}_n" in df}
     parts = [f"{t} {', '.join(str(int(c)) for c in v)}" for t, v in counts.items() if v]
     return ("Val samples scored per trial: " + "; ".join(parts) + ". Every method (trivial masks included) is "
             "scored on the same samples.") if parts else ""

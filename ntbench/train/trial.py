@@ -138,22 +138,28 @@ def _write_json(path: Path, data: dict) -> None:
     tmp.replace(path)  # never a half-written file
 
 
+def build_model(cfg: TrialConfig):
+    """The seeded all-in-token model a trial trains (backbone loaded, adapter attached, heads built)."""
+    from ntbench.model.allintoken import AllInTokenModel
+    from ntbench.model.backbone import load_backbone
+
+    torch.manual_seed(cfg.train.seed)
+    backbone = load_backbone(cfg.backbone, vision=cfg.vision) if cfg.vision else load_backbone(cfg.backbone)
+    return AllInTokenModel(backbone, cfg.adapter, cfg.adapter_options, max_objects=cfg.max_objects,
+                           train_embeddings=cfg.train_embeddings, lambda_seg=cfg.lambda_seg,
+                           lambda_gen=cfg.lambda_gen, lambda_bce=cfg.lambda_bce, pixel_refiner=cfg.pixel_refiner,
+                           whiten_state=cfg.whiten_state)
+
+
 def run_trial(cfg: TrialConfig, out: str | Path | None = None, callbacks: list[Callback] = (),
               progress: Callable[[int, dict], None] | None = None) -> dict[str, Any]:
     """Train and evaluate one configuration; write ``out/metrics.json``, the adapter and heads."""
     from ntbench.eval.evaluate import evaluate
-    from ntbench.model.allintoken import AllInTokenModel
-    from ntbench.model.backbone import load_backbone
 
     data = resolve_data(cfg.data)
     train_ds = SampleDataset(data, "train")
     eval_ds = SampleDataset(data, cfg.eval_split)
-    torch.manual_seed(cfg.train.seed)
-    backbone = load_backbone(cfg.backbone, vision=cfg.vision) if cfg.vision else load_backbone(cfg.backbone)
-    model = AllInTokenModel(backbone, cfg.adapter, cfg.adapter_options, max_objects=cfg.max_objects,
-                            train_embeddings=cfg.train_embeddings, lambda_seg=cfg.lambda_seg,
-                            lambda_gen=cfg.lambda_gen, lambda_bce=cfg.lambda_bce, pixel_refiner=cfg.pixel_refiner,
-                            whiten_state=cfg.whiten_state)
+    model = build_model(cfg)
     tasks = [t for t, r in cfg.train.tasks.items() if r > 0]
     device = next(model.parameters()).device
 

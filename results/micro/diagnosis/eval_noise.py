@@ -1,23 +1,19 @@
 """How much of the seed-to-seed spread is eval-set noise? Train one evidence-config neural trial,
 then score teacher-forced oIoU on disjoint 64-sample chunks of val and on all of val."""
-import sys, time, json
-import numpy as np, torch
-from ntbench.train.trainer import TrainConfig, train
-from ntbench.train.trial import TrialConfig, resolve_data
+import sys, time
+import numpy as np
+from ntbench.evidence import evidence_trial_config
+from ntbench.train.trainer import train
+from ntbench.train.trial import build_model, resolve_data
 from ntbench.data.io import SampleDataset
-from ntbench.model.allintoken import AllInTokenModel
-from ntbench.model.backbone import load_backbone
 from ntbench.eval.evaluate import build_items, _teacher_forced
 
 adapter, seed, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-cfg = TrialConfig(backbone="micro", adapter=adapter, eval_samples=64, lambda_bce=1.0,
-                  train=TrainConfig(steps=steps, batch_size=16, seed=seed, warmup=max(1, steps // 10), lr=3e-3,
-                                    tasks={"referring": 2, "reasoning": 2, "captioning": 1, "t2i": 1}))
+cfg = evidence_trial_config(adapter, seed, steps, lr=3e-3, lambda_bce=1.0,
+                            tasks={"referring": 2, "reasoning": 2, "captioning": 1, "t2i": 1})
 data = resolve_data(cfg.data)
 train_ds, val = SampleDataset(data, "train"), SampleDataset(data, "val")
-torch.manual_seed(seed)
-model = AllInTokenModel(load_backbone("micro"), cfg.adapter, cfg.adapter_options, max_objects=cfg.max_objects,
-                        lambda_bce=cfg.lambda_bce, whiten_state=cfg.whiten_state)
+model = build_model(cfg)  # seeded as in run_trial
 t = time.time(); train(model, train_ds, cfg.train); print("train s", time.time() - t, flush=True)
 model.eval()
 out = {}

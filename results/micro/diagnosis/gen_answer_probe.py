@@ -1,28 +1,24 @@
 """Why is generated-answer reasoning oIoU low for neural? Train the evidence configuration once, then split
 reasoning val samples by whether the generated answer matches the reference answer's text."""
 import sys, re
-import numpy as np, torch
-from ntbench.train.trainer import TrainConfig, train
-from ntbench.train.trial import TrialConfig, resolve_data
+import numpy as np
+from ntbench.evidence import evidence_trial_config
+from ntbench.train.trainer import train
+from ntbench.train.trial import build_model, resolve_data
 from ntbench.data.io import SampleDataset
-from ntbench.model.allintoken import AllInTokenModel
-from ntbench.model.backbone import load_backbone
 from ntbench.eval.evaluate import build_items, _generated, _teacher_forced
 
 seed, steps = int(sys.argv[1]), int(sys.argv[2])
-cfg = TrialConfig(backbone="micro", adapter="neural", lambda_bce=1.0,
-                  train=TrainConfig(steps=steps, batch_size=16, seed=seed, warmup=max(1, steps // 10), lr=3e-3,
-                                    tasks={"referring": 2, "reasoning": 2, "captioning": 1, "t2i": 1}))
+cfg = evidence_trial_config("neural", seed, steps, lr=3e-3, lambda_bce=1.0,
+                            tasks={"referring": 2, "reasoning": 2, "captioning": 1, "t2i": 1})
 data = resolve_data(cfg.data)
 train_ds, val = SampleDataset(data, "train"), SampleDataset(data, "val")
-torch.manual_seed(seed)
-model = AllInTokenModel(load_backbone("micro"), cfg.adapter, cfg.adapter_options, max_objects=cfg.max_objects,
-                        lambda_bce=cfg.lambda_bce, whiten_state=cfg.whiten_state)
+model = build_model(cfg)  # seeded as in run_trial
 train(model, train_ds, cfg.train)
 model.eval()
 items = build_items(val, "reasoning", 200, cfg.eval_seed)
 texts, preds, gts = _generated(model, items, 16, "cpu", 32)
-from ntbench.model.batching import collate, to_device
+from ntbench.model.batching import collate
 ntag = 0
 for i in range(0, len(items), 16):
     b = collate(items[i:i+16], model.tokenizer, teacher_forced=False)

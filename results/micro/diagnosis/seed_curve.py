@@ -1,23 +1,20 @@
 """Teacher-forced oIoU on all of val every 250 steps, for one evidence-config trial.
 argv: adapter seed steps lr head_lr_mult"""
-import sys, time, json
-import numpy as np, torch
-from ntbench.train.trainer import TrainConfig, train
-from ntbench.train.trial import TrialConfig, resolve_data
+import sys, time
+import torch
+from ntbench.evidence import evidence_trial_config
+from ntbench.train.trainer import train
+from ntbench.train.trial import build_model, resolve_data
 from ntbench.data.io import SampleDataset
-from ntbench.model.allintoken import AllInTokenModel
-from ntbench.model.backbone import load_backbone
 from ntbench.eval.evaluate import build_items, _teacher_forced
 
 adapter, seed, steps, lr, mult = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
-cfg = TrialConfig(backbone="micro", adapter=adapter, eval_samples=64, lambda_bce=1.0,
-                  train=TrainConfig(steps=steps, batch_size=16, seed=seed, warmup=max(1, steps // 10), lr=lr, eval_every=250,
-                                    tasks={"referring": 2, "reasoning": 2, "captioning": 1, "t2i": 1}))
+cfg = evidence_trial_config(adapter, seed, steps, lr=lr, lambda_bce=1.0,
+                            tasks={"referring": 2, "reasoning": 2, "captioning": 1, "t2i": 1})
+cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"eval_every": 250})})
 data = resolve_data(cfg.data)
 train_ds, val = SampleDataset(data, "train"), SampleDataset(data, "val")
-torch.manual_seed(seed)
-model = AllInTokenModel(load_backbone("micro"), cfg.adapter, cfg.adapter_options, max_objects=cfg.max_objects,
-                        lambda_bce=cfg.lambda_bce, whiten_state=cfg.whiten_state)
+model = build_model(cfg)  # seeded as in run_trial
 if mult != 1.0:
     head_ids = {id(p) for p in model._head_params}
     Adam = torch.optim.AdamW
