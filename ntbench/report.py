@@ -14,17 +14,14 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from ntbench.stats import mean_interval
 from ntbench.suite import Suite
 
 SEED = "param.train.seed"
 
 
 def _ci95(values: pd.Series) -> float:
-    from scipy import stats
-    n = values.count()
-    if n < 2:
-        return float("nan")
-    return float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n))
+    return mean_interval(values.dropna().tolist()).half_width  # nan with one seed: no interval claimed
 
 
 def aggregate(df: pd.DataFrame, metric: str, by: list[str]) -> pd.DataFrame:

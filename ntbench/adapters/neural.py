@@ -154,7 +154,7 @@ class AdaptedProjection(nn.Module):
 def attach_neural(model: nn.Module, opts: NeuralOptions) -> list[NeuralTuningLayer]:
     """Attach neural tuning to ``model`` in place; returns the new layers in order."""
     sites = select_sites(find_attention_sites(model, opts.module_filter), opts.first_layer)
-    state = SparseVectorState(opts.seed)
+    state = SparseVectorState(opts.seed if opts.seed is not None else 0)
     strategy = make_strategy(opts.strategy, beta=opts.beta, **opts.strategy_options)
     layers = []
     for index, site in enumerate(sites):

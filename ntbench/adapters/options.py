@@ -40,7 +40,8 @@ class NeuralOptions(_Options):
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on W_b's output (reference: 0.1)")
     init_wb: Literal["zero", "default"] = Field("zero", description="zero: start exactly at the frozen model; default: nn.Linear init")
     module_filter: str | None = Field(None, description="regex the attention module path must match")
-    seed: int = Field(0, description="seed of the activation-strategy generator")
+    seed: int | None = Field(None, description="seed of the activation-strategy generator (None: 0, or in a "
+                                               "trial the training seed, so paired cells share mask noise)")
 
     _check_targets = field_validator("targets")(classmethod(lambda cls, v: _targets(v)))
 

@@ -24,7 +24,7 @@ class AllInTokenModel(nn.Module):
     def __init__(self, backbone: Backbone, adapter: str = "neural", adapter_options: dict | None = None,
                  max_objects: int = 8, train_embeddings: bool = False, decoder_width: int = 64,
                  lambda_seg: float = 1.0, lambda_gen: float = 10.0, lambda_bce: float = 0.0,
-                 pixel_refiner: bool = False, whiten_state: bool = True):
+                 pixel_refiner: bool = False, whiten_state: bool = True, seed: int | None = None):
         super().__init__()
         self.backbone_name = backbone.name
         self.tokenizer = tok = backbone.tokenizer
@@ -40,6 +40,11 @@ class AllInTokenModel(nn.Module):
         self.image_size = backbone.image_size
         self.image_decoder = backbone.image_decoder.eval().requires_grad_(False) if backbone.image_decoder else None
         h, v = backbone.llm_width, backbone.vision_width
+        if seed is not None:
+            # The heads' initialisation depends on the seed alone, not on how many random numbers the
+            # adapter drew before (LoRA r=8 vs r=16, neural Dz 64 vs 128): cells that share a seed
+            # then start from the same heads, and their paired difference is not diluted by it.
+            torch.manual_seed((seed * 0x9E3779B1 + 0x7F4A7C15) % 2**63)
         embed = self.llm.get_input_embeddings()
         std = float(embed.weight.detach().float().std()) if embed.weight.device.type != "meta" else 0.02
         self.projector = nn.Linear(v, h)

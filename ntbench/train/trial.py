@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 
 from ntbench.adapters import adapter_handle, save_adapter
 from ntbench.data.io import SampleDataset
-from ntbench.train.trainer import Callback, TrainConfig, train
+from ntbench.train.trainer import Callback, TrainConfig, deterministic_kernels, train
 
 DEFAULT_DATA = {"train": 20000, "val": 500, "test": 500}
 
@@ -127,6 +127,9 @@ def provenance() -> dict[str, Any]:
     info: dict[str, Any] = {"torch": torch.__version__, "transformers": transformers.__version__,
                             "peft": peft.__version__, "python": platform.python_version(),
                             "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+                            # CPU reductions split work by thread: the same seed is bit-exact only at the same count
+                            "torch_threads": torch.get_num_threads(),
+                            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
                             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
     info.update(git_state(Path(__file__).resolve().parents[2]))
     return info
@@ -145,15 +148,33 @@ def build_model(cfg: TrialConfig):
 
     torch.manual_seed(cfg.train.seed)
     backbone = load_backbone(cfg.backbone, vision=cfg.vision) if cfg.vision else load_backbone(cfg.backbone)
-    return AllInTokenModel(backbone, cfg.adapter, cfg.adapter_options, max_objects=cfg.max_objects,
+    return AllInTokenModel(backbone, cfg.adapter, adapter_options_for(cfg), max_objects=cfg.max_objects,
                            train_embeddings=cfg.train_embeddings, lambda_seg=cfg.lambda_seg,
                            lambda_gen=cfg.lambda_gen, lambda_bce=cfg.lambda_bce, pixel_refiner=cfg.pixel_refiner,
-                           whiten_state=cfg.whiten_state)
+                           whiten_state=cfg.whiten_state, seed=cfg.train.seed)
+
+
+def adapter_options_for(cfg: TrialConfig) -> dict[str, Any]:
+    """The adapter's options, with its own random stream (e.g. neural tuning's mask noise) tied to the
+    training seed unless the config sets it: two cells with one seed then share every random draw
+    but what the suite varies (common random numbers, for paired comparisons)."""
+    from ntbench.adapters import ADAPTERS
+
+    opts = dict(cfg.adapter_options)
+    if "seed" in ADAPTERS.get(cfg.adapter).options_model.model_fields and opts.get("seed") is None:
+        opts["seed"] = cfg.train.seed
+    return opts
 
 
 def run_trial(cfg: TrialConfig, out: str | Path | None = None, callbacks: list[Callback] = (),
               progress: Callable[[int, dict], None] | None = None) -> dict[str, Any]:
     """Train and evaluate one configuration; write ``out/metrics.json``, the adapter and heads."""
+    with deterministic_kernels(cfg.train.deterministic):  # evaluation too: the same seed, the same numbers
+        return _run_trial(cfg, out, callbacks, progress)
+
+
+def _run_trial(cfg: TrialConfig, out: str | Path | None, callbacks: list[Callback],
+               progress: Callable[[int, dict], None] | None) -> dict[str, Any]:
     from ntbench.eval.evaluate import evaluate
 
     data = resolve_data(cfg.data)
@@ -161,14 +182,12 @@ def run_trial(cfg: TrialConfig, out: str | Path | None = None, callbacks: list[C
     eval_ds = SampleDataset(data, cfg.eval_split)
     model = build_model(cfg)
     tasks = [t for t, r in cfg.train.tasks.items() if r > 0]
-    device = next(model.parameters()).device
 
     def run_eval(step: int) -> dict:
         return evaluate(model, eval_ds, tasks, n_samples=cfg.eval_samples, seed=cfg.eval_seed,
                         generated=cfg.eval_generated, meteor=cfg.meteor, device=next(model.parameters()).device)
 
     result = train(model, train_ds, cfg.train, callbacks=callbacks, evaluate_fn=run_eval, progress=progress)
-    del device
     metrics = run_eval(result["steps_run"])
     handle = adapter_handle(model.llm)
     summary = {

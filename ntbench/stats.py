@@ -1,0 +1,147 @@
+"""Statistics for few-seed ablations: one module for report, compare and evidence.
+
+- :func:`mean_interval`: a cell's mean with its t interval (none with one seed);
+- :func:`paired_difference`: cells A and B run with the same seeds (common random numbers),
+  compared seed by seed: t interval, bootstrap interval (n >= 5), the sd of the per-seed
+  difference next to the sds of A and B, and the minimum detectable effect;
+- :func:`welch_difference`: cells that share no seeds;
+- :func:`minimum_detectable_effect` and :func:`power_table`: how many seeds a question needs.
+
+Formulas: ``../shared/notes/statistics.md`` (paired t, Welch-Satterthwaite, MDE at level 0.05
+and power 0.8). Two overlapping intervals do not mean "no difference": judge a difference by
+the interval of the difference.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+from scipy import stats
+
+LEVEL = 0.95
+POWER = 0.80
+
+
+@dataclass(frozen=True)
+class Interval:
+    n: int
+    mean: float
+    sd: float          # nan with one value
+    half_width: float  # nan with one value: no interval is claimed
+
+    @property
+    def low(self) -> float:
+        return self.mean - self.half_width
+
+    @property
+    def high(self) -> float:
+        return self.mean + self.half_width
+
+
+def _t(q: float, dof: float) -> float:
+    return float(stats.t.ppf(q, dof))
+
+
+def mean_interval(values: Sequence[float], level: float = LEVEL) -> Interval:
+    """Mean and the two-sided t interval's half-width (nan for n < 2)."""
+    x = np.asarray([v for v in values if not _isnan(v)], dtype=float)
+    n = len(x)
+    if n == 0:
+        return Interval(0, math.nan, math.nan, math.nan)
+    if n < 2:
+        return Interval(1, float(x[0]), math.nan, math.nan)
+    sd = float(x.std(ddof=1))
+    return Interval(n, float(x.mean()), sd, _t(0.5 + level / 2, n - 1) * sd / math.sqrt(n))
+
+
+def minimum_detectable_effect(sd: float, n: int, level: float = LEVEL, power: float = POWER) -> float:
+    """Smallest true paired difference a two-sided test at ``1 - level`` finds with ``power``, given
+    the sd of the per-seed difference and n seeds: (t(n-1, 1-α/2) + t(n-1, power))·sd/√n."""
+    if n < 2 or _isnan(sd):
+        return math.nan
+    return (_t(0.5 + level / 2, n - 1) + _t(power, n - 1)) * sd / math.sqrt(n)
+
+
+def power_table(sd: float, ns: Sequence[int] = (3, 5, 10, 20)) -> list[dict[str, float]]:
+    """The MDE for each seed count, given a measured sd of the per-seed difference."""
+    return [{"seeds": n, "mde": minimum_detectable_effect(sd, n)} for n in ns]
+
+
+@dataclass(frozen=True)
+class Difference:
+    """mean(A - B) with its interval. ``paired``: over shared seeds; else Welch."""
+
+    paired: bool
+    n: int
+    mean: float
+    half_width: float              # t interval (Welch's for unpaired); nan when not estimable
+    bootstrap_low: float           # percentile bootstrap over seeds (paired, n >= 5), else nan
+    bootstrap_high: float
+    sd_diff: float                 # sd of the per-seed difference (paired), nan for Welch
+    sd_a: float
+    sd_b: float
+    mde: float                     # smallest effect detectable with this n (paired), nan for Welch
+
+    @property
+    def low(self) -> float:
+        return self.mean - self.half_width
+
+    @property
+    def high(self) -> float:
+        return self.mean + self.half_width
+
+    @property
+    def distinguishable(self) -> bool:
+        """The interval of the difference excludes 0 (false when there is no interval)."""
+        return not _isnan(self.half_width) and (self.low > 0 or self.high < 0)
+
+    def as_dict(self) -> dict[str, float]:
+        return {**asdict(self), "low": self.low, "high": self.high, "distinguishable": self.distinguishable}
+
+
+def paired_difference(a: Mapping[int, float], b: Mapping[int, float], level: float = LEVEL,
+                      n_boot: int = 10_000, boot_seed: int = 0) -> Difference:
+    """Per-seed differences A(s) - B(s) over the seeds both cells have.
+
+    Raises:
+        ValueError: the cells share no seed (use :func:`welch_difference`).
+    """
+    seeds = sorted(s for s in set(a) & set(b) if not _isnan(a[s]) and not _isnan(b[s]))
+    if not seeds:
+        raise ValueError("the two cells share no seed with a value: a paired comparison needs common seeds")
+    xa, xb = np.array([a[s] for s in seeds], float), np.array([b[s] for s in seeds], float)
+    d = xa - xb
+    iv = mean_interval(d, level)
+    lo = hi = math.nan
+    if len(d) >= 5 and float(d.std()) > 0:  # with fewer seeds the bootstrap is unreliable: t only
+        res = stats.bootstrap((d,), np.mean, confidence_level=level, n_resamples=n_boot, method="percentile",
+                              random_state=np.random.default_rng(boot_seed))
+        lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    sd = lambda x: float(x.std(ddof=1)) if len(x) > 1 else math.nan  # noqa: E731
+    return Difference(True, len(d), iv.mean, iv.half_width, lo, hi, iv.sd, sd(xa), sd(xb),
+                      minimum_detectable_effect(iv.sd, len(d)))
+
+
+def welch_difference(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> Difference:
+    """mean(A) - mean(B) ± t(ν)·√(s_A²/n_A + s_B²/n_B), ν by Welch-Satterthwaite."""
+    ia, ib = mean_interval(a, level), mean_interval(b, level)
+    hw = math.nan
+    if ia.n >= 2 and ib.n >= 2:
+        va, vb = ia.sd ** 2 / ia.n, ib.sd ** 2 / ib.n
+        se = math.sqrt(va + vb)
+        if se > 0:
+            dof = (va + vb) ** 2 / (va ** 2 / (ia.n - 1) + vb ** 2 / (ib.n - 1))
+            hw = _t(0.5 + level / 2, dof) * se
+        else:
+            hw = 0.0
+    return Difference(False, min(ia.n, ib.n), ia.mean - ib.mean, hw, math.nan, math.nan, math.nan, ia.sd, ib.sd,
+                      math.nan)
+
+
+def _isnan(v) -> bool:
+    try:
+        return math.isnan(float(v))
+    except (TypeError, ValueError):
+        return True

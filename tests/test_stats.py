@@ -1,0 +1,53 @@
+"""ntbench.stats against hand-worked numbers and scipy's own tests."""
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from ntbench.stats import (mean_interval, minimum_detectable_effect, paired_difference, power_table,
+                           welch_difference)
+
+
+def test_mde_matches_the_worked_example():
+    # statistics.md: sd(d) 0.010, n 5 -> (2.776 + 0.941) * 0.010 / sqrt(5) = 0.01662
+    assert minimum_detectable_effect(0.010, 5) == pytest.approx(3.717 * 0.010 / math.sqrt(5), rel=1e-3)
+    rows = power_table(0.010)
+    assert [r["seeds"] for r in rows] == [3, 5, 10, 20]
+    assert all(a["mde"] > b["mde"] for a, b in zip(rows, rows[1:]))  # more seeds, smaller effects
+    assert math.isnan(minimum_detectable_effect(0.01, 1))
+
+
+def test_mean_interval_by_hand_and_one_seed_has_none():
+    iv = mean_interval([1.0, 2.0, 3.0])  # sd 1, t(2, .975) = 4.302653
+    assert iv.mean == 2.0 and iv.sd == 1.0 and iv.half_width == pytest.approx(4.302653 / math.sqrt(3), rel=1e-6)
+    one = mean_interval([0.5])
+    assert one.n == 1 and one.mean == 0.5 and math.isnan(one.half_width)
+
+
+def test_paired_matches_scipy_ttest_rel():
+    rng = np.random.default_rng(1)
+    a = rng.normal(0.5, 0.02, 6)
+    b = a - 0.01 + rng.normal(0, 0.003, 6)
+    d = paired_difference(dict(enumerate(a)), dict(enumerate(b)))
+    ref = sps.ttest_rel(a, b).confidence_interval(0.95)
+    assert (d.low, d.high) == (pytest.approx(ref.low), pytest.approx(ref.high))
+    assert d.sd_diff < d.sd_a and d.sd_diff < d.sd_b  # pairing removes the shared noise
+    assert d.distinguishable and d.bootstrap_low < d.mean < d.bootstrap_high
+
+
+def test_paired_uses_only_shared_seeds_and_refuses_none():
+    d = paired_difference({0: 1.0, 1: 2.0, 2: 4.0}, {1: 1.5, 2: 3.0, 7: 0.0})
+    assert d.n == 2 and d.mean == pytest.approx(0.75)
+    assert math.isnan(d.bootstrap_low)  # n < 5: no bootstrap claimed
+    with pytest.raises(ValueError, match="share no seed"):
+        paired_difference({0: 1.0}, {1: 1.0})
+
+
+def test_welch_matches_scipy():
+    a, b = [0.50, 0.52, 0.49, 0.51], [0.45, 0.40, 0.47, 0.44, 0.43]
+    d = welch_difference(a, b)
+    ref = sps.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert (d.low, d.high) == (pytest.approx(ref.low), pytest.approx(ref.high))
+    assert not d.paired and math.isnan(d.mde)
+    assert not welch_difference([0.5], [0.4]).distinguishable  # one seed each: no interval, no claim
