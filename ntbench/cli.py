@@ -277,19 +277,29 @@ def train_cmd(
     backbone: str = typer.Option("tiny-random", help="preset (tiny-random) or HF id / local path of the LLM"),
     vision: Optional[str] = typer.Option(None, help="HF id / local path of the vision encoder"),
     adapter: str = typer.Option("neural", help="neural, lora, prefix, ia3, frozen or full"),
-    tasks: str = typer.Option("referring,reasoning,captioning,t2i", help="comma-separated; TASK:RATIO for weights"),
-    steps: int = typer.Option(200, min=1), batch_size: int = typer.Option(8, min=1),
-    lr: float = typer.Option(1e-3), seed: int = typer.Option(0),
+    tasks: Optional[str] = typer.Option(None, help="comma-separated; TASK:RATIO for weights (default: the "
+                                        "backbone's recipe, else the four tasks equally)"),
+    steps: Optional[int] = typer.Option(None, min=1, help="optimizer steps (default: the backbone's recipe, else 200)"),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="default: the backbone's recipe, else 8"),
+    lr: Optional[float] = typer.Option(None, help="peak learning rate (default: the backbone's recipe, else 1e-3)"),
+    seed: int = typer.Option(0),
     data: Optional[Path] = typer.Option(None, help="dataset folder (default: the micro world, made if missing)"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="folder for metrics.json, adapter and heads"),
     option: list[str] = typer.Option([], "--option", "-o", help="adapter option KEY=VALUE (repeatable)"),
-    eval_samples: int = typer.Option(32, min=1), meteor: bool = typer.Option(False, help="compute METEOR (Java)"),
+    eval_samples: Optional[int] = typer.Option(None, min=1, help="samples per task scored (default: the backbone's "
+                                                "recipe, else 32)"), meteor: bool = typer.Option(False, help="compute METEOR (Java)"),
     device: str = typer.Option("auto"), as_json: bool = typer.Option(False, "--json"),
     pixel_refiner: bool = typer.Option(False, help="token-conditioned pixel CNN in the mask decoder (slower)"),
-    lambda_bce: float = typer.Option(0.0, min=0.0, help="weight of a per-pixel BCE term added to the Dice loss"),
+    lambda_bce: Optional[float] = typer.Option(None, min=0.0, help="weight of a per-pixel BCE term added to the "
+                                               "Dice loss (default: the backbone's recipe, else 0)"),
     whiten_state: bool = typer.Option(True, help="whiten the <OBJ-i> state before the mask decoder"),
+    deterministic: bool = typer.Option(True, help="deterministic kernels: the same seed and thread count give "
+                                                  "identical numbers"),
 ) -> None:
-    """Train and evaluate one configuration end to end; writes OUT/metrics.json."""
+    """Train and evaluate one configuration end to end; writes OUT/metrics.json.
+
+    Unset budget flags come from the backbone's recipe (ntbench.train.recipes: the micro backbone's
+    validated configuration), so `ntbench train --backbone micro` trains what the evidence trains."""
     from pydantic import ValidationError
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -297,21 +307,20 @@ def train_cmd(
     from ntbench.data.schema import DataError
     from ntbench.model.backbone import BackboneError
     from ntbench.registry import UnknownNameError
-    from ntbench.train.trainer import TrainConfig
     from ntbench.train.trial import TrialConfig, run_trial
 
-    ratios = _parse_task_mix(tasks)
+    given = lambda **kw: {k: v for k, v in kw.items() if v is not None}  # noqa: E731  (unset: recipe decides)
+    train_opts = given(steps=steps, batch_size=batch_size, lr=lr, tasks=_parse_task_mix(tasks) if tasks else None)
     try:
         cfg = TrialConfig(backbone=backbone, vision=vision, adapter=adapter, adapter_options=_parse_options(option),
-                          data=str(data) if data else None, eval_samples=eval_samples, meteor=meteor,
-                          pixel_refiner=pixel_refiner, lambda_bce=lambda_bce, whiten_state=whiten_state,
-                          train=TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, tasks=ratios,
-                                            device=device))
+                          data=str(data) if data else None, meteor=meteor, pixel_refiner=pixel_refiner,
+                          whiten_state=whiten_state, **given(eval_samples=eval_samples, lambda_bce=lambda_bce),
+                          train={**train_opts, "seed": seed, "device": device, "deterministic": deterministic})
     except (ValidationError, UnknownNameError) as exc:
         _fail(str(exc))
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), console=err) as bar:
-        task = bar.add_task(f"{adapter} on {backbone}", total=steps, loss="-")
+        task = bar.add_task(f"{adapter} on {backbone}", total=cfg.train.steps, loss="-")
         try:
             summary = run_trial(cfg, out_dir, progress=lambda s, rec: bar.update(task, completed=s,
                                                                                   loss=f"{rec['loss']:.3f}"))
@@ -512,21 +521,26 @@ def compare(
 @app.command()
 def evidence(
     seeds: str = typer.Option("0,1,2", help="comma-separated seeds"),
-    steps: int = typer.Option(600, min=1),
-    eval_samples: int = typer.Option(500, min=1, help="val samples scored per task (500: all of the micro world's "
-                                     "val split; at 64 the eval set alone moves oIoU by about 0.04)"),
-    out_dir: Path = typer.Option(Path("results/micro"), "--out"),
+    steps: Optional[int] = typer.Option(None, min=1, help="default: the micro recipe (ntbench.train.recipes)"),
+    eval_samples: Optional[int] = typer.Option(None, min=1, help="val samples scored per task (default: the recipe's "
+                                               "500, all of the micro world's val split; at 64 the eval set alone "
+                                               "moves oIoU by about 0.04)"),
+    out_dir: Path = typer.Option(Path("runs/evidence"), "--out"),
     tasks: str = typer.Option("", help="task mix as for `ntbench train`, e.g. referring:2,reasoning:2,captioning,t2i "
-                                       "(default: the four tasks equally)"),
-    lr: float = typer.Option(1e-3, min=1e-8, help="peak learning rate of every trial"),
-    lambda_bce: float = typer.Option(0.0, min=0.0, help="weight of the per-pixel BCE term added to Dice"),
+                                       "(default: the recipe's)"),
+    lr: Optional[float] = typer.Option(None, min=1e-8, help="peak learning rate (default: the recipe's)"),
+    lambda_bce: Optional[float] = typer.Option(None, min=0.0, help="weight of the per-pixel BCE term added to Dice "
+                                               "(default: the recipe's)"),
 ) -> None:
     """Neural vs frozen vs trivial masks over seeds on the micro backbone (is the default meaningful?)."""
     import shlex
 
     from ntbench.evidence import run_evidence, write_summary
 
-    seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+    try:
+        seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+    except ValueError:
+        _fail(f"--seeds {seeds!r}: expected comma-separated integers, e.g. 0,1,2")
     mix = None
     if tasks.strip():
         from pydantic import ValidationError

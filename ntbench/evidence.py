@@ -28,16 +28,16 @@ CHECKS = [("neural", "frozen", "reasoning_oIoU"), ("neural", "frozen", "referrin
 SEGMENTATION_TASKS = ("reasoning", "referring")
 
 
-def evidence_trial_config(adapter: str, seed: int, steps: int, backbone: str = "micro", eval_samples: int = 500,
-                          batch_size: int = 16, adapter_options: dict | None = None,
-                          tasks: dict[str, float] | None = None, lr: float = 1e-3,
-                          lambda_bce: float = 0.0) -> TrialConfig:
-    """One evidence trial; diagnosis scripts build theirs here too, so they train exactly what the evidence trains."""
+def evidence_trial_config(adapter: str, seed: int, steps: int | None = None, backbone: str = "micro",
+                          eval_samples: int | None = None, batch_size: int | None = None,
+                          adapter_options: dict | None = None, tasks: dict[str, float] | None = None,
+                          lr: float | None = None, lambda_bce: float | None = None) -> TrialConfig:
+    """One evidence trial: the backbone's recipe (ntbench.train.recipes), with what is given on top."""
+    given = lambda **kw: {k: v for k, v in kw.items() if v is not None}  # noqa: E731
     return TrialConfig(backbone=backbone, adapter=adapter,
                        adapter_options=(adapter_options or {}) if adapter == "neural" else {},
-                       eval_samples=eval_samples, lambda_bce=lambda_bce,
-                       train=TrainConfig(steps=steps, batch_size=batch_size, seed=seed, warmup=max(1, steps // 10),
-                                         lr=lr, **({"tasks": tasks} if tasks else {})))
+                       **given(eval_samples=eval_samples, lambda_bce=lambda_bce),
+                       train={"seed": seed, **given(steps=steps, batch_size=batch_size, lr=lr, tasks=tasks)})
 
 
 def _row(method: str, seed: int, metrics: dict[str, Any], extra: dict | None = None) -> dict[str, Any]:
@@ -47,9 +47,10 @@ def _row(method: str, seed: int, metrics: dict[str, Any], extra: dict | None = N
     return {**row, **(extra or {})}
 
 
-def run_evidence(seeds: list[int], steps: int, out: Path, backbone: str = "micro", eval_samples: int = 500,
-                 batch_size: int = 16, adapter_options: dict | None = None, tasks: dict[str, float] | None = None,
-                 lr: float = 1e-3, lambda_bce: float = 0.0, progress: Callable[[str], None] | None = None) -> pd.DataFrame:
+def run_evidence(seeds: list[int], steps: int | None, out: Path, backbone: str = "micro",
+                 eval_samples: int | None = None, batch_size: int | None = None, adapter_options: dict | None = None,
+                 tasks: dict[str, float] | None = None, lr: float | None = None, lambda_bce: float | None = None,
+                 progress: Callable[[str], None] | None = None) -> pd.DataFrame:
     from ntbench.data.io import SampleDataset
     from ntbench.eval.evaluate import trivial_mask_baselines
     from ntbench.train.trial import default_data_dir
@@ -66,8 +67,8 @@ def run_evidence(seeds: list[int], steps: int, out: Path, backbone: str = "micro
                                         lr=lr, lambda_bce=lambda_bce)
             summary = run_trial(cfg)
             rows.append(_row(adapter, seed, summary["metrics"], {
-                "steps": steps, "lr": cfg.train.lr, "lambda_bce": cfg.lambda_bce, "tasks": json.dumps(cfg.train.tasks, sort_keys=True), "step_time_s": summary["train"]["step_time_s"],
-                "trainable_params": summary["trainable_params"], "eval_samples": eval_samples,
+                "steps": cfg.train.steps, "lr": cfg.train.lr, "lambda_bce": cfg.lambda_bce, "tasks": json.dumps(cfg.train.tasks, sort_keys=True), "step_time_s": summary["train"]["step_time_s"],
+                "trainable_params": summary["trainable_params"], "eval_samples": cfg.eval_samples,
                 **{f"{t}_n": summary["metrics"].get(t, {}).get("n_samples") for t in SEGMENTATION_TASKS},
                 "git_commit": summary["provenance"]["git_commit"],
                 "git_dirty": summary["provenance"]["git_dirty"]}))
@@ -75,7 +76,7 @@ def run_evidence(seeds: list[int], steps: int, out: Path, backbone: str = "micro
             csv.with_suffix(".csv.partial").replace(csv)  # results so far survive an interruption
         if trivial is None:  # the same eval samples for every seed: compute once
             trivial = trivial_mask_baselines(SampleDataset(default_data_dir(), "val"), list(SEGMENTATION_TASKS),
-                                             eval_samples, cfg.eval_seed)
+                                             cfg.eval_samples, cfg.eval_seed)
         for method in ("all_objects", "largest_object"):
             rows.append(_row(method, seed, {t: {"tf_paper_oIoU": m[method]["paper_oIoU"],
                                                 "gen_paper_oIoU": m[method]["paper_oIoU"]}

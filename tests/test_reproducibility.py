@@ -82,3 +82,22 @@ def test_cells_sharing_a_seed_share_heads_and_mask_noise(micro_home, monkeypatch
     assert adapter_handle(n4.llm).options["seed"] == 5 and adapter_handle(other.llm).options["seed"] == 6
     fixed = build_model(_cfg(data, adapter="neural", adapter_options={"seed": 11}))
     assert adapter_handle(fixed.llm).options["seed"] == 11
+
+
+def test_micro_recipe_is_the_one_default_and_given_values_win():
+    from ntbench.evidence import evidence_trial_config
+    from ntbench.train.recipes import MICRO_RECIPE
+
+    micro = TrialConfig(backbone="micro")
+    assert micro.train.steps == MICRO_RECIPE["train"]["steps"] and micro.lambda_bce == MICRO_RECIPE["lambda_bce"]
+    assert micro.train.tasks == MICRO_RECIPE["train"]["tasks"] and micro.eval_samples == MICRO_RECIPE["eval_samples"]
+    assert micro.train.warmup_steps == micro.train.steps // 10
+    # the evidence command builds the same trial
+    assert evidence_trial_config("neural", 0).model_dump() == micro.model_dump()
+    # given values win, whether as a dict or as a TrainConfig; the rest still comes from the recipe
+    mine = TrialConfig(backbone="micro", eval_samples=7, train=TrainConfig(steps=30, seed=4))
+    assert (mine.eval_samples, mine.train.steps, mine.train.seed, mine.train.lr) == (7, 30, 4, MICRO_RECIPE["train"]["lr"])
+    assert mine.train.warmup_steps == 3
+    # backbones without a recipe keep the plain defaults
+    plain = TrialConfig(backbone="tiny-random")
+    assert plain.train.steps == TrainConfig().steps and plain.lambda_bce == 0.0

@@ -40,7 +40,7 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(8, ge=1, description="samples per step (per process under DDP)")
     lr: float = Field(1e-3, gt=0, description="peak learning rate")
     weight_decay: float = Field(0.0, ge=0)
-    warmup: int = Field(20, ge=0, description="linear warmup steps before the cosine decay")
+    warmup: int | None = Field(20, ge=0, description="linear warmup steps before the cosine decay (None: 10% of steps)")
     grad_clip: float = Field(1.0, ge=0, description="max gradient norm (0: off)")
     seed: int = 0
     tasks: dict[str, float] = Field(default_factory=lambda: {t: 1.0 for t in ("referring", "reasoning", "captioning", "t2i")},
@@ -52,6 +52,10 @@ class TrainConfig(BaseModel):
     deterministic: bool = Field(True, description="deterministic kernels (torch.use_deterministic_algorithms): the "
                                                   "same config, seed and thread count give bit-identical numbers on "
                                                   "CPU; on CUDA ops without a deterministic kernel only warn")
+
+    @property
+    def warmup_steps(self) -> int:
+        return self.warmup if self.warmup is not None else max(1, self.steps // 10)
 
     @field_validator("tasks")
     @classmethod
@@ -178,7 +182,7 @@ def _train(model: AllInTokenModel, dataset: SampleDataset, cfg: TrainConfig, cal
         runner = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if use_cuda else None, find_unused_parameters=True)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.warmup, cfg.steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps))
     mixer = TaskMixer(dataset, cfg.tasks, cfg.seed + 1000 * rank)  # each rank sees its own stream
     if use_cuda:
         torch.cuda.reset_peak_memory_stats(device)

@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 
 from ntbench.adapters import adapter_handle, save_adapter
 from ntbench.data.io import SampleDataset
+from ntbench.train.recipes import with_recipe
 from ntbench.train.trainer import Callback, TrainConfig, deterministic_kernels, train
 
 DEFAULT_DATA = {"train": 20000, "val": 500, "test": 500}
@@ -51,6 +52,12 @@ class TrialConfig(BaseModel):
                                                  "statistics; see ntbench.model.heads.StateWhitening)")
     pixel_refiner: bool = Field(False, description="add the token-conditioned pixel CNN to the mask decoder "
                                                    "(finds objects by shape on the micro backbone; slower)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_recipe(cls, data: Any) -> Any:
+        """A preset backbone's validated recipe (ntbench.train.recipes) fills what the config leaves out."""
+        return with_recipe(data, cls.model_fields["backbone"].default) if isinstance(data, dict) else data
 
     @model_validator(mode="after")
     def _check_adapter(self) -> "TrialConfig":
