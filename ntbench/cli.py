@@ -140,6 +140,56 @@ def bench_step(
     out.print(table)
 
 
+@bench_app.command("trial")
+def bench_trial(
+    backbone: str = typer.Option("micro", help="backbone preset or path"),
+    adapter: str = typer.Option("neural"),
+    option: list[str] = typer.Option([], "--option", "-o", help="adapter option KEY=VALUE (repeatable)"),
+    steps: Optional[int] = typer.Option(None, min=1, help="default: the backbone's recipe (a default trial)"),
+    generated: bool = typer.Option(True, help="also score generated answers (as a default trial does)"),
+    seed: int = typer.Option(0),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="also write bench_trial.json and bench_trial.md here"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Wall time of one default trial (train + evaluate) and where it goes, phase by phase."""
+    from pydantic import ValidationError
+
+    from ntbench.bench import trial_benchmark
+    from ntbench.registry import UnknownNameError
+    from ntbench.train.trial import TrialConfig
+
+    try:
+        cfg = TrialConfig(backbone=backbone, adapter=adapter, adapter_options=_parse_options(option),
+                          eval_generated=generated, train={"seed": seed, **({"steps": steps} if steps else {})})
+    except (ValidationError, UnknownNameError) as exc:
+        _fail(str(exc))
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        _fail(f"--out {out_dir}: exists and is not a folder")
+    with err.status("benchmarking a trial") as status:
+        res = trial_benchmark(cfg, progress=lambda msg: status.update(f"bench trial: {msg}"))
+    command = "ntbench " + " ".join(sys.argv[1:])
+    lines = [f"# One trial's wall time: {adapter} on {backbone}, {res['steps']} steps", "",
+             f"Made by: `{command}` ({res['machine']}).", "",
+             f"Total **{res['total_s']:.1f} s**; median step {res['step_time_s'] * 1000:.0f} ms "
+             f"+ batch building {res['data_time_s'] * 1000:.0f} ms.", "",
+             "| phase | part | seconds | share |", "|---|---|---|---|"]
+    lines += [f"| {r['phase']} | {r['part']} | {r['seconds']:.1f} | {100 * r['share']:.0f}% |" for r in res["rows"]]
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "bench_trial.json").write_text(json.dumps({**res, "command": command}, indent=2, default=str))
+        (out_dir / "bench_trial.md").write_text("\n".join(lines) + "\n")
+    if as_json:
+        print(json.dumps(res, indent=2, default=str))
+        return
+    table = Table(title=f"{adapter} on {backbone}: {res['total_s']:.1f} s for {res['steps']} steps + evaluation",
+                  caption=res["machine"])
+    for col in ("phase", "part", "seconds", "share"):
+        table.add_column(col, justify="right" if col in ("seconds", "share") else "left")
+    for r in res["rows"]:
+        table.add_row(r["phase"], r["part"], f"{r['seconds']:.1f}", f"{100 * r['share']:.0f}%")
+    out.print(table)
+
+
 @data_app.command("make")
 def data_make(
     out_dir: Path = typer.Option(..., "--out", help="new folder for the dataset"),

@@ -191,8 +191,11 @@ def _train(model: AllInTokenModel, dataset: SampleDataset, cfg: TrainConfig, cal
     model.train()
     stopped = False
     flops = 0
+    data_times = []
     for step in range(cfg.steps):
+        start = time.perf_counter()
         batch = to_device(collate(mixer.draw(cfg.batch_size), model.tokenizer), device)
+        data_times.append(time.perf_counter() - start)
         start = time.perf_counter()
         # the first step is counted (forward + backward FLOPs of the whole model); it is left
         # out of the step-time median below, so the counter's overhead does not bias timings
@@ -232,5 +235,6 @@ def _train(model: AllInTokenModel, dataset: SampleDataset, cfg: TrainConfig, cal
             break
     timed = step_times[min(3, len(step_times) - 1):]  # the first steps include warm-up costs
     return {"history": history, "evaluations": evals, "stopped_early": stopped, "steps_run": len(history),
-            "step_time_s": statistics.median(timed), "tflops_per_step": flops / 1e12, "tokens_per_s": tokens / max(sum(step_times), 1e-9),
+            "step_time_s": statistics.median(timed),
+            "data_time_s": statistics.median(data_times), "tflops_per_step": flops / 1e12, "tokens_per_s": tokens / max(sum(step_times), 1e-9),
             "peak_memory_mb": peak_memory_mb(device), "gradient_checkpointing": checkpointing, "device": str(device), "world_size": world, "rank": rank}
