@@ -24,6 +24,9 @@ class Adapter:
     # False where the adapter breaks under activation checkpointing; the trainer then trains
     # without it (and says so in its result) instead of failing
     supports_gradient_checkpointing: bool = True
+    # False where decoding with a key/value cache would not see what the adapter adds (PEFT prefix
+    # tuning's virtual tokens on transformers >= 5.24); decoding then re-runs the whole sequence
+    supports_kv_cache: bool = True
 
     def attach(self, model: nn.Module, opts: Any) -> tuple[nn.Module, list[nn.Parameter]]:
         """Attach to ``model`` (all of whose parameters are frozen on entry).
@@ -50,6 +53,10 @@ class AdapterHandle:
     @property
     def supports_gradient_checkpointing(self) -> bool:
         return ADAPTERS.get(self.name).supports_gradient_checkpointing
+
+    @property
+    def supports_kv_cache(self) -> bool:
+        return ADAPTERS.get(self.name).supports_kv_cache
 
     def named_parameters(self, model: nn.Module) -> dict[str, nn.Parameter]:
         ids = {id(p) for p in self.parameters}

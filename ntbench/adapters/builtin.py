@@ -79,6 +79,7 @@ class PrefixAdapter(Adapter):
     # Under HF gradient checkpointing the layers run without the virtual key/value cache while the
     # attention mask still counts the virtual tokens: "size of tensor a (73) must match ... (89)".
     supports_gradient_checkpointing = False
+    supports_kv_cache = False
 
     def attach(self, model, opts):
         from peft import PrefixTuningConfig, get_peft_model

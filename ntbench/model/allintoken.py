@@ -113,17 +113,21 @@ class AllInTokenModel(nn.Module):
         new = self.new_embed.to(emb.dtype)[(ids - self.base_vocab).clamp(min=0)]
         return torch.where(is_new[..., None], new, emb)
 
-    def run_llm(self, batch: dict, vision: dict) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Logits over base vocabulary + task tokens, last hidden states, and the text offset."""
+    def _inputs(self, batch: dict, vision: dict) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """[image tokens; text embeddings], their attention mask, and the number of image tokens."""
         img = self.projector(vision["patches"].to(self.projector.weight.dtype))
         text = self.embed_text(batch["input_ids"])
         n_img = img.shape[1]
         inputs = torch.cat([img.to(text.dtype), text], dim=1)
         mask = torch.cat([batch["uses_image"][:, None].long().expand(-1, n_img), batch["text_mask"]], dim=1)
+        return inputs, mask, n_img
+
+    def run_llm(self, batch: dict, vision: dict) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Logits over base vocabulary + task tokens, last hidden states, and the text offset."""
+        inputs, mask, n_img = self._inputs(batch, vision)
         out = self.llm(inputs_embeds=inputs, attention_mask=mask, output_hidden_states=True, use_cache=False)
         hidden = out.hidden_states[-1]
-        logits = torch.cat([out.logits[..., :self.base_vocab],
-                            hidden @ self.new_out.to(hidden.dtype).T], dim=-1)
+        logits = self._logits(out.logits, hidden)
         if logits.shape[1] != inputs.shape[1]:  # prompt-learning wrappers may prepend virtual tokens
             logits, hidden = logits[:, -inputs.shape[1]:], hidden[:, -inputs.shape[1]:]
         return logits, hidden, n_img
@@ -169,26 +173,72 @@ class AllInTokenModel(nn.Module):
         return logits > 0
 
     @torch.no_grad()
-    def generate(self, batch: dict, max_new_tokens: int = 32) -> dict[str, Any]:
-        """Greedy decoding without a KV cache (works for every adapter, prefix tuning included).
+    def generate(self, batch: dict, max_new_tokens: int = 32, use_cache: bool | None = None) -> dict[str, Any]:
+        """Greedy decoding of left-padded prompts, batched.
 
-        ``batch`` holds left-padded prompts. Returns the generated ids per row, and for every row
-        the hidden states of its answer positions (to decode <OBJ-i> and <GEN> tokens).
+        With a key/value cache (the default where the adapter supports it) the prompt is read once and
+        each new token costs one position; otherwise every step re-reads the whole sequence (prefix
+        tuning). Both give the same tokens. Returns the generated ids per row, the hidden states of the
+        whole sequence (``answer_hidden_full``; the generated tokens start at ``offset``) to decode
+        <OBJ-i> and <GEN> tokens, and the vision features.
         """
+        from ntbench.adapters import adapter_handle
+
+        if use_cache is None:
+            use_cache = adapter_handle(self.llm).supports_kv_cache
         vision = self.encode_images(batch["images"])
         ids, mask = batch["input_ids"], batch["text_mask"]
         eos = self.tokenizer.eos_token_id
         done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
         start = ids.shape[1]
+        if use_cache:
+            logits, hidden, off, cache = self._prefill(batch, vision)
+            steps = []
         for _ in range(max_new_tokens):
-            logits, _, _ = self.run_llm({**batch, "input_ids": ids, "text_mask": mask}, vision)
+            if not use_cache:
+                logits, _, _ = self.run_llm({**batch, "input_ids": ids, "text_mask": mask}, vision)
             nxt = logits[:, -1].argmax(-1)
             nxt = torch.where(done, torch.full_like(nxt, self.tokenizer.pad_token_id), nxt)
             ids = torch.cat([ids, nxt[:, None]], dim=1)
             mask = torch.cat([mask, (~done).long()[:, None]], dim=1)
             done |= nxt == eos
+            if use_cache:  # read the new token: its hidden state (for <OBJ-i>) and the next logits
+                logits, step_hidden, cache = self._extend(nxt, batch, mask, vision, cache)
+                steps.append(step_hidden)
             if bool(done.all()):
                 break
-        _, hidden, off = self.run_llm({**batch, "input_ids": ids, "text_mask": mask}, vision)
+        if use_cache:
+            hidden = torch.cat([hidden] + steps, dim=1)
+        else:
+            _, hidden, off = self.run_llm({**batch, "input_ids": ids, "text_mask": mask}, vision)
         return {"ids": ids[:, start:], "hidden": hidden[:, off + start - 1: off + ids.shape[1] - 1],
                 "answer_hidden_full": hidden, "offset": off + start, "vision": vision}
+
+    def _cache_kw(self, cache) -> dict[str, Any]:
+        # transformers >= 5 names the argument ``cache``; older releases ``past_key_values``
+        import inspect
+
+        name = "cache" if "cache" in inspect.signature(self.llm.forward).parameters else "past_key_values"
+        return {name: cache, "use_cache": True}
+
+    def _prefill(self, batch: dict, vision: dict):
+        inputs, mask, n_img = self._inputs(batch, vision)
+        out = self.llm(inputs_embeds=inputs, attention_mask=mask, output_hidden_states=True, **self._cache_kw(None))
+        hidden = out.hidden_states[-1]
+        return self._logits(out.logits, hidden), hidden, n_img, _cache_of(out)
+
+    def _extend(self, token: torch.Tensor, batch: dict, text_mask: torch.Tensor, vision: dict, cache):
+        n_img = vision["patches"].shape[1]
+        mask = torch.cat([batch["uses_image"][:, None].long().expand(-1, n_img), text_mask], dim=1)
+        out = self.llm(inputs_embeds=self.embed_text(token[:, None]), attention_mask=mask,
+                       output_hidden_states=True, **self._cache_kw(cache))
+        hidden = out.hidden_states[-1]
+        return self._logits(out.logits, hidden), hidden, _cache_of(out)
+
+    def _logits(self, base_logits: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits over the base vocabulary, then the task tokens."""
+        return torch.cat([base_logits[..., :self.base_vocab], hidden @ self.new_out.to(hidden.dtype).T], dim=-1)
+
+
+def _cache_of(out) -> Any:
+    return getattr(out, "cache", None) if getattr(out, "cache", None) is not None else out.past_key_values
