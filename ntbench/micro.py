@@ -305,16 +305,15 @@ def load_micro(folder: Path) -> Backbone:
 def ensure_micro(seed: int = 0, sizes: MicroSizes = MicroSizes(), home: Path | None = None,
                  data: Path | None = None, progress=None) -> tuple[Path, bool]:
     """The cached micro backbone, prepared first if missing or incomplete. Returns (folder, built)."""
-    from ntbench.train.trial import default_data_dir
+    from filelock import FileLock
 
-    import fcntl
+    from ntbench.train.trial import default_data_dir
 
     folder = cache_dir(seed, home)
     if cache_is_complete(folder):
         return folder, False
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.parent / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one process prepares; the others wait and reuse it
+    with FileLock(folder.parent / ".lock"):  # one process prepares; the others wait and reuse it
         if cache_is_complete(folder):
             return folder, False
         prepare(data or default_data_dir(), folder, seed=seed, sizes=sizes, progress=progress)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import resource
 import statistics
 import time
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from transformers import set_seed
 
 from ntbench.cost import FLOP_FORMULAS
 from ntbench.data.io import SampleDataset
@@ -100,12 +100,6 @@ def deterministic_kernels(enabled: bool = True):
         torch.use_deterministic_algorithms(before, warn_only=before_warn)
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -137,6 +131,8 @@ class TaskMixer:
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warmup then cosine decay to 0. Kept instead of transformers' cosine schedule: that one
+    starts at factor 0, so its first optimizer step is wasted; here the first step already moves."""
     if step < warmup:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
@@ -169,7 +165,7 @@ def train(model: AllInTokenModel, dataset: SampleDataset, cfg: TrainConfig,
 def _train(model: AllInTokenModel, dataset: SampleDataset, cfg: TrainConfig, callbacks: list[Callback],
            evaluate_fn: Callable[[int], dict] | None, progress: Callable[[int, dict], None] | None) -> dict[str, Any]:
     rank, world = _distributed()
-    seed_everything(cfg.seed)
+    set_seed(cfg.seed)  # python, numpy, torch (and CUDA) generators
     device = resolve_device(cfg.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))

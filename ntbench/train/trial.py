@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import platform
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from safetensors.torch import save_file
 
@@ -88,8 +88,7 @@ def default_data_dir(seed: int = 0, train: int | None = None) -> Path:
     if (target / "meta.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be generating the same world
+    with FileLock(target.parent / ".lock"):  # another process may be generating the same world
         if (target / "meta.json").is_file():
             return target
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".partial-"))
