@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -113,8 +114,8 @@ def resolve_data(spec: str | None) -> Path:
 
 
 def git_state(root: Path) -> dict[str, Any]:
-    """Commit and whether the *code* differs from it. Tracked files under results/ do not count:
-    a run that rewrites its own committed results table would otherwise mark itself dirty."""
+    """Commit and whether the *code* differs from it. Tracked files under results/ do not count: a
+    run that rewrites its own committed results table would otherwise mark itself dirty."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                                 text=True, timeout=10).stdout.strip() or None
@@ -124,6 +125,13 @@ def git_state(root: Path) -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         commit, dirty = None, None
     return {"git_commit": commit, "git_dirty": dirty}
+
+
+@functools.lru_cache(maxsize=1)
+def _code_git_state() -> dict[str, Any]:
+    """The package's git state, read once per process: a long suite keeps running the code it
+    imported, so a commit made meanwhile must not be recorded as the code that ran."""
+    return git_state(Path(__file__).resolve().parents[2])
 
 
 def provenance() -> dict[str, Any]:
@@ -137,7 +145,7 @@ def provenance() -> dict[str, Any]:
                             "torch_threads": torch.get_num_threads(),
                             "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
                             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
-    info.update(git_state(Path(__file__).resolve().parents[2]))
+    info.update(_code_git_state())
     return info
 
 
@@ -175,6 +183,7 @@ def adapter_options_for(cfg: TrialConfig) -> dict[str, Any]:
 def run_trial(cfg: TrialConfig, out: str | Path | None = None, callbacks: list[Callback] = (),
               progress: Callable[[int, dict], None] | None = None) -> dict[str, Any]:
     """Train and evaluate one configuration; write ``out/metrics.json``, the adapter and heads."""
+    provenance()  # the git state as the trial starts (cached for the process)
     with deterministic_kernels(cfg.train.deterministic):  # evaluation too: the same seed, the same numbers
         return _run_trial(cfg, out, callbacks, progress)
 
