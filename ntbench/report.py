@@ -36,17 +36,57 @@ def aggregate(df: pd.DataFrame, metric: str, by: list[str]) -> pd.DataFrame:
     return out
 
 
-def mark_noise(agg: pd.DataFrame, maximize: bool = True) -> pd.DataFrame:
+def _cell_values(done: pd.DataFrame, metric: str, axes: list[str], key: tuple) -> dict[int, float]:
+    sel = done
+    for a, v in zip(axes, key):
+        sel = sel[sel[a].astype(str) == str(v)]
+    if SEED in sel.columns:
+        return {int(s): float(v) for s, v in zip(sel[SEED], sel[metric]) if pd.notna(v)}
+    return {i: float(v) for i, v in enumerate(sel[metric]) if pd.notna(v)}
+
+
+def differences_vs_best(df: pd.DataFrame, metric: str, axes: list[str], maximize: bool = True) -> pd.DataFrame:
+    """Each cell against the best cell: paired by seed where they share seeds (common random numbers),
+    Welch's interval where they share none. One row per cell (the best included, as the reference)."""
+    from ntbench.stats import paired_difference, welch_difference
+
+    done = df[df.status == "COMPLETE"]
+    agg = aggregate(df, metric, axes)
+    keys = [k for k in agg.columns if k in axes] or ["_all"]
+    if keys == ["_all"]:
+        return pd.DataFrame()
     best = agg.loc[agg["mean"].idxmax() if maximize else agg["mean"].idxmin()]
-    lo_b, hi_b = best["mean"] - np.nan_to_num(best["ci95"]), best["mean"] + np.nan_to_num(best["ci95"])
+    best_vals = _cell_values(done, metric, keys, tuple(best[k] for k in keys))
+    rows = []
+    for _, r in agg.iterrows():
+        vals = _cell_values(done, metric, keys, tuple(r[k] for k in keys))
+        shared = [s for s in vals if s in best_vals]
+        if len(shared) >= 2:
+            d = paired_difference(vals, best_vals)
+        else:
+            d = welch_difference(list(vals.values()), list(best_vals.values()))
+        rows.append({**{k: r[k] for k in keys}, "is_best": r.name == best.name, **d.as_dict()})
+    return pd.DataFrame(rows)
+
+
+def mark_noise(agg: pd.DataFrame, maximize: bool = True, diffs: pd.DataFrame | None = None,
+               axes: list[str] | None = None) -> pd.DataFrame:
+    """★ on the best cell; ≈ where the 95% interval of the *difference* to the best includes 0
+    (paired by seed when the cells share seeds). Without ``diffs`` (or with one seed) no ≈ is claimed
+    on interval grounds: a cell with one seed is marked "(1 seed)"."""
+    best = agg.loc[agg["mean"].idxmax() if maximize else agg["mean"].idxmin()]
+    verdict = {}
+    if diffs is not None and len(diffs) and axes:
+        for _, d in diffs.iterrows():
+            verdict[tuple(str(d[a]) for a in axes)] = (bool(d["distinguishable"]), not math.isnan(d["half_width"]))
 
     def mark(r):
-        if r["count"] < 2:
-            return "(1 seed)"
         if r.name == best.name:
             return "best"
-        overlap = r["mean"] + r["ci95"] >= lo_b and r["mean"] - r["ci95"] <= hi_b
-        return "≈" if overlap else ""
+        if r["count"] < 2:
+            return "(1 seed)"
+        dist, has_interval = verdict.get(tuple(str(r[a]) for a in (axes or [])), (False, False))
+        return "≈" if has_interval and not dist else ""
     agg = agg.copy()
     agg["vs_best"] = agg.apply(mark, axis=1)
     return agg
@@ -60,7 +100,9 @@ def _cell(r) -> str:
 def suite_table(suite: Suite, df: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(long aggregate, display table in the paper's layout: rows x cols)."""
     axes = [f"param.{k}" for k in suite.axes if f"param.{k}" != SEED and f"param.{k}" in df.columns]
-    agg = mark_noise(aggregate(df, metric, axes), suite.direction == "maximize")
+    maximize = suite.direction == "maximize"
+    diffs = differences_vs_best(df, metric, axes, maximize) if axes else None
+    agg = mark_noise(aggregate(df, metric, axes), maximize, diffs, axes)
     rows = f"param.{suite.report.rows}" if suite.report.rows else None
     cols = f"param.{suite.report.cols}" if suite.report.cols else None
     agg["text"] = agg.apply(_cell, axis=1)
@@ -206,6 +248,42 @@ def activation_plots(folder: Path) -> list[Path]:
     return [maps, ov]
 
 
+def _paired_section(suite: Suite, df: pd.DataFrame, metric: str, folder: Path, made: dict) -> list[str]:
+    """The difference of every cell to the best, with its interval and the smallest detectable effect,
+    and a power table from the measured sd of the paired differences."""
+    from ntbench.stats import power_table
+
+    axes = [f"param.{k}" for k in suite.axes if f"param.{k}" != SEED and f"param.{k}" in df.columns]
+    diffs = differences_vs_best(df, metric, axes, suite.direction == "maximize") if axes else pd.DataFrame()
+    if diffs.empty:
+        return []
+    safe = metric.replace("/", "_")
+    diffs.to_csv(folder / f"diff_vs_best_{safe}.csv", index=False)
+    made["tables"].append(folder / f"diff_vs_best_{safe}.csv")
+    fmt = lambda v: "-" if pd.isna(v) else f"{v:+.4f}"  # noqa: E731
+    lines = [f"### {metric}: each cell minus the best", "",
+             "| " + " | ".join(a.removeprefix("param.") for a in axes) + " | seeds | Δ | 95% CI (t) | bootstrap CI | "
+             "sd(Δ) | sd(cell) | sd(best) | MDE | distinguishable |",
+             "|" + "---|" * (len(axes) + 9)]
+    for _, d in diffs[~diffs.is_best].iterrows():
+        ci = "-" if pd.isna(d.half_width) else f"[{d.low:+.4f}, {d.high:+.4f}]"
+        boot = "-" if pd.isna(d.bootstrap_low) else f"[{d.bootstrap_low:+.4f}, {d.bootstrap_high:+.4f}]"
+        kind = "paired" if d.paired else "Welch"
+        lines.append("| " + " | ".join(str(d[a]) for a in axes) + f" | {int(d.n)} ({kind}) | {fmt(d['mean'])} | {ci} | "
+                     f"{boot} | {fmt(d.sd_diff)} | {fmt(d.sd_a)} | {fmt(d.sd_b)} | {fmt(d.mde)} | "
+                     f"{'yes' if d.distinguishable else 'no'} |")
+    paired = diffs[diffs.paired & ~diffs.is_best & diffs.sd_diff.notna()]
+    if len(paired):
+        sd = float(paired.sd_diff.median())
+        lines += ["", f"Power (paired, level 0.05, power 0.8) from the median sd(Δ) = {sd:.4f}: the smallest "
+                  "difference to the best that this many seeds would detect.", "",
+                  "| seeds | MDE |", "|---|---|"] + [f"| {r['seeds']} | {r['mde']:.4f} |" for r in power_table(sd)]
+    if len(diffs) > 2:
+        lines += ["", f"{len(diffs) - 1} cells are compared with the best: with that many comparisons, some "
+                  "intervals exclude 0 by chance (no multiplicity correction applied)."]
+    return lines + [""]
+
+
 def report_suite(folder: Path) -> dict[str, list[Path]]:
     """Tables (CSV + markdown) and plots for one suite folder holding trials.csv."""
     suite = Suite(**yaml.safe_load((folder / "suite.resolved.yaml").read_text()))
@@ -213,8 +291,10 @@ def report_suite(folder: Path) -> dict[str, list[Path]]:
     made: dict[str, list[Path]] = {"tables": [], "plots": []}
     metrics = [suite.objective] + [m for m in suite.report.metrics if m != suite.objective]
     md = [f"# {suite.name}", "", suite.description, "",
-          f"{int((df.status == 'COMPLETE').sum())} complete / {len(df)} trials. Mean ± 95% CI over seeds; "
-          "★ best, ≈ not distinguishable from the best (overlapping 95% CIs).", ""]
+          f"{int((df.status == 'COMPLETE').sum())} complete / {len(df)} trials; seeds: "
+          f"{sorted(df[SEED].dropna().astype(int).unique().tolist()) if SEED in df else 'n/a'}. Mean ± 95% t "
+          "interval over seeds (none with one seed); ★ best, ≈ not distinguishable from the best: the 95% "
+          "interval of the difference to the best, paired by seed, includes 0.", ""]
     for metric in metrics:
         if metric not in df.columns or df[metric].dropna().empty:
             md += [f"_{metric}: no values._", ""]
@@ -224,6 +304,7 @@ def report_suite(folder: Path) -> dict[str, list[Path]]:
         agg.drop(columns=["text"]).to_csv(folder / f"table_{safe}.csv", index=False)
         made["tables"].append(folder / f"table_{safe}.csv")
         md += [f"## {metric}", "", table.to_markdown(), ""]
+        md += _paired_section(suite, df, metric, folder, made)
         plot = _plot(suite, agg, metric, folder / f"plot_{safe}.png") if metric == suite.objective else None
         if plot:
             made["plots"].append(plot)

@@ -51,3 +51,45 @@ def test_welch_matches_scipy():
     assert (d.low, d.high) == (pytest.approx(ref.low), pytest.approx(ref.high))
     assert not d.paired and math.isnan(d.mde)
     assert not welch_difference([0.5], [0.4]).distinguishable  # one seed each: no interval, no claim
+
+
+def _trials(cells: dict[float, list[float]]):
+    import pandas as pd
+
+    rows = [{"status": "COMPLETE", "param.adapter_options.beta": beta, "param.train.seed": s, "m": v}
+            for beta, vals in cells.items() for s, v in enumerate(vals)]
+    return pd.DataFrame(rows)
+
+
+def test_report_judges_the_best_by_the_paired_difference_not_by_overlapping_intervals():
+    from ntbench.report import aggregate, differences_vs_best, mark_noise
+
+    # seed effects are large and shared; beta 0.5 is better by 0.010 on every seed
+    seed_effect = [0.40, 0.46, 0.52, 0.43, 0.49]
+    a = [s + 0.010 + e for s, e in zip(seed_effect, [0.001, -0.001, 0.0005, 0.0, -0.0005])]
+    df = _trials({0.4: seed_effect, 0.5: a})
+    axes = ["param.adapter_options.beta"]
+    agg = aggregate(df, "m", axes)
+    lo, hi = agg["mean"] - agg["ci95"], agg["mean"] + agg["ci95"]
+    assert hi.iloc[0] > lo.iloc[1]  # the per-cell intervals overlap widely...
+    diffs = differences_vs_best(df, "m", axes)
+    other = diffs[~diffs.is_best].iloc[0]
+    ref = sps.ttest_rel(seed_effect, a).confidence_interval(0.95)
+    assert other.paired and (other.low, other.high) == (pytest.approx(ref.low), pytest.approx(ref.high))
+    assert other.distinguishable  # ...but the paired difference excludes 0
+    marked = mark_noise(agg, True, diffs, axes).set_index(axes[0])["vs_best"]
+    assert marked[0.5] == "best" and marked[0.4] == ""
+
+
+def test_cells_without_shared_seeds_fall_back_to_welch():
+    import pandas as pd
+
+    from ntbench.report import differences_vs_best
+
+    df = _trials({0.4: [0.40, 0.41, 0.42], 0.5: [0.45, 0.46, 0.44]})
+    df.loc[df["param.adapter_options.beta"] == 0.5, "param.train.seed"] += 10
+    diffs = differences_vs_best(df, "m", ["param.adapter_options.beta"])
+    other = diffs[~diffs.is_best].iloc[0]
+    ref = sps.ttest_ind([0.40, 0.41, 0.42], [0.45, 0.46, 0.44], equal_var=False).confidence_interval(0.95)
+    assert not other.paired and (other.low, other.high) == (pytest.approx(ref.low), pytest.approx(ref.high))
+    assert isinstance(diffs, pd.DataFrame)
