@@ -322,6 +322,33 @@ def _parse_task_mix(tasks: str) -> dict[str, float]:
     return ratios
 
 
+def _trial_fields(config: Optional[Path], sets: list[str]) -> dict:
+    """A trial config file's fields with ``--set KEY=VALUE`` pairs (dotted keys, YAML values) on top."""
+    import yaml
+
+    from ntbench.suite import set_dotted
+
+    fields: dict = {}
+    if config is not None:
+        if not config.is_file():
+            _fail(f"--config {config}: not found")
+        try:
+            fields = yaml.safe_load(config.read_text()) or {}
+        except yaml.YAMLError as exc:
+            _fail(f"--config {config}: not valid YAML ({str(exc).splitlines()[0]})")
+        if not isinstance(fields, dict):
+            _fail(f"--config {config}: expected a mapping of TrialConfig fields")
+    for pair in sets:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            _fail(f"--set {pair!r}: expected KEY=VALUE with a dotted TrialConfig key, e.g. -s eval_split=test")
+        try:
+            set_dotted(fields, key.strip(), yaml.safe_load(value))
+        except KeyError:
+            _fail(f"--set {pair!r}: {key.strip()!r} goes through a field that is not a mapping")
+    return fields
+
+
 @app.command("train")
 def train_cmd(
     backbone: str = typer.Option("tiny-random", help="preset (tiny-random) or HF id / local path of the LLM"),
@@ -345,6 +372,10 @@ def train_cmd(
     whiten_state: bool = typer.Option(True, help="whiten the <OBJ-i> state before the mask decoder"),
     deterministic: bool = typer.Option(True, help="deterministic kernels: the same seed and thread count give "
                                                   "identical numbers"),
+    config: Optional[Path] = typer.Option(None, "--config", help="a trial config YAML (any TrialConfig field); "
+                                          "its fields and --set pairs take precedence over the flags"),
+    sets: list[str] = typer.Option([], "--set", "-s", help="any TrialConfig field by dotted key, KEY=VALUE "
+                                   "(repeatable), e.g. -s eval_split=test -s train.warmup=50"),
 ) -> None:
     """Train and evaluate one configuration end to end; writes OUT/metrics.json.
 
@@ -361,11 +392,15 @@ def train_cmd(
 
     given = lambda **kw: {k: v for k, v in kw.items() if v is not None}  # noqa: E731  (unset: recipe decides)
     train_opts = given(steps=steps, batch_size=batch_size, lr=lr, tasks=_parse_task_mix(tasks) if tasks else None)
+    fields = _trial_fields(config, sets)
     try:
-        cfg = TrialConfig(backbone=backbone, vision=vision, adapter=adapter, adapter_options=_parse_options(option),
-                          data=str(data) if data else None, meteor=meteor, pixel_refiner=pixel_refiner,
-                          whiten_state=whiten_state, **given(eval_samples=eval_samples, lambda_bce=lambda_bce),
-                          train={**train_opts, "seed": seed, "device": device, "deterministic": deterministic})
+        cfg = TrialConfig(**{**dict(backbone=backbone, vision=vision, adapter=adapter,
+                                    adapter_options=_parse_options(option), data=str(data) if data else None,
+                                    meteor=meteor, pixel_refiner=pixel_refiner, whiten_state=whiten_state,
+                                    **given(eval_samples=eval_samples, lambda_bce=lambda_bce)),
+                             **{k: v for k, v in fields.items() if k != "train"},
+                             "train": {**train_opts, "seed": seed, "device": device, "deterministic": deterministic,
+                                       **fields.get("train", {})}})
     except (ValidationError, UnknownNameError) as exc:
         _fail(str(exc))
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),

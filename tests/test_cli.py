@@ -76,3 +76,21 @@ def test_train_passes_the_segmentation_loss_and_whitening_options(tmp_path):
     assert not any("whiten" in k for k in load_file(str(out / "heads.safetensors")))
     result = runner.invoke(app, ["train", "--data", str(data), "--steps", "1", "--lambda-bce", "-1", "--out", str(out)])
     assert result.exit_code != 0 and "lambda-bce" in result.output
+
+
+def test_train_takes_any_field_by_dotted_key_and_a_config_file(tmp_path):
+    from ntbench.data.microworld import MicroWorldConfig, generate
+    data = generate(tmp_path / "mw", MicroWorldConfig(seed=3, train=8, val=2, test=4), workers=1)
+    cfg = tmp_path / "trial.yaml"
+    cfg.write_text("eval_samples: 2\ntrain: {steps: 2, batch_size: 2, tasks: {referring: 1}}\n")
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--data", str(data), "--config", str(cfg), "-s", "eval_split=test",
+                                 "-s", "train.warmup=1", "-s", "eval_generated=false", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["config"]["eval_split"] == "test" and summary["config"]["train"]["warmup"] == 1
+    assert summary["config"]["train"]["steps"] == 2 and summary["metrics"]["referring"]["n_samples"] == 2
+    bad = runner.invoke(app, ["train", "--data", str(data), "-s", "train.stepz=3", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "stepz" in bad.output and not (tmp_path / "x").exists()
+    missing = runner.invoke(app, ["train", "--config", str(tmp_path / "nope.yaml")])
+    assert missing.exit_code == 2 and "not found" in missing.output
