@@ -21,6 +21,20 @@ out = Console()
 err = Console(stderr=True, soft_wrap=True)  # error messages stay greppable, unwrapped
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        out.print(f"ntbench {version('ntbench')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
+    """ntbench: ablations and benchmarks for neural tuning of frozen large models."""
+
+
 def _fail(message: str) -> None:
     err.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(2)

@@ -342,8 +342,14 @@ def write_index(results: Path) -> Path:
         lines += ["- [bench/README.md](bench/README.md): step-time and data benchmarks", ""]
     micro = results / "micro"
     if (micro / "summary.md").is_file():
+        seeds = "?"
+        if (micro / "trials.csv").is_file():  # said from the data, not hard-coded
+            seeds = str(pd.read_csv(micro / "trials.csv")["seed"].nunique())
         lines += ["- [micro/summary.md](micro/summary.md): neural vs frozen vs trivial masks on the micro backbone, "
-                  "3 seeds ([trials.csv](micro/trials.csv))"]
+                  f"{seeds} seeds ([trials.csv](micro/trials.csv))"]
+    if (micro / "resolution.md").is_file():
+        lines += ["- [micro/resolution.md](micro/resolution.md): determinism, paired differences between neighbouring "
+                  "cells, the power table, and where a trial's time goes"]
     if (micro / "prepare.md").is_file():
         lines += ["- [micro/prepare.md](micro/prepare.md): micro backbone sizes, parameter counts, pretraining losses"]
     if (micro / "diagnosis" / "diagnosis.md").is_file():

@@ -68,7 +68,9 @@ class ReportSpec(BaseModel):
 
 class Suite(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str
+    # an identifier: the name becomes a folder under the results root and must not leave it
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100,
+                      description="identifier (letters, digits, _ . -): the suite's folder under the results root")
     description: str = ""
     defaults: dict[str, Any] = Field(default_factory=dict)
     axes: dict[str, list[Any]] = Field(default_factory=dict)

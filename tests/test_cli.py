@@ -94,3 +94,29 @@ def test_train_takes_any_field_by_dotted_key_and_a_config_file(tmp_path):
     assert bad.exit_code == 2 and "stepz" in bad.output and not (tmp_path / "x").exists()
     missing = runner.invoke(app, ["train", "--config", str(tmp_path / "nope.yaml")])
     assert missing.exit_code == 2 and "not found" in missing.output
+
+
+def test_version_bad_flag_and_missing_paths_exit_cleanly(tmp_path):
+    from importlib.metadata import version
+
+    v = runner.invoke(app, ["--version"])
+    assert v.exit_code == 0 and version("ntbench") in v.output
+    assert runner.invoke(app, ["train", "--no-such-flag"]).exit_code == 2
+    for args, named in ((["--backbone", "/nonexistent/llm"], "/nonexistent/llm"), (["--data", str(tmp_path / "nope")], "nope")):
+        result = runner.invoke(app, ["train", *args, "--out", str(tmp_path / "run")])
+        assert result.exit_code == 2 and named in result.output and "not found" in result.output
+        assert "preset" not in result.output and not (tmp_path / "run").exists()
+
+
+def test_suite_names_are_identifiers_and_beta_must_be_a_number(tmp_path):
+    import pytest
+    from pydantic import ValidationError
+
+    from ntbench.adapters.options import NeuralOptions
+    from ntbench.suite import Suite
+
+    with pytest.raises(ValidationError, match="name"):
+        Suite(name="../escaped")
+    with pytest.raises(ValidationError, match="beta"):
+        NeuralOptions(beta=True)  # YAML's `true` is not β = 1.0
+    assert NeuralOptions(beta=1).beta == 1.0

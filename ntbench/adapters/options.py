@@ -28,7 +28,7 @@ class NeuralOptions(_Options):
 
     dz: int = Field(128, ge=1, description="Dz, width of the sparse vector")
     alpha: float = Field(0.9, ge=0.0, le=1.0, description="α of the cross-layer EMA (weights the previous layer)")
-    beta: float = Field(0.4, gt=0.0, le=1.0, description="β, target activation rate in (0, 1]")
+    beta: float = Field(0.4, gt=0.0, le=1.0, strict=True, description="β, target activation rate in (0, 1]")
     targets: str = Field("qv", description="projections that receive W_b Z^a: any subset of q/k/v")
     strategy: str = Field("gaussian", description="activation strategy name or plugin file.py[:name]")
     strategy_options: dict[str, Any] = Field(default_factory=dict, description="extra strategy parameters, e.g. std_ratio, m")

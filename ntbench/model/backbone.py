@@ -144,6 +144,9 @@ def load_backbone(name: str | None = None, llm: str | None = None, vision: str |
         BackboneError: not available offline, or the parts do not fit together.
         UnknownNameError: an unknown preset name.
     """
+    for given in (name, llm, vision):  # a filesystem path (not an HF id or preset name) that is not there
+        if given and given.startswith(("/", "./", "../", "~")) and not Path(given).expanduser().exists():
+            raise BackboneError(f"{given}: not found (a backbone path must exist)")
     if name is not None and llm is None and vision is None and not Path(name).exists():
         import ntbench.micro  # noqa: F401  (registers the "micro" preset)
         return BACKBONES.get(name)(**preset_options)

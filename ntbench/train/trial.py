@@ -61,6 +61,17 @@ class TrialConfig(BaseModel):
         return with_recipe(data, cls.model_fields["backbone"].default) if isinstance(data, dict) else data
 
     @model_validator(mode="after")
+    def _check_paths(self) -> "TrialConfig":
+        """Missing folders are reported now, before a default dataset is generated or a model loaded."""
+        for key in ("backbone", "vision"):
+            value = getattr(self, key)
+            if value and value.startswith(("/", "./", "../", "~")) and not Path(value).expanduser().exists():
+                raise ValueError(f"{key} {value!r}: not found (a local path must exist)")
+        if self.data and not self.data.startswith("microworld:") and not Path(self.data).expanduser().exists():
+            raise ValueError(f"data {self.data!r}: not found (a dataset folder, or microworld:N)")
+        return self
+
+    @model_validator(mode="after")
     def _check_adapter(self) -> "TrialConfig":
         """Adapter name, its options and its strategy are checked now, not after minutes of setup."""
         from ntbench.adapters import ADAPTERS
