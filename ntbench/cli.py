@@ -35,6 +35,9 @@ def _main(version: bool = typer.Option(False, "--version", callback=_version, is
     """ntbench: ablations and benchmarks for neural tuning of frozen large models."""
 
 
+SUITE_HAD_FAILURES = 3  # `run` finished, but not every trial completed
+
+
 def _fail(message: str) -> None:
     err.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(2)
@@ -554,15 +557,21 @@ def run(
              "no with --storage, where they may belong to live workers elsewhere)"),
     as_json: bool = typer.Option(False, "--json", help="print the trial rows as JSON"),
 ) -> None:
-    """Run a suite (resumable: only missing cells run) and write results/<suite>/trials.csv."""
+    """Run a suite (resumable: only missing cells run) and write results/<suite>/trials.csv.
+
+    Exit codes: 0 every cell complete; 2 a usage or validation error (nothing run); 3 the suite
+    finished but some trials failed (their reasons are in trials.csv and the report); 1 a crash."""
     (suite,) = _load_suites([path])
     df = _run_suite_with_bars(suite, results, storage, workers, recover_running)
+    failed = int((df.status == "FAIL").sum()) if len(df) else 0
     if as_json:
         print(df.to_json(orient="records"))
-        return
-    _summary_table(suite, df)
-    failed = int((df.status == "FAIL").sum()) if len(df) else 0
-    out.print(f"{len(df)} trials in {results / suite.name / 'trials.csv'}" + (f", {failed} failed" if failed else ""))
+    else:
+        _summary_table(suite, df)
+        out.print(f"{len(df)} trials in {results / suite.name / 'trials.csv'}" + (f", {failed} failed" if failed else ""))
+    if failed:
+        err.print(f"[bold red]{failed} trial(s) failed[/]: see fail_reason in {results / suite.name / 'trials.csv'}")
+        raise typer.Exit(SUITE_HAD_FAILURES)
 
 
 @app.command()
