@@ -548,7 +548,8 @@ def _summary_table(suite, df) -> None:
 @app.command()
 def run(
     path: Path = typer.Argument(..., help="suite YAML, e.g. suites/beta_grid.yaml"),
-    results: Path = typer.Option(Path("results"), help="results root; the suite writes results/<name>/"),
+    results: Path = typer.Option(Path("runs"), help="results root; the suite writes RESULTS/<name>/ (the committed "
+                                 "reference results live in results/)"),
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL (postgresql://...) shared by workers"),
     workers: int = typer.Option(1, min=1, help="parallel worker processes on this machine"),
     recover_running: Optional[bool] = typer.Option(
@@ -575,7 +576,7 @@ def run(
 
 
 @app.command()
-def report(results: Path = typer.Option(Path("results"), help="results root")) -> None:
+def report(results: Path = typer.Option(Path("runs"), help="results root (results/ for the committed ones)")) -> None:
     """Tables (CSV + markdown) and plots for every suite under RESULTS, plus RESULTS/README.md."""
     from ntbench.report import report_suite, write_index
 
@@ -594,10 +595,10 @@ def compare(
     backbone: str = typer.Option("micro"), steps: int = typer.Option(600, min=1),
     seeds: str = typer.Option("0,1,2", help="comma-separated seeds"),
     tasks: str = typer.Option("referring,reasoning,captioning,t2i"),
-    results: Path = typer.Option(Path("results")), workers: int = typer.Option(1, min=1),
+    results: Path = typer.Option(Path("runs"), help="results root"), workers: int = typer.Option(1, min=1),
     data: Optional[str] = typer.Option(None, help="dataset folder or microworld:N (default: the micro world)"),
     eval_samples: int = typer.Option(64, min=1),
-    csv: Optional[Path] = typer.Option(None, help="CSV of the side-by-side table (default: results/compare-.../compare.csv)"),
+    csv: Optional[Path] = typer.Option(None, help="CSV of the side-by-side table (default: RESULTS/compare-.../compare.csv)"),
 ) -> None:
     """The same backbone, data, budget and seeds for each adapter, side by side."""
     from ntbench.compare import compare_suite, side_by_side

@@ -93,10 +93,16 @@ def test_two_workers_on_postgresql(tmp_path):
 
 
 def test_failing_trial_is_recorded_and_suite_goes_on(tmp_path):
-    suite = load_suite(write_suite(tmp_path / "f.yaml", axes={"data": ["microworld:40", str(tmp_path / "missing")]}))
+    (tmp_path / "broken").mkdir()  # exists (so validation passes) but holds no dataset
+    suite = load_suite(write_suite(tmp_path / "f.yaml", axes={"data": ["microworld:40", str(tmp_path / "broken")]}))
     df = run_suite(suite, tmp_path / "res")
     assert sorted(df.status) == ["COMPLETE", "FAIL"]
-    assert "not found" in df[df.status == "FAIL"].fail_reason.iloc[0]
+    assert "broken" in df[df.status == "FAIL"].fail_reason.iloc[0]
+
+
+def test_a_missing_data_path_is_a_validation_error(tmp_path):
+    with pytest.raises(SuiteError, match="missing.*not found"):
+        load_suite(write_suite(tmp_path / "f.yaml", axes={"data": ["microworld:40", str(tmp_path / "missing")]}))
 
 
 def test_kill_9_then_rerun_runs_only_missing_cells(tmp_path):

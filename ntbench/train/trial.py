@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import torch
 from filelock import FileLock
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from safetensors.torch import save_file
 
 from ntbench.adapters import adapter_handle, save_adapter
@@ -60,16 +60,20 @@ class TrialConfig(BaseModel):
         """A preset backbone's validated recipe (ntbench.train.recipes) fills what the config leaves out."""
         return with_recipe(data, cls.model_fields["backbone"].default) if isinstance(data, dict) else data
 
-    @model_validator(mode="after")
-    def _check_paths(self) -> "TrialConfig":
-        """Missing folders are reported now, before a default dataset is generated or a model loaded."""
-        for key in ("backbone", "vision"):
-            value = getattr(self, key)
-            if value and value.startswith(("/", "./", "../", "~")) and not Path(value).expanduser().exists():
-                raise ValueError(f"{key} {value!r}: not found (a local path must exist)")
-        if self.data and not self.data.startswith("microworld:") and not Path(self.data).expanduser().exists():
-            raise ValueError(f"data {self.data!r}: not found (a dataset folder, or microworld:N)")
-        return self
+    @field_validator("backbone", "vision")
+    @classmethod
+    def _local_path_exists(cls, value: str | None) -> str | None:
+        """A missing folder is reported now, before a default dataset is generated or a model loaded."""
+        if value and value.startswith(("/", "./", "../", "~")) and not Path(value).expanduser().exists():
+            raise ValueError(f"{value!r}: not found (a local path must exist)")
+        return value
+
+    @field_validator("data")
+    @classmethod
+    def _data_exists(cls, value: str | None) -> str | None:
+        if value and not value.startswith("microworld:") and not Path(value).expanduser().exists():
+            raise ValueError(f"{value!r}: not found (a dataset folder, or microworld:N)")
+        return value
 
     @model_validator(mode="after")
     def _check_adapter(self) -> "TrialConfig":
