@@ -410,6 +410,8 @@ def train_cmd(
     given = lambda **kw: {k: v for k, v in kw.items() if v is not None}  # noqa: E731  (unset: recipe decides)
     train_opts = given(steps=steps, batch_size=batch_size, lr=lr, tasks=_parse_task_mix(tasks) if tasks else None)
     fields = _trial_fields(config, sets)
+    if not isinstance(fields.get("train", {}), dict):
+        _fail(f"train = {fields['train']!r}: must be a mapping of TrainConfig fields, e.g. -s train.steps=100")
     try:
         cfg = TrialConfig(**{**dict(backbone=backbone, vision=vision, adapter=adapter,
                                     adapter_options=_parse_options(option), data=str(data) if data else None,
@@ -536,7 +538,7 @@ def _summary_table(suite, df) -> None:
         out.print(f"{suite.name}: no completed trials with {suite.objective}")
         return
     _, table = suite_table(suite, df, suite.objective)
-    t = Table(title=f"{suite.name}: {suite.objective} (mean ± 95% CI; ★ best, ≈ within noise)")
+    t = Table(title=f"{suite.name}: {suite.objective} (mean ± 95% CI; ★ best, ≈ difference to the best not distinguishable from 0)")
     t.add_column(str(table.index.name or ""))
     for c in table.columns:
         t.add_column(str(c))
@@ -592,12 +594,13 @@ def report(results: Path = typer.Option(Path("runs"), help="results root (result
 @app.command()
 def compare(
     adapters: list[str] = typer.Argument(..., help="adapter names, e.g. lora neural"),
-    backbone: str = typer.Option("micro"), steps: int = typer.Option(600, min=1),
+    backbone: str = typer.Option("micro"),
+    steps: Optional[int] = typer.Option(None, min=1, help="default: the backbone's recipe, else 200"),
     seeds: str = typer.Option("0,1,2", help="comma-separated seeds"),
-    tasks: str = typer.Option("referring,reasoning,captioning,t2i"),
+    tasks: Optional[str] = typer.Option(None, help="comma-separated, equal weights (default: the recipe's mix)"),
     results: Path = typer.Option(Path("runs"), help="results root"), workers: int = typer.Option(1, min=1),
     data: Optional[str] = typer.Option(None, help="dataset folder or microworld:N (default: the micro world)"),
-    eval_samples: int = typer.Option(64, min=1),
+    eval_samples: Optional[int] = typer.Option(None, min=1, help="default: the recipe's, else 32"),
     csv: Optional[Path] = typer.Option(None, help="CSV of the side-by-side table (default: RESULTS/compare-.../compare.csv)"),
 ) -> None:
     """The same backbone, data, budget and seeds for each adapter, side by side."""
@@ -609,15 +612,17 @@ def compare(
         _fail(f"--seeds {seeds!r}: expected comma-separated integers")
     from ntbench.suite import SuiteError
     try:
-        suite = compare_suite(adapters, backbone, steps, seed_list, [t for t in tasks.split(",") if t],
-                              data=data, eval_samples=eval_samples)
+        suite = compare_suite(adapters, backbone, steps, seed_list,
+                              [t for t in tasks.split(",") if t] if tasks else None, data=data, eval_samples=eval_samples)
     except SuiteError as exc:
         _fail(str(exc))
     df = _run_suite_with_bars(suite, results, None, workers)
     table = side_by_side(df)
     path = csv or results / suite.name / "compare.csv"
     table.to_csv(path)
-    t = Table(title=f"{' vs '.join(adapters)} on {backbone}, {steps} steps, seeds {seed_list} (mean ± std)")
+    from ntbench.suite import trial_config
+    n_steps = trial_config(suite, {}).train.steps
+    t = Table(title=f"{' vs '.join(adapters)} on {backbone}, {n_steps} steps, seeds {seed_list} (mean ± std)")
     t.add_column("metric")
     for c in table.columns:
         t.add_column(str(c), justify="right")

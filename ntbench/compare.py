@@ -10,10 +10,13 @@ METRICS = ["reasoning.tf_paper_oIoU", "referring.tf_paper_oIoU", "reasoning.gen_
            "peak_memory_mb", "tflops_per_step"]
 
 
-def compare_suite(adapters: list[str], backbone: str, steps: int, seeds: list[int], tasks: list[str],
-                  data: str | None = None, eval_samples: int = 64) -> Suite:
-    defaults = {"backbone": backbone, "eval_samples": eval_samples,
-                "train": {"steps": steps, "tasks": {t: 1.0 for t in tasks}}}
+def compare_suite(adapters: list[str], backbone: str, steps: int | None, seeds: list[int], tasks: list[str] | None,
+                  data: str | None = None, eval_samples: int | None = None) -> Suite:
+    """What is not given (steps, tasks, eval samples) comes from the backbone's recipe, whole."""
+    train = {k: v for k, v in {"steps": steps, "tasks": {t: 1.0 for t in tasks} if tasks else None}.items()
+             if v is not None}
+    defaults = {"backbone": backbone, **({"eval_samples": eval_samples} if eval_samples else {}),
+                **({"train": train} if train else {})}
     if data:
         defaults["data"] = data
     suite = Suite(name="compare-" + "-".join(adapters), description=f"compare {', '.join(adapters)}",

@@ -36,36 +36,45 @@ def aggregate(df: pd.DataFrame, metric: str, by: list[str]) -> pd.DataFrame:
     return out
 
 
-def _cell_values(done: pd.DataFrame, metric: str, axes: list[str], key: tuple) -> dict[int, float]:
-    sel = done
-    for a, v in zip(axes, key):
-        sel = sel[sel[a].astype(str) == str(v)]
-    if SEED in sel.columns:
-        return {int(s): float(v) for s, v in zip(sel[SEED], sel[metric]) if pd.notna(v)}
-    return {i: float(v) for i, v in enumerate(sel[metric]) if pd.notna(v)}
+def _cells(done: pd.DataFrame, metric: str, axes: list[str]) -> dict[tuple, dict[int, float] | list[float]]:
+    """Per cell (a tuple of axis values, dtypes kept): seed -> value (repeats of a seed averaged), or a
+    plain list of values when the trials carry no seed to pair by."""
+    out = {}
+    for key, g in done.groupby(axes, dropna=False, sort=False):
+        g = g[g[metric].notna()]
+        key = key if isinstance(key, tuple) else (key,)
+        if SEED in g.columns and g[SEED].notna().all():
+            out[key] = {int(s): float(v) for s, v in g.groupby(SEED)[metric].mean().items()}
+        else:
+            out[key] = [float(v) for v in g[metric]]
+    return out
 
 
 def differences_vs_best(df: pd.DataFrame, metric: str, axes: list[str], maximize: bool = True) -> pd.DataFrame:
-    """Each cell against the best cell: paired by seed where they share seeds (common random numbers),
-    Welch's interval where they share none. One row per cell (the best included, as the reference)."""
+    """Each cell against the best cell: paired by seed where they share at least two seeds (common
+    random numbers), Welch's interval otherwise. One row per cell (the best included, as the reference)."""
     from ntbench.stats import paired_difference, welch_difference
 
     done = df[df.status == "COMPLETE"]
-    agg = aggregate(df, metric, axes)
-    keys = [k for k in agg.columns if k in axes] or ["_all"]
-    if keys == ["_all"]:
+    if not axes or done.empty:
         return pd.DataFrame()
-    best = agg.loc[agg["mean"].idxmax() if maximize else agg["mean"].idxmin()]
-    best_vals = _cell_values(done, metric, keys, tuple(best[k] for k in keys))
+    cells = _cells(done, metric, axes)
+    means = {k: (sum(v.values()) / len(v) if isinstance(v, dict) else sum(v) / len(v)) for k, v in cells.items() if v}
+    if not means:
+        return pd.DataFrame()
+    best_key = (max if maximize else min)(means, key=means.get)
+    best = cells[best_key]
     rows = []
-    for _, r in agg.iterrows():
-        vals = _cell_values(done, metric, keys, tuple(r[k] for k in keys))
-        shared = [s for s in vals if s in best_vals]
-        if len(shared) >= 2:
-            d = paired_difference(vals, best_vals)
+    for key, vals in cells.items():
+        if not vals:
+            continue
+        paired = isinstance(vals, dict) and isinstance(best, dict) and len(set(vals) & set(best)) >= 2
+        if paired:
+            d = paired_difference(vals, best)
         else:
-            d = welch_difference(list(vals.values()), list(best_vals.values()))
-        rows.append({**{k: r[k] for k in keys}, "is_best": r.name == best.name, **d.as_dict()})
+            as_list = lambda c: list(c.values()) if isinstance(c, dict) else c  # noqa: E731
+            d = welch_difference(as_list(vals), as_list(best))
+        rows.append({**dict(zip(axes, key)), "is_best": key == best_key, **d.as_dict()})
     return pd.DataFrame(rows)
 
 
@@ -77,24 +86,33 @@ def mark_noise(agg: pd.DataFrame, maximize: bool = True, diffs: pd.DataFrame | N
     best = agg.loc[agg["mean"].idxmax() if maximize else agg["mean"].idxmin()]
     verdict = {}
     if diffs is not None and len(diffs) and axes:
-        for _, d in diffs.iterrows():
-            verdict[tuple(str(d[a]) for a in axes)] = (bool(d["distinguishable"]), not math.isnan(d["half_width"]))
+        for d in diffs.to_dict("records"):  # records keep each column's dtype (no int -> float upcast)
+            verdict[tuple(d[a] for a in axes)] = (bool(d["distinguishable"]), not math.isnan(d["half_width"]))
 
     def mark(r):
         if r.name == best.name:
             return "best"
         if r["count"] < 2:
             return "(1 seed)"
-        dist, has_interval = verdict.get(tuple(str(r[a]) for a in (axes or [])), (False, False))
-        return "≈" if has_interval and not dist else ""
+        dist, has_interval = verdict.get(tuple(r[a] for a in (axes or [])), (False, False))
+        if not has_interval:
+            return "(no interval)"
+        return "" if dist else "≈"
     agg = agg.copy()
-    agg["vs_best"] = agg.apply(mark, axis=1)
+    agg["vs_best"] = [mark(r) for r in _records(agg)]
     return agg
+
+
+def _records(frame: pd.DataFrame):
+    """Rows as dict-like records that keep dtypes and carry the index as ``.name``."""
+    for name, rec in zip(frame.index, frame.to_dict("records")):
+        yield pd.Series(rec, name=name, dtype=object)
 
 
 def _cell(r) -> str:
     text = f"{r['mean']:.3f}" if math.isnan(r["ci95"]) else f"{r['mean']:.3f} ± {r['ci95']:.3f}"
-    return text + (" ≈" if r["vs_best"] == "≈" else " ★" if r["vs_best"] == "best" else "")
+    marks = {"≈": " ≈", "best": " ★", "(no interval)": " (no interval)", "(1 seed)": " (1 seed)"}
+    return text + marks.get(r["vs_best"], "")
 
 
 def suite_table(suite: Suite, df: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -6,7 +6,7 @@ killed process is marked failed ("interrupted") and its cell enqueued again, so 
 crash or ``kill -9`` runs only what is missing. A trial that raises (NaN loss, OOM, any error) is
 recorded as FAIL with its reason and the suite goes on.
 
-Storage: by default a journal file in ``results/<suite>/`` (no server; safe for several
+Storage: by default a journal file in ``<results root>/<suite>/`` (``runs/`` unless told) (no server; safe for several
 processes on one machine); ``--storage postgresql://...`` for workers on several machines.
 """
 from __future__ import annotations
@@ -210,7 +210,7 @@ def _worker_main(args) -> int:
     return worker_loop(Suite(**json.loads(suite_json)), storage_url, Path(folder), None)
 
 
-def run_suite(suite: Suite, results: Path = Path("results"), storage_url: str | None = None, workers: int = 1,
+def run_suite(suite: Suite, results: Path = Path("runs"), storage_url: str | None = None, workers: int = 1,
               progress: Callable | None = None, on_trial: Callable | None = None,
               on_total: Callable[[int], None] | None = None, recover_running: bool | None = None) -> pd.DataFrame:
     """Run what is missing of ``suite``; write ``trials.csv`` and the resolved suite; return the rows."""

@@ -81,7 +81,14 @@ class Suite(BaseModel):
     report: ReportSpec = Field(default_factory=ReportSpec)
 
     def content_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True, default=str).encode()).hexdigest()[:10]
+        """The suite's content plus the recipes of the backbones it names: a changed recipe changes
+        what the cells train, so it must not resume a study run under the old one."""
+        from ntbench.train.recipes import recipe_for
+
+        backbones = {self.defaults.get("backbone")} | set(map(str, self.axes.get("backbone", [])))
+        recipes = {b: recipe_for(b) for b in sorted(str(b) for b in backbones) if recipe_for(b)}
+        content = self.model_dump() | ({"recipes": recipes} if recipes else {})
+        return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
     def study_name(self) -> str:
         """Derived from the content: editing a suite starts a new study instead of clashing."""

@@ -22,5 +22,8 @@ def test_phases_cover_the_trial_and_add_up(data):
     assert any(p == "train" and part.startswith("forward: llm") for p, part in parts)
     assert all(r["seconds"] >= 0 for r in res["rows"])
     measured = sum(r["seconds"] for r in res["rows"])
-    assert measured <= res["total_s"] and measured > 0.8 * res["total_s"]  # nothing large left unaccounted
+    assert measured <= res["total_s"]
+    train = {r["part"]: r["seconds"] for r in res["rows"] if r["phase"] == "train"}
+    # backward + optimizer is the remainder of the training time: the measured parts must leave one
+    assert train["backward + optimizer + rest of forward"] > 0
     assert res["steps"] == 3 and res["threads"] >= 1

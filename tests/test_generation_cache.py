@@ -25,7 +25,12 @@ def test_cached_decoding_matches_full_rereads(ds, adapter, options):
         model.new_out.mul_(40)
     items = build_items(ds, "reasoning", 6, seed=0)  # prompts of different lengths: left padding
     batch = collate(items, model.tokenizer, teacher_forced=False)
+    lengths = []
+    hook = model.llm.register_forward_pre_hook(lambda m, a, kw: lengths.append(kw["inputs_embeds"].shape[1]),
+                                               with_kwargs=True)
     cached = model.generate(batch, max_new_tokens=10, use_cache=True)
+    assert lengths[0] > 1 and set(lengths[1:]) == {1}  # the cache was really used: one position per step
+    hook.remove()
     full = model.generate(batch, max_new_tokens=10, use_cache=False)
     assert torch.equal(cached["ids"], full["ids"])
     assert cached["offset"] == full["offset"]

@@ -51,13 +51,36 @@ def test_full_histories_match_exactly(micro_home, monkeypatch, tmp_path):
 
 
 def test_deterministic_switch_is_scoped_and_can_be_turned_off():
-    before = torch.are_deterministic_algorithms_enabled()
-    with deterministic_kernels(True):
-        assert torch.are_deterministic_algorithms_enabled()
-    assert torch.are_deterministic_algorithms_enabled() == before
-    with deterministic_kernels(False):
-        assert torch.are_deterministic_algorithms_enabled() == before
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    try:
+        torch.use_deterministic_algorithms(False)
+        with deterministic_kernels(True):
+            assert torch.are_deterministic_algorithms_enabled()
+        assert not torch.are_deterministic_algorithms_enabled()  # restored
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        with deterministic_kernels(True):
+            assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()  # warn_only restored too
+        with deterministic_kernels(False):
+            assert torch.is_deterministic_algorithms_warn_only_enabled()  # off: nothing touched
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
     assert TrainConfig().deterministic is True and TrainConfig(deterministic=False).deterministic is False
+
+
+def test_the_operation_that_needed_it_is_repeatable_under_the_switch():
+    # the backward of advanced indexing (task-token rows, <OBJ-i> states) accumulates in thread order
+    torch.manual_seed(0)
+    w = torch.randn(9, 64, requires_grad=True)
+    ids, g = torch.randint(0, 9, (16, 120)), torch.randn(16, 120, 64)
+
+    def grad():
+        w.grad = None
+        (w[ids] * g).sum().backward()
+        return w.grad.clone()
+    with deterministic_kernels(True):
+        first = grad()
+        assert all(torch.equal(first, grad()) for _ in range(10))
 
 
 def _head_state(model) -> dict[str, torch.Tensor]:

@@ -93,3 +93,23 @@ def test_cells_without_shared_seeds_fall_back_to_welch():
     ref = sps.ttest_ind([0.40, 0.41, 0.42], [0.45, 0.46, 0.44], equal_var=False).confidence_interval(0.95)
     assert not other.paired and (other.low, other.high) == (pytest.approx(ref.low), pytest.approx(ref.high))
     assert isinstance(diffs, pd.DataFrame)
+
+
+def test_integer_axes_pair_and_a_one_seed_best_gives_no_interval():
+    import pandas as pd
+
+    from ntbench.report import aggregate, differences_vs_best, mark_noise
+
+    rows = [{"status": "COMPLETE", "param.adapter_options.dz": dz, "param.train.seed": s, "m": base + s * 0.05}
+            for dz, base in ((32, 0.40), (64, 0.42)) for s in range(3)]
+    df = pd.DataFrame(rows)
+    axes = ["param.adapter_options.dz"]
+    diffs = differences_vs_best(df, "m", axes)
+    other = diffs[~diffs.is_best].iloc[0]
+    assert other["param.adapter_options.dz"] == 32 and other.paired and other.n == 3
+    assert other["mean"] == pytest.approx(-0.02) and other.distinguishable  # the same offset on every seed
+    # a best cell with one seed: the others get no interval, and the report says so
+    one = pd.DataFrame(rows[:3] + [{"status": "COMPLETE", "param.adapter_options.dz": 64, "param.train.seed": 0,
+                                    "m": 0.9}])
+    marks = mark_noise(aggregate(one, "m", axes), True, differences_vs_best(one, "m", axes), axes)
+    assert set(marks.vs_best) == {"best", "(no interval)"}

@@ -194,6 +194,9 @@ class AllInTokenModel(nn.Module):
         if use_cache:
             logits, hidden, off, cache = self._prefill(batch, vision)
             steps = []
+            # a model that did not fill a cache for the whole prompt (an argument it ignores, a wrapper)
+            # would decode from the new token alone: re-read the sequence instead
+            use_cache = getattr(cache, "get_seq_length", lambda: -1)() == hidden.shape[1]
         for _ in range(max_new_tokens):
             if not use_cache:
                 logits, _, _ = self.run_llm({**batch, "input_ids": ids, "text_mask": mask}, vision)

@@ -47,6 +47,9 @@ def with_recipe(data: dict[str, Any], default_backbone: str) -> dict[str, Any]:
     if not recipe:
         return data
     merged = {**recipe, **{k: v for k, v in data.items() if k != "train"}}
-    if "train" in data or "train" in recipe:
-        merged["train"] = {**recipe.get("train", {}), **_explicit(data.get("train"))}
+    given = data.get("train")
+    if given is not None and not isinstance(given, (dict, BaseModel)):
+        merged["train"] = given  # not a mapping: left for pydantic to report under its key
+    elif "train" in data or "train" in recipe:
+        merged["train"] = {**recipe.get("train", {}), **_explicit(given)}
     return merged
