@@ -124,3 +124,20 @@ def test_micro_recipe_is_the_one_default_and_given_values_win():
     # backbones without a recipe keep the plain defaults
     plain = TrialConfig(backbone="tiny-random")
     assert plain.train.steps == TrainConfig().steps and plain.lambda_bce == 0.0
+
+
+def test_peak_memory_is_the_trials_own_not_the_process_high_water_mark():
+    import numpy as np
+
+    from ntbench.train.trainer import peak_memory_mb, reset_peak_memory
+
+    cpu = torch.device("cpu")
+    big = np.ones(400 * 2**20 // 8)  # 400 MiB resident, then freed
+    big[::512] = 2.0
+    del big
+    before = peak_memory_mb(cpu)  # the process's high-water mark, 400 MiB included
+    if not reset_peak_memory(cpu):
+        assert np.isnan(peak_memory_mb(cpu, reset=False))  # unknown, not a stale number
+        return
+    torch.ones(2**20)  # a small trial
+    assert before - peak_memory_mb(cpu) > 300  # the earlier 400 MiB peak is forgotten

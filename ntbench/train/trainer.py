@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import resource
 import statistics
 import time
 from typing import Any, Callable
@@ -139,10 +138,34 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def peak_memory_mb(device: torch.device) -> float:
+def reset_peak_memory(device: torch.device) -> bool:
+    """Start a fresh peak-memory count for this training run. On CPU the kernel's per-process
+    high-water mark (VmHWM) is reset through /proc/self/clear_refs, so a trial reports its own
+    peak, not the largest of every trial the process ran before. False where that is impossible."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return True
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_memory_mb(device: torch.device, reset: bool = True) -> float:
+    """Peak memory since :func:`reset_peak_memory` (CUDA: allocated; CPU: resident set); NaN when the
+    CPU peak could not be reset, rather than a number that belongs to earlier trials."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    if not reset:
+        return float("nan")
+    try:
+        with open("/proc/self/status") as f:
+            line = next(ln for ln in f if ln.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024  # kB
+    except (OSError, StopIteration, ValueError):
+        return float("nan")
 
 
 def _distributed() -> tuple[int, int]:
@@ -180,8 +203,7 @@ def _train(model: AllInTokenModel, dataset: SampleDataset, cfg: TrainConfig, cal
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps))
     mixer = TaskMixer(dataset, cfg.tasks, cfg.seed + 1000 * rank)  # each rank sees its own stream
-    if use_cuda:
-        torch.cuda.reset_peak_memory_stats(device)
+    memory_reset = reset_peak_memory(device)
     history: list[dict[str, float]] = []
     step_times, tokens, evals = [], 0, []
     model.train()
@@ -233,4 +255,4 @@ def _train(model: AllInTokenModel, dataset: SampleDataset, cfg: TrainConfig, cal
     return {"history": history, "evaluations": evals, "stopped_early": stopped, "steps_run": len(history),
             "step_time_s": statistics.median(timed),
             "data_time_s": statistics.median(data_times), "tflops_per_step": flops / 1e12, "tokens_per_s": tokens / max(sum(step_times), 1e-9),
-            "peak_memory_mb": peak_memory_mb(device), "gradient_checkpointing": checkpointing, "device": str(device), "world_size": world, "rank": rank}
+            "peak_memory_mb": peak_memory_mb(device, memory_reset), "gradient_checkpointing": checkpointing, "device": str(device), "world_size": world, "rank": rank}
