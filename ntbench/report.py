@@ -278,7 +278,8 @@ def _paired_section(suite: Suite, df: pd.DataFrame, metric: str, folder: Path, m
     safe = metric.replace("/", "_")
     diffs.to_csv(folder / f"diff_vs_best_{safe}.csv", index=False)
     made["tables"].append(folder / f"diff_vs_best_{safe}.csv")
-    fmt = lambda v: "-" if pd.isna(v) else f"{v:+.4f}"  # noqa: E731
+    fmt = lambda v: "-" if pd.isna(v) else f"{v:+.4f}"  # noqa: E731  (signed: a difference)
+    plain = lambda v: "-" if pd.isna(v) else f"{v:.4f}"  # noqa: E731  (sds and effect sizes)
     lines = [f"### {metric}: each cell minus the best", "",
              "| " + " | ".join(a.removeprefix("param.") for a in axes) + " | seeds | Δ | 95% CI (t) | bootstrap CI | "
              "sd(Δ) | sd(cell) | sd(best) | MDE | distinguishable |",
@@ -288,7 +289,7 @@ def _paired_section(suite: Suite, df: pd.DataFrame, metric: str, folder: Path, m
         boot = "-" if pd.isna(d.bootstrap_low) else f"[{d.bootstrap_low:+.4f}, {d.bootstrap_high:+.4f}]"
         kind = "paired" if d.paired else "Welch"
         lines.append("| " + " | ".join(str(d[a]) for a in axes) + f" | {int(d.n)} ({kind}) | {fmt(d['mean'])} | {ci} | "
-                     f"{boot} | {fmt(d.sd_diff)} | {fmt(d.sd_a)} | {fmt(d.sd_b)} | {fmt(d.mde)} | "
+                     f"{boot} | {plain(d.sd_diff)} | {plain(d.sd_a)} | {plain(d.sd_b)} | {plain(d.mde)} | "
                      f"{'yes' if d.distinguishable else 'no'} |")
     paired = diffs[diffs.paired & ~diffs.is_best & diffs.sd_diff.notna()]
     if len(paired):

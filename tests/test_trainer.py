@@ -93,6 +93,8 @@ def test_unknown_task_did_you_mean():
 
 def test_backbone_not_available_offline():
     with pytest.raises(BackboneError, match="not available offline: it must be a local path or a model already"):
+        load_backbone(llm="no-such-org/no-such-llm", vision="no-such-org/no-such-vision")
+    with pytest.raises(BackboneError, match="/no/such/llm: not found"):  # a path is a path, not a hub id
         load_backbone(llm="/no/such/llm", vision="/no/such/vision")
 
 

@@ -68,10 +68,13 @@ class TrialConfig(BaseModel):
             raise ValueError(f"{value!r}: not found (a local path must exist)")
         return value
 
+    # An unset ${VAR} in a suite stays as written (paper suites name weights that way), so such a
+    # value is checked when the trial runs, not at validation.
+
     @field_validator("data")
     @classmethod
     def _data_exists(cls, value: str | None) -> str | None:
-        if value and not value.startswith("microworld:") and not Path(value).expanduser().exists():
+        if value and not value.startswith("microworld:") and "${" not in value and not Path(value).expanduser().exists():
             raise ValueError(f"{value!r}: not found (a dataset folder, or microworld:N)")
         return value
 
