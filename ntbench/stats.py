@@ -24,12 +24,11 @@ LEVEL = 0.95
 POWER = 0.80
 
 
-@dataclass(frozen=True)
-class Interval:
-    n: int
+class _Bounds:
+    """low/high of a mean ± half_width (nan when no interval is claimed)."""
+
     mean: float
-    sd: float          # nan with one value
-    half_width: float  # nan with one value: no interval is claimed
+    half_width: float
 
     @property
     def low(self) -> float:
@@ -38,6 +37,14 @@ class Interval:
     @property
     def high(self) -> float:
         return self.mean + self.half_width
+
+
+@dataclass(frozen=True)
+class Interval(_Bounds):
+    n: int
+    mean: float
+    sd: float          # nan with one value
+    half_width: float  # nan with one value: no interval is claimed
 
 
 def _t(q: float, dof: float) -> float:
@@ -70,7 +77,7 @@ def power_table(sd: float, ns: Sequence[int] = (3, 5, 10, 20)) -> list[dict[str,
 
 
 @dataclass(frozen=True)
-class Difference:
+class Difference(_Bounds):
     """mean(A - B) with its interval. ``paired``: over shared seeds; else Welch."""
 
     paired: bool
@@ -83,14 +90,6 @@ class Difference:
     sd_a: float
     sd_b: float
     mde: float                     # smallest effect detectable with this n (paired), nan for Welch
-
-    @property
-    def low(self) -> float:
-        return self.mean - self.half_width
-
-    @property
-    def high(self) -> float:
-        return self.mean + self.half_width
 
     @property
     def distinguishable(self) -> bool:
