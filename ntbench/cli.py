@@ -268,22 +268,28 @@ def data_stats(
 
 @data_app.command("convert")
 def data_convert(
-    fmt: str = typer.Argument(..., help="source format: mmud"),
-    src: Path = typer.Argument(..., help="folder with train.pkl / valid.pkl / test.pkl"),
+    fmt: str = typer.Argument(..., help="source format: mmud, refcoco, refcoco+ or refcocog"),
+    src: Path = typer.Argument(..., help="mmud: folder with train.pkl / valid.pkl / test.pkl; refcoco*: the refer "
+                                         "data root holding DATASET/refs(SPLIT_BY).p and DATASET/instances.json"),
     dst: Path = typer.Argument(..., help="new folder for the open layout"),
-    image_root: Path = typer.Option(Path("."), help="folder the pickles' image paths are relative to"),
+    image_root: Path = typer.Option(Path("."), help="folder the images' paths are relative to"),
+    split_by: str = typer.Option("unc", help="refcoco*: the split definition, unc or umd (RefCOCOg: umd)"),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="allow unpickling (runs code: trusted files only)"),
 ) -> None:
-    """Convert an official release into ntbench's open layout, once."""
-    from ntbench.data.external import convert_mmud
+    """Convert an official release (MMUD, RefCOCO, RefCOCO+, RefCOCOg) into ntbench's open layout, once."""
+    from ntbench.data.external import convert_mmud, convert_refer
     from ntbench.data.schema import DataError
 
-    if fmt != "mmud":
-        _fail(f"unknown format {fmt!r}; allowed values: mmud")
+    formats = ("mmud", "refcoco", "refcoco+", "refcocog")
+    if fmt not in formats:
+        _fail(f"unknown format {fmt!r}; allowed values: {', '.join(formats)}")
     if dst.exists() and any(dst.iterdir()):
         _fail(f"{dst} exists and is not empty; choose a new destination")
     try:
-        counts = convert_mmud(src, dst, image_root.resolve(), trust_pickle=trust_pickle)
+        if fmt == "mmud":
+            counts = convert_mmud(src, dst, image_root.resolve(), trust_pickle=trust_pickle)
+        else:
+            counts = convert_refer(src, dst, fmt, split_by, image_root.resolve(), trust_pickle=trust_pickle)
     except DataError as exc:
         _fail(str(exc))
     out.print(f"wrote {dst}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))

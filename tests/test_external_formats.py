@@ -96,3 +96,21 @@ def test_refcoco_splits_and_masks(refer):
 def test_refcoco_bad_split(refer):
     with pytest.raises(DataError, match="split 'test' does not exist for splitBy 'unc'; allowed values: train, val, testA, testB"):
         load_refer(refer, "refcoco", "unc", "test", trust_pickle=True)
+
+
+def test_refcoco_converts_every_split_through_the_cli(refer, tmp_path):
+    from typer.testing import CliRunner
+
+    from ntbench.cli import app
+    from ntbench.data.io import read_meta
+
+    dst = tmp_path / "open-refcoco"
+    result = CliRunner().invoke(app, ["data", "convert", "refcoco", str(refer), str(dst), "--image-root", "/coco",
+                                      "--trust-pickle"])
+    assert result.exit_code == 0, result.output
+    assert read_meta(dst)["counts"] == {"train": 0, "val": 1, "testA": 1, "testB": 0}
+    val = read_split(dst, "val", check_images=False)
+    assert val[0].id == "refcoco-unc-7" and val[0].objects[0].refs == ["left dog", "dog"]
+    bad = CliRunner().invoke(app, ["data", "convert", "refcoco", str(refer), str(tmp_path / "x"), "--split-by", "xyz",
+                                   "--trust-pickle"])
+    assert bad.exit_code == 2 and "unc, umd" in bad.output

@@ -152,11 +152,28 @@ def convert_mmud(src: str | Path, dst: str | Path, image_root: str | Path, trust
         raise DataError(f"{src}: no MMUD pickles found (expected {', '.join(s + '.pkl' for s in MMUD_SPLITS)})")
     loaded = {MMUD_SPLITS[stem]: load_mmud(src / f"{stem}.pkl", image_root, MMUD_SPLITS[stem], trust_pickle)
               for stem in found}  # everything is read (and checked) before anything is written
+    return _write_converted(dst, loaded, "mmud-convert", {"src": str(src), "image_root": str(image_root)})
+
+
+def convert_refer(data_root: str | Path, dst: str | Path, dataset: str = "refcoco", split_by: str = "unc",
+                  image_root: str | Path = "", trust_pickle: bool = False) -> dict[str, int]:
+    """Convert every split of RefCOCO / RefCOCO+ / RefCOCOg (``split_by``: unc or umd) into the open layout."""
+    if split_by not in REFER_SPLITS:
+        raise DataError(f"split_by {split_by!r} is not supported; allowed values: {', '.join(REFER_SPLITS)}")
+    loaded = {split: load_refer(data_root, dataset, split_by, split, image_root, trust_pickle)
+              for split in REFER_SPLITS[split_by]}  # everything is read (and checked) before anything is written
+    if not any(loaded.values()):
+        raise DataError(f"{Path(data_root) / dataset}: no referring expressions in any split of {split_by!r}")
+    return _write_converted(Path(dst), loaded, f"{dataset}-convert",
+                            {"src": str(data_root), "dataset": dataset, "split_by": split_by, "image_root": str(image_root)})
+
+
+def _write_converted(dst: Path, loaded: dict[str, list[Sample]], generator: str, params: dict) -> dict[str, int]:
     counts = {}
     for split, samples in loaded.items():
         write_split(dst, split, samples)
         counts[split] = len(samples)
-    meta = {"format": "ntbench-sample-jsonl", "schema_version": 1, "generator": "mmud-convert",
-            "params": {"src": str(src), "image_root": str(image_root)}, "counts": counts}
+    meta = {"format": "ntbench-sample-jsonl", "schema_version": 1, "generator": generator, "params": params,
+            "counts": counts}
     (dst / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return counts
