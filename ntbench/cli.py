@@ -45,7 +45,8 @@ def _fail(message: str) -> None:
 
 @app.command("list")
 def list_cmd(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
-    """List activation strategies and adapters with one-line descriptions."""
+    """List what can be named in a trial or suite: activation strategies, adapters, tasks, backbone
+    presets, and the shipped suites, each with a one-line description."""
     from ntbench.adapters import ADAPTERS
     from ntbench.strategies import STRATEGIES, discover_strategies
 
