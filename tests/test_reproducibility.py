@@ -141,3 +141,18 @@ def test_peak_memory_is_the_trials_own_not_the_process_high_water_mark():
         return
     torch.ones(2**20)  # a small trial
     assert before - peak_memory_mb(cpu) > 300  # the earlier 400 MiB peak is forgotten
+
+
+def test_evaluating_during_training_does_not_change_the_training_run(micro_home, tmp_path):
+    import json
+
+    _, data = micro_home
+
+    def history(eval_every: int, out):
+        cfg = TrialConfig(backbone="tiny-random", data=str(data), eval_samples=2, eval_generated=False,
+                          adapter_options={"dz": 16, "init_wb": "default"},
+                          train=TrainConfig(steps=6, batch_size=2, seed=1, warmup=1, eval_every=eval_every))
+        run_trial(cfg, out=out)
+        return json.loads((out / "history.json").read_text())["history"]
+    # evaluation passes must not advance the adapter's per-pass mask seeds (or any training stream)
+    assert history(0, tmp_path / "plain") == history(2, tmp_path / "with-evals")

@@ -48,8 +48,11 @@ class SparseVectorState:
         # the evaluator uses it for per-task activation frequencies (paper Figure 2b)
         self.observer: Callable[[int, torch.Tensor], None] | None = None
 
-    def start_pass(self, *_args, **_kwargs) -> None:
-        self.forward_pass += 1
+    def start_pass(self, module: nn.Module | None = None, *_args, **_kwargs) -> None:
+        # only training passes advance the counter: evaluating in the middle of training
+        # (eval_every) must not shift the masks of the training steps that follow
+        if module is None or module.training:
+            self.forward_pass += 1
         self.carried.clear()
 
     def draws(self, layer: int, training: bool, device: torch.device) -> Draws:
