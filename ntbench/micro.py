@@ -62,6 +62,12 @@ class MicroSizes:
     lr: float = 2e-3
     image_pool: int = 8000    # training images decoded once and kept in memory
 
+    @classmethod
+    def tiny(cls) -> "MicroSizes":
+        """Micro-shaped but seconds to prepare: tests and smoke runs."""
+        return cls(vision_hidden=32, vision_layers=3, text_hidden=32, clip_dim=16, llm_hidden=32, llm_layers=2,
+                   clip_steps=3, lm_steps=3, decoder_steps=3, batch=8, image_pool=40)
+
 
 @dataclass
 class PrepareReport:

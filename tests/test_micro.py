@@ -7,8 +7,7 @@ import torch
 from ntbench.data.microworld import MicroWorldConfig, generate
 from ntbench.micro import MANIFEST, MicroSizes, cache_is_complete, ensure_micro, load_micro
 
-TINY = MicroSizes(vision_hidden=32, vision_layers=3, text_hidden=32, clip_dim=16, llm_hidden=32, llm_layers=2,
-                  clip_steps=3, lm_steps=3, decoder_steps=3, batch=8, image_pool=40)
+TINY = MicroSizes.tiny()
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,7 @@ from ntbench.train.trainer import TrainConfig, deterministic_kernels
 from ntbench.train.trial import TrialConfig, build_model, run_trial
 
 # micro-shaped (LLaMA + CLIP ViT + whitened mask decoder), tiny sizes
-TINY = MicroSizes(vision_hidden=32, vision_layers=3, text_hidden=32, clip_dim=16, llm_hidden=32, llm_layers=2,
-                  clip_steps=3, lm_steps=3, decoder_steps=3, batch=8, image_pool=40)
+TINY = MicroSizes.tiny()
 
 
 @pytest.fixture(scope="module")
