@@ -375,7 +375,8 @@ def write_index(results: Path) -> Path:
         lines += ["- [micro/diagnosis/diagnosis.md](micro/diagnosis/diagnosis.md): why segmentation on the micro "
                   "backbone stays at the all-objects level (oracle and probe experiments)"]
     if (results / "gpu" / "README.md").is_file():
-        lines += ["- [gpu/README.md](gpu/README.md): CUDA checks (bf16, checkpointing, every adapter) and GPU step time"]
+        lines += ["- [gpu/README.md](gpu/README.md): CUDA checks (bf16, checkpointing, every adapter), GPU step time at 7B shape, "
+                  "torch.compile, end-to-end latency and the paper-scale trial"]
     lines.append("")
     for folder in sorted(p.parent for p in results.glob("*/suite.resolved.yaml") if (p.parent / "trials.csv").is_file()):
         lines.append(f"## {folder.name}")

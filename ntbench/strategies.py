@@ -31,14 +31,29 @@ class Draws:
     layer). In evaluation there is no rate fluctuation and per-entry noise is one fixed vector
     per layer, broadcast over tokens: a token's mask then depends on its own activations only,
     so KV-cache decoding sees the same masks as a full forward pass.
+
+    ``rate_noise`` is the standard normal of the rate fluctuation when the caller drew it ahead
+    (the neural adapter draws every layer's at the start of a pass, as a tensor on the device, so
+    that a compiled forward neither breaks its graph at a generator nor recompiles for each new
+    keep count). ``seed`` may be a callable: it is then only evaluated when a generator is
+    needed, so strategies that use no per-entry noise never read the pass counter.
     """
 
-    def __init__(self, seed: int, training: bool, device: torch.device | str = "cpu"):
+    def __init__(self, seed, training: bool, device: torch.device | str = "cpu",
+                 rate_noise: torch.Tensor | None = None, rate_noise_value: float | None = None):
         self.training = training
         self.device = torch.device(device)
-        self.seed = seed
+        self._seed = seed
+        self._rate_noise = rate_noise
+        self._rate_noise_value = rate_noise_value  # the same number as a Python float (eager mode)
         self._cpu: torch.Generator | None = None
         self._dev: torch.Generator | None = None
+
+    @property
+    def seed(self) -> int:
+        if callable(self._seed):
+            self._seed = self._seed()
+        return self._seed
 
     def _generator(self, on_device: bool) -> torch.Generator:
         if on_device:
@@ -47,12 +62,24 @@ class Draws:
             return self._dev
         if self._cpu is None:
             self._cpu = torch.Generator().manual_seed(self.seed ^ 0x5EED)
+            if self.training and self._rate_noise is not None:
+                # the rate normal was drawn ahead from this stream: skip it, so the per-entry noise
+                # is the same numbers as when the layer drew both itself
+                torch.randn((), generator=self._cpu)
         return self._cpu
 
-    def normal(self) -> float:
-        """A standard normal scalar (0.0 in evaluation: no fluctuation)."""
+    def normal(self) -> float | torch.Tensor:
+        """A standard normal scalar (0.0 in evaluation: no fluctuation); a 0-d tensor where the
+        caller drew it ahead (:func:`rate_normal` gives the same number)."""
         if not self.training:
             return 0.0
+        if self._rate_noise is not None:
+            # Under torch.compile the rate is data (a 0-d tensor), so the graph does not specialise
+            # on k; in eager mode a Python float keeps the cheap topk path (launch overhead of
+            # a handful of tiny tensor ops per layer is what an eager step pays for)
+            if torch.compiler.is_compiling():
+                return self._rate_noise
+            return self._rate_noise_value if self._rate_noise_value is not None else float(self._rate_noise)
         return float(torch.randn((), generator=self._generator(False)))
 
     def uniform(self, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
@@ -65,13 +92,30 @@ class Draws:
         return torch.rand(shape[-1], generator=gen, device=self.device).expand(shape)
 
 
-def keep_count(rate: float, dz: int) -> int:
-    """k = round(r * Dz), clamped to 1..Dz (round half up, not Python's banker's rounding)."""
+def rate_normal(seed: int) -> float:
+    """The rate-fluctuation normal that ``Draws(seed, training=True).normal()`` draws."""
+    return float(torch.randn((), generator=torch.Generator().manual_seed(seed ^ 0x5EED)))
+
+
+def keep_count(rate: float | torch.Tensor, dz: int) -> int | torch.Tensor:
+    """k = round(r * Dz), clamped to 1..Dz (round half up, not Python's banker's rounding).
+
+    A tensor rate gives a 0-d int64 tensor, computed in float64 like the Python path, so both
+    give the same k; a compiled graph then takes k as data instead of specialising on it."""
+    if isinstance(rate, torch.Tensor):
+        return torch.floor(rate.double() * dz + 0.5).clamp(1, dz).long()
     return max(1, min(dz, math.floor(rate * dz + 0.5)))
 
 
-def top_k_mask(score: torch.Tensor, k: int) -> torch.Tensor:
-    """Boolean mask of the k largest entries of ``score`` along the last dimension."""
+def top_k_mask(score: torch.Tensor, k: int | torch.Tensor) -> torch.Tensor:
+    """Boolean mask of the k largest entries of ``score`` along the last dimension.
+
+    For a tensor k (a per-pass draw) the mask is ``rank < k`` from one stable sort: the same set
+    as ``topk`` wherever the scores have no ties, with a shape that does not depend on k."""
+    if isinstance(k, torch.Tensor):
+        order = score.argsort(dim=-1, descending=True, stable=True)
+        ranks = torch.arange(score.shape[-1], device=score.device)
+        return torch.zeros_like(score, dtype=torch.bool).scatter_(-1, order, (ranks < k.to(score.device)).expand_as(score))
     if k >= score.shape[-1]:
         return torch.ones_like(score, dtype=torch.bool)
     idx = score.topk(k, dim=-1, sorted=False).indices
@@ -98,7 +142,7 @@ class ActivationStrategy:
         self.beta = float(beta)
         self.std_ratio = float(std_ratio)
 
-    def rate(self, draws: Draws) -> float:
+    def rate(self, draws: Draws) -> float | torch.Tensor:
         return self.beta * (1.0 + self.std_ratio * draws.normal())
 
     def keep_mask(self, z: torch.Tensor, draws: Draws) -> torch.Tensor:  # pragma: no cover
@@ -172,4 +216,4 @@ def make_strategy(spec: str = "gaussian", beta: float = 0.4, **options) -> Activ
 
 
 __all__ = ["ActivationStrategy", "Draws", "STRATEGIES", "UnknownNameError", "keep_count",
-           "make_strategy", "strategy_class", "top_k_mask", "discover_strategies"]
+           "make_strategy", "rate_normal", "strategy_class", "top_k_mask", "discover_strategies"]

@@ -20,8 +20,8 @@ class LevelActivation(ActivationStrategy):
         sizes = torch.bincount(torch.arange(dz) * LEVELS // dz, minlength=LEVELS)
         cum = torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)])
         # split k over the levels in proportion to their sizes so the total is exactly k
-        quota_cum = torch.floor(k * cum.double() / dz + 0.5).long()
-        quota = (quota_cum[1:] - quota_cum[:-1]).to(z.device)
+        quota_cum = torch.floor(k * cum.to(z.device).double() / dz + 0.5).long()  # k may be a device tensor
+        quota = quota_cum[1:] - quota_cum[:-1]
         start = cum[:-1].to(z.device)
         # order by (level, noise): the position inside a level is a random rank
         key = level.to(torch.float64) + draws.uniform(z.shape).to(torch.float64).clamp(max=0.999999)

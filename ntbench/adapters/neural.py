@@ -25,7 +25,7 @@ from torch import nn
 
 from ntbench.adapters.options import NeuralOptions
 from ntbench.adapters.sites import AttentionSite, find_attention_sites, select_sites
-from ntbench.strategies import ActivationStrategy, Draws, make_strategy
+from ntbench.strategies import ActivationStrategy, Draws, make_strategy, rate_normal
 
 _MIX = 0x9E3779B97F4A7C15  # golden-ratio constant: spreads (seed, pass, layer) over 63 bits
 
@@ -38,27 +38,57 @@ def mix_seed(*parts: int) -> int:
 
 
 class SparseVectorState:
-    """What the adapted layers share within one forward pass."""
+    """What the adapted layers share within one forward pass.
 
-    def __init__(self, seed: int):
+    A training pass starts by drawing every layer's rate fluctuation at once (the same numbers a
+    per-layer draw gives) and moving them to the device in one non-blocking copy. The layers then
+    read tensors only: no generator, no host-device synchronisation and no Python value that
+    changes from pass to pass, so ``torch.compile`` traces the adapted layers without a graph
+    break and without recompiling each step.
+    """
+
+    def __init__(self, seed: int, n_layers: int = 0):
         self.seed = seed
+        self.n_layers = n_layers
+        self.anchor: torch.Tensor | None = None  # a parameter of the adapted layers: where they live now
         self.forward_pass = 0
         self.carried: dict[int, torch.Tensor] = {}  # layer index -> Z^u_k of this pass
+        # layer -> (input H, Z^b_k, readers still to come): q and v share one Z^b_k; the entry goes
+        # once its last reader took it, so it does not outlive its use (activation checkpointing)
+        self.deltas: dict[int, tuple[torch.Tensor, torch.Tensor, int]] = {}
+        self.rate_noise: torch.Tensor | None = None  # [n_layers] standard normals of this pass
+        self.rate_noise_values: list[float] = []  # the same as Python floats
         # optional observer of every keep-mask: (layer index, bool mask [..., Dz]) -> None;
         # the evaluator uses it for per-task activation frequencies (paper Figure 2b)
         self.observer: Callable[[int, torch.Tensor], None] | None = None
 
+    @torch.compiler.disable
     def start_pass(self, module: nn.Module | None = None, *_args, **_kwargs) -> None:
         # only training passes advance the counter: evaluating in the middle of training
         # (eval_every) must not shift the masks of the training steps that follow
-        if module is None or module.training:
+        training = module is None or module.training
+        if training:
             self.forward_pass += 1
+            self.rate_noise_values = [rate_normal(self.layer_seed(k)) for k in range(self.n_layers)]
+            noise = torch.tensor(self.rate_noise_values, dtype=torch.float64)
+            device = self.anchor.device if self.anchor is not None else torch.device("cpu")
+            if device.type == "cuda":  # pinned + non_blocking: the copy does not wait for the GPU
+                noise = noise.pin_memory()
+            self.rate_noise = noise.to(device, non_blocking=True)
         self.carried.clear()
+        self.deltas.clear()
+
+    def layer_seed(self, layer: int) -> int:
+        return mix_seed(self.seed, self.forward_pass, layer)
 
     def draws(self, layer: int, training: bool, device: torch.device) -> Draws:
-        # evaluation draws do not depend on the pass, so cached decoding sees the same masks
-        seed = mix_seed(self.seed, self.forward_pass, layer) if training else mix_seed(self.seed, -1, layer)
-        return Draws(seed, training, device)
+        if not training:
+            # evaluation draws do not depend on the pass, so cached decoding sees the same masks
+            return Draws(mix_seed(self.seed, -1, layer), False, device)
+        if self.rate_noise is None or layer >= len(self.rate_noise_values):
+            return Draws(lambda: self.layer_seed(layer), True, device)
+        return Draws(lambda: self.layer_seed(layer), True, device, rate_noise=self.rate_noise[layer],
+                     rate_noise_value=self.rate_noise_values[layer])
 
 
 class NeuralTuningLayer(nn.Module):
@@ -79,10 +109,10 @@ class NeuralTuningLayer(nn.Module):
         if opts.init_wb == "zero":
             nn.init.zeros_(self.w_b.weight)
         self.norm = nn.RMSNorm(opts.dz, **kw) if opts.norm else None
-        self.dropout = nn.Dropout(opts.dropout)
+        self.dropout = nn.Dropout(opts.dropout) if opts.dropout > 0 else nn.Identity()  # no kernel when off
         self.strategy = strategy
+        self.readers = 1 if site.fused else len(targets)  # projections that add this layer's Z^b
         object.__setattr__(self, "_state", state)  # shared, not a submodule
-        self._cache: tuple[int, torch.Tensor, torch.Tensor] | None = None
 
     def sparse_vector(self, h: torch.Tensor) -> torch.Tensor:
         """Z^a_k for attention input ``h``; stores Z^u_k for the next layer."""
@@ -109,15 +139,19 @@ class NeuralTuningLayer(nn.Module):
             # rows where nothing is dropped pass through unchanged
             t = z.detach().masked_fill(keep, float("-inf")).amax(-1, keepdim=True)
             z = torch.where(torch.isfinite(t), torch.relu(z - t.nan_to_num(neginf=0.0)), z)
-        return z.masked_fill(~keep, 0.0)
+        return torch.where(keep, z, 0.0)  # one kernel; masked_fill(~keep) needs two
 
     def delta(self, h: torch.Tensor) -> torch.Tensor:
         """Z^b_k = dropout(W_b Z^a_k), computed once per input and shared by the q/k/v wrappers."""
         state: SparseVectorState = self._state
-        if self._cache is not None and self._cache[0] == state.forward_pass and self._cache[1] is h:
-            return self._cache[2]
+        cached = state.deltas.pop(self.index, None)
+        if cached is not None and cached[0] is h:
+            if cached[2] > 1:
+                state.deltas[self.index] = (h, cached[1], cached[2] - 1)
+            return cached[1]
         out = self.dropout(self.w_b(self.sparse_vector(h)))
-        self._cache = (state.forward_pass, h, out)
+        if self.readers > 1:
+            state.deltas[self.index] = (h, out, self.readers - 1)
         return out
 
     def extra_repr(self) -> str:
@@ -157,7 +191,7 @@ class AdaptedProjection(nn.Module):
 def attach_neural(model: nn.Module, opts: NeuralOptions) -> list[NeuralTuningLayer]:
     """Attach neural tuning to ``model`` in place; returns the new layers in order."""
     sites = select_sites(find_attention_sites(model, opts.module_filter), opts.first_layer)
-    state = SparseVectorState(opts.seed if opts.seed is not None else 0)
+    state = SparseVectorState(opts.seed if opts.seed is not None else 0, len(sites))
     strategy = make_strategy(opts.strategy, beta=opts.beta, **opts.strategy_options)
     layers = []
     for index, site in enumerate(sites):
@@ -175,6 +209,8 @@ def attach_neural(model: nn.Module, opts: NeuralOptions) -> list[NeuralTuningLay
                 setattr(site.module, child, AdaptedProjection(base, layer, slice(start, start + width)))
                 start += width
         layers.append(layer)
+    if layers:
+        state.anchor = layers[0].w_z.weight
     model.register_forward_pre_hook(state.start_pass)
     return layers
 

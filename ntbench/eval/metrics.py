@@ -155,8 +155,13 @@ def fid_kid(real: torch.Tensor, fake: torch.Tensor, encode=None, inception_weigh
         extractor = {"feature_extractor": _EXTRACTOR}
     else:
         raise ValueError("fid_kid needs an encode function or a local Inception weights file")
-    metrics = torch_fidelity.calculate_metrics(
-        input1=_Images(fake), input2=_Images(real), fid=True, kid=True, cuda=torch.cuda.is_available(),
-        verbose=False, batch_size=64, kid_subset_size=max(2, min(n, 100)), save_cpu_ram=True, **extractor)
+    try:
+        metrics = torch_fidelity.calculate_metrics(
+            input1=_Images(fake), input2=_Images(real), fid=True, kid=True, cuda=torch.cuda.is_available(),
+            verbose=False, batch_size=64, kid_subset_size=max(2, min(n, 100)), save_cpu_ram=True, **extractor)
+    finally:
+        # ``encode`` closes over the evaluated model: kept here, it would keep the whole model (a
+        # 7B one: 27 GB of GPU memory) alive into the next trial of the same process
+        _CURRENT.pop("encode", None)
     return {"FID": float(metrics["frechet_inception_distance"]),
             "KID": float(metrics["kernel_inception_distance_mean"])}

@@ -113,6 +113,32 @@ def tiny_random(seed: int = 0, image_size: int = 64) -> Backbone:
     return Backbone("tiny-random", llm, tokenizer, vision, decoder, seg_layers=(-1, -2, -3)).check()
 
 
+def random_backbone(llm_shape: str, vision_shape: str, seed: int = 0, device: str | None = None) -> Backbone:
+    """Random weights in named shapes (ntbench.model.shapes) with the micro world's word tokenizer:
+    the real cost of a paper-scale model with no download. Built on the GPU where there is one."""
+    from ntbench.model.shapes import random_llm, random_vision
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    tokenizer = word_tokenizer(list(_microworld_texts()))
+    llm = random_llm(llm_shape, device, seed=seed, pad_token_id=tokenizer.pad_token_id,
+                     bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    vision = random_vision(vision_shape, device, seed=seed)
+    decoder = ImageDecoder(int(vision.config.hidden_size), int(vision.config.image_size)).to(device)
+    return Backbone(f"random:{llm_shape}+{vision_shape}", llm, tokenizer, vision, decoder,
+                    seg_layers=(-1, -2, -3)).check()
+
+
+@BACKBONES.register("random-7b", description="LLaMA-2-7B + CLIP ViT-L/14 shapes, random weights "
+                                              "(paper-scale GPU smoke runs; nothing downloaded)")
+def random_7b(seed: int = 0) -> Backbone:
+    return random_backbone("llama-2-7b", "clip-vit-l-14", seed)
+
+
+@BACKBONES.register("random-tiny", description="random-7b's code path at tiny shapes (tests)")
+def random_tiny(seed: int = 0) -> Backbone:
+    return random_backbone("tiny", "tiny", seed)
+
+
 class ImageDecoder(nn.Module):
     """Embedding -> RGB image in [0, 1]: a linear map to an 8x8 grid, then 2x upsampling stages."""
 
