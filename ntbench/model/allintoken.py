@@ -83,6 +83,11 @@ class AllInTokenModel(nn.Module):
         self.projector.weight.mul_(0.25 * std)
         self.projector.bias.copy_(anchor.float())
 
+    @property
+    def image_tokens(self) -> int:
+        """LLM tokens one image becomes (one per vision patch)."""
+        return self.vision.config.image_size ** 2 // self.vision.config.patch_size ** 2
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The adapter's parameters, then the projection, the new token rows and the heads."""
         seen, out = set(), []

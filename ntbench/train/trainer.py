@@ -12,9 +12,8 @@ import math
 import os
 import statistics
 import time
-from typing import Any, Callable
-
 from contextlib import contextmanager, nullcontext
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
@@ -24,11 +23,32 @@ from transformers import set_seed
 
 from ntbench.cost import FLOP_FORMULAS
 from ntbench.data.io import SampleDataset
-from ntbench.model.allintoken import AllInTokenModel
 from ntbench.model.batching import Item, collate, to_device
 from ntbench.model.tasks import TASKS
 
 Callback = Callable[[str, dict[str, Any]], Any]  # (event, state) -> "stop" to end training early
+
+
+class TrainableModel(Protocol):
+    """What :func:`train` needs of a model (an ``nn.Module``; the all-in-token model is one).
+
+    The trainer depends on this, not on a model class, so a test or another model family can be
+    trained by the same loop and the train layer need not import the model it trains.
+    """
+
+    tokenizer: Any  # collates the batches
+    llm: torch.nn.Module  # gradient checkpointing is switched on here
+    image_tokens: int  # LLM tokens one image becomes (for tokens/s)
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """Exactly the parameters the optimizer updates."""
+
+    def __call__(self, batch: dict) -> dict[str, torch.Tensor]:
+        """The losses of a collated batch; ``"loss"`` is the one to minimise."""
+
+    def to(self, device: torch.device) -> Any: ...
+
+    def train(self, mode: bool = True) -> Any: ...
 
 
 class TrainConfig(BaseModel):
@@ -177,7 +197,7 @@ def _distributed() -> tuple[int, int]:
     return 0, 1
 
 
-def train(model: AllInTokenModel, dataset: SampleDataset, cfg: TrainConfig,
+def train(model: TrainableModel, dataset: SampleDataset, cfg: TrainConfig,
           callbacks: list[Callback] = (), evaluate_fn: Callable[[int], dict] | None = None,
           progress: Callable[[int, dict], None] | None = None) -> dict[str, Any]:
     """Train ``model`` in place; returns the loss history and speed/memory measurements."""
@@ -185,7 +205,7 @@ def train(model: AllInTokenModel, dataset: SampleDataset, cfg: TrainConfig,
         return _train(model, dataset, cfg, callbacks, evaluate_fn, progress)
 
 
-def _train(model: AllInTokenModel, dataset: SampleDataset, cfg: TrainConfig, callbacks: list[Callback],
+def _train(model: TrainableModel, dataset: SampleDataset, cfg: TrainConfig, callbacks: list[Callback],
            evaluate_fn: Callable[[int], dict] | None, progress: Callable[[int, dict], None] | None) -> dict[str, Any]:
     rank, world = _distributed()
     set_seed(cfg.seed)  # python, numpy, torch (and CUDA) generators
@@ -234,7 +254,7 @@ def _train(model: AllInTokenModel, dataset: SampleDataset, cfg: TrainConfig, cal
         if use_cuda:
             torch.cuda.synchronize(device)
         step_times.append(time.perf_counter() - start)
-        n_img = batch["uses_image"].long().sum() * model.vision.config.image_size ** 2 // model.vision.config.patch_size ** 2
+        n_img = batch["uses_image"].long().sum() * model.image_tokens
         tokens += int(batch["text_mask"].sum() + n_img)  # text + image tokens the LLM read
         record = {"step": step + 1, **{k: float(v.detach()) for k, v in losses.items()}, "lr": scheduler.get_last_lr()[0]}
         history.append(record)
