@@ -137,6 +137,13 @@ class AllInTokenModel(nn.Module):
             logits, hidden = logits[:, -inputs.shape[1]:], hidden[:, -inputs.shape[1]:]
         return logits, hidden, n_img
 
+    @torch.no_grad()
+    def layer_states(self, batch: dict, vision: dict) -> tuple[tuple[torch.Tensor, ...], int]:
+        """Hidden states of every LLM layer (embeddings first) over [image tokens; text], and the text offset."""
+        inputs, mask, n_img = self._inputs(batch, vision)
+        states = self.llm(inputs_embeds=inputs, attention_mask=mask, output_hidden_states=True, use_cache=False).hidden_states
+        return tuple(h[:, -inputs.shape[1]:] for h in states), n_img  # prompt-learning wrappers prepend tokens
+
     # -- training -----------------------------------------------------------------------------
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         """Losses: total = text + λ_seg·seg + λ_gen·gen (each 0 when the batch has no such target);
