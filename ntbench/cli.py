@@ -52,7 +52,6 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="machine-readabl
 
     from ntbench.model.backbone import BACKBONES
     from ntbench.model.tasks import TASKS
-    import ntbench.micro  # noqa: F401  (registers the micro preset)
 
     discover_strategies()
     groups = {"strategies": STRATEGIES, "adapters": ADAPTERS, "tasks": TASKS, "backbones": BACKBONES}

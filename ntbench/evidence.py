@@ -14,6 +14,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from ntbench.atomic import write_csv
 from ntbench.train.trainer import TrainConfig
 from ntbench.train.trial import TrialConfig, run_trial
 
@@ -53,7 +54,7 @@ def run_evidence(seeds: list[int], steps: int | None, out: Path, backbone: str =
                  progress: Callable[[str], None] | None = None) -> pd.DataFrame:
     from ntbench.data.io import SampleDataset
     from ntbench.eval.evaluate import trivial_mask_baselines
-    from ntbench.train.trial import default_data_dir
+    from ntbench.data.cache import default_data_dir
 
     out.mkdir(parents=True, exist_ok=True)
     rows, trivial = [], None
@@ -72,8 +73,7 @@ def run_evidence(seeds: list[int], steps: int | None, out: Path, backbone: str =
                 **{f"{t}_n": summary["metrics"].get(t, {}).get("n_samples") for t in SEGMENTATION_TASKS},
                 "git_commit": summary["provenance"]["git_commit"],
                 "git_dirty": summary["provenance"]["git_dirty"]}))
-            pd.DataFrame(rows).to_csv(csv.with_suffix(".csv.partial"), index=False)
-            csv.with_suffix(".csv.partial").replace(csv)  # results so far survive an interruption
+            write_csv(csv, pd.DataFrame(rows))  # results so far survive an interruption
         if trivial is None:  # the same eval samples for every seed: compute once
             trivial = trivial_mask_baselines(SampleDataset(default_data_dir(), "val"), list(SEGMENTATION_TASKS),
                                              cfg.eval_samples, cfg.eval_seed)

@@ -6,7 +6,8 @@ suite or on the command line is caught with a message a user can act on.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+import importlib
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
 T = TypeVar("T")
@@ -55,7 +56,7 @@ class Registry(Generic[T]):
                 self.register(name, o, description=description, aliases=aliases)
                 return o
             return decorator
-        if self.base is not None and not (isinstance(obj, type) and issubclass(obj, self.base)):
+        if self.base is not None and not isinstance(obj, _Lazy) and not (isinstance(obj, type) and issubclass(obj, self.base)):
             raise TypeError(f"{self.kind} {name!r} must be a subclass of {self.base.__name__}")
         for key in (name, *aliases):
             if key in self._entries or key in self._aliases:
@@ -69,6 +70,25 @@ class Registry(Generic[T]):
             self._aliases[alias] = name
         return obj
 
+    def register_lazy(self, name: str, target: str, *, description: str, aliases: tuple[str, ...] = ()) -> None:
+        """Register ``"package.module:attribute"`` under ``name`` without importing it.
+
+        The module is imported when the entry is first looked up. Why: an entry implemented in a
+        higher layer (the ``micro`` backbone preset needs the data cache and its own training recipe)
+        can be named here without this registry's module importing it, so importing the registry
+        has no side effects and the import graph keeps one direction.
+        """
+        self.register(name, _Lazy(target), description=description, aliases=aliases)
+
+    def _resolved(self, name: str) -> Entry[T]:
+        entry = self._entries[name]
+        if isinstance(entry.obj, _Lazy):
+            obj = entry.obj.load()
+            if self.base is not None and not (isinstance(obj, type) and issubclass(obj, self.base)):
+                raise TypeError(f"{self.kind} {name!r} must be a subclass of {self.base.__name__}")
+            entry = self._entries[name] = replace(entry, obj=obj)
+        return entry
+
     def canonical(self, name: str) -> str:
         if name in self._entries:
             return name
@@ -77,10 +97,10 @@ class Registry(Generic[T]):
         raise UnknownNameError(self.kind, name, self.names())
 
     def get(self, name: str) -> T:
-        return self._entries[self.canonical(name)].obj
+        return self._resolved(self.canonical(name)).obj
 
     def entry(self, name: str) -> Entry[T]:
-        return self._entries[self.canonical(name)]
+        return self._resolved(self.canonical(name))
 
     def names(self) -> list[str]:
         return sorted(self._entries)
@@ -93,6 +113,17 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+@dataclass(frozen=True)
+class _Lazy:
+    """A registry entry not imported yet: ``"package.module:attribute"``."""
+
+    target: str
+
+    def load(self) -> Any:
+        module, _, attr = self.target.partition(":")
+        return getattr(importlib.import_module(module), attr)
 
 
 def lazy(loader: Callable[[], None]) -> Callable[[], None]:

@@ -23,6 +23,7 @@ import optuna
 import pandas as pd
 import yaml
 
+from ntbench.atomic import write_csv, write_text
 from ntbench.suite import Suite, label, trial_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -191,7 +192,7 @@ def _sampler(suite: Suite):
 
 def prepare_inputs(suite: Suite) -> None:
     """Generate the micro-world data and prepare the micro backbone if any cell needs them."""
-    from ntbench.train.trial import resolve_data
+    from ntbench.data.cache import resolve_data
 
     cells = [{}] + [{k: v} for k, vs in suite.axes.items() for v in vs]
     for cell in cells:
@@ -272,13 +273,9 @@ def trial_rows(suite: Suite, study: optuna.Study) -> pd.DataFrame:
 
 def write_trials_csv(suite: Suite, study: optuna.Study, folder: Path) -> pd.DataFrame:
     df = trial_rows(suite, study)
-    tmp = folder / "trials.csv.partial"
-    df.to_csv(tmp, index=False)
-    tmp.replace(folder / "trials.csv")  # a kill never leaves a half-written file
+    write_csv(folder / "trials.csv", df)  # a kill never leaves a half-written file
     freqs = {t.number: t.user_attrs["summary"]["metrics"]["activation_frequency"] for t in study.get_trials(deepcopy=False)
              if "activation_frequency" in (t.user_attrs.get("summary", {}).get("metrics") or {})}
     if freqs:
-        tmp = folder / "activation_frequency.json.partial"
-        tmp.write_text(json.dumps(freqs))
-        tmp.replace(folder / "activation_frequency.json")
+        write_text(folder / "activation_frequency.json", json.dumps(freqs))
     return df

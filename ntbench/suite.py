@@ -16,6 +16,10 @@
 
 Every cell is validated as a full TrialConfig before anything runs, so a wrong key, a wrong
 type, an out-of-range beta or an unknown strategy is reported with its dotted key at once.
+
+``extends: base.yaml`` (a path relative to the suite file) starts from another suite: mappings
+merge key by key, the extending file wins, lists and other values replace. So a family of suites
+(``suites/paper/``) writes only what differs.
 """
 from __future__ import annotations
 
@@ -157,11 +161,27 @@ def trial_config(suite: Suite, overrides: dict[str, Any]):
     return TrialConfig(**resolve(suite, overrides))
 
 
-def load_suite(path: str | Path) -> Suite:
-    """Read and fully validate a suite file; raises SuiteError listing every problem."""
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` laid on ``base``: mappings merge key by key, anything else in ``over`` replaces."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) \
+            else copy.deepcopy(value)
+    return out
+
+
+def read_suite_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The suite's mapping with its ``extends:`` chain merged in (not validated yet).
+
+    Raises:
+        SuiteError: a missing file, invalid YAML, not a mapping, or an ``extends`` cycle.
+    """
     path = Path(path)
     if not path.is_file():
-        raise SuiteError(str(path), ["file not found"])
+        raise SuiteError(str(path), ["file not found" if not _chain else f"extended by {_chain[-1]}: file not found"])
+    if path.resolve() in _chain:
+        cycle = " -> ".join(str(p) for p in _chain[_chain.index(path.resolve()):] + (path.resolve(),))
+        raise SuiteError(str(_chain[0]), [f"extends: a cycle: {cycle}"])
     try:
         # ${VAR} expands from the environment (paper suites point at weights this way); an
         # unset variable stays as written, so a suite validates even where weights are absent
@@ -170,6 +190,17 @@ def load_suite(path: str | Path) -> Suite:
         raise SuiteError(str(path), [f"not valid YAML: {exc}"]) from None
     if not isinstance(data, dict):
         raise SuiteError(str(path), ["expected a mapping with keys name, defaults, axes, sampler, ..."])
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise SuiteError(str(path), [f"extends: {parent!r}: expected one path, relative to this file"])
+    return deep_merge(read_suite_file(path.parent / parent, _chain + (path.resolve(),)), data)
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read and fully validate a suite file; raises SuiteError listing every problem."""
+    data = read_suite_file(path)
     try:
         suite = Suite(**data)
     except ValidationError as exc:
@@ -183,6 +214,8 @@ def load_suite(path: str | Path) -> Suite:
         if not isinstance(values, list) or not values:
             errors.append(f"axes.{key}: must be a non-empty list of values")
     errors += _check_values(suite)
+    if not errors:  # each value is fine on its own: now every combination of them
+        errors += _check_cells(suite)
     if errors:
         raise SuiteError(str(path), errors)
     return suite
@@ -237,3 +270,27 @@ def _check_values(suite: Suite) -> list[str]:
         for end in ("low", "high"):
             errors += [f"ranges.{key}.{end} -> {e}" for e in _probe(suite, {key: getattr(rng, end)}) if e not in base]
     return list(dict.fromkeys(errors))
+
+
+def _cells_to_check(suite: Suite) -> list[dict[str, Any]]:
+    """Every grid cell; with ranges (tpe/random), every axis combination at each corner of the ranges."""
+    corners = [dict(zip(suite.ranges, ends)) for ends in
+               itertools.product(*((r.low, r.high) for r in suite.ranges.values()))]
+    return [{**cell, **corner} for cell in grid_cells(suite) for corner in corners]
+
+
+def _check_cells(suite: Suite) -> list[str]:
+    """Each cell as a whole TrialConfig. Values valid one by one can still clash: an option that one
+    adapter of an axis takes and another does not (``adapter: [neural, lora]`` with
+    ``adapter_options.dz``) fails only in the cells that combine them. Each distinct problem is
+    reported once, with the first cell that shows it and how many cells do."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for cell in _cells_to_check(suite):
+        for error in _probe(suite, cell):
+            found.setdefault(error, []).append(cell)
+    out = []
+    for error, cells in found.items():
+        where = ", ".join(f"{k} = {v!r}" for k, v in cells[0].items())
+        more = f" (and {len(cells) - 1} more cells)" if len(cells) > 1 else ""
+        out.append(f"cell {{{where}}}{more} -> {error}")
+    return out

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ntbench.models import tiny_causal_lm
+from ntbench.tiny_models import tiny_causal_lm
 
 FAMILIES = ["llama", "mistral", "qwen2", "phi3", "gpt_neox"]
 

@@ -52,3 +52,19 @@ def test_prefix_tuning_decodes_without_the_cache(ds):
     batch = collate(build_items(ds, "captioning", 3, seed=0), model.tokenizer, teacher_forced=False)
     auto = model.generate(batch, max_new_tokens=5)
     assert torch.equal(auto["ids"], model.generate(batch, max_new_tokens=5, use_cache=False)["ids"])
+
+
+def test_prefix_tuning_decoding_reads_the_prefix(ds):
+    """transformers >= 5.24's own generate drops a PEFT prefix; the all-in-token decoder must not: its
+    first token is the argmax of a full forward pass through the prefix-tuned model."""
+    def decode(adapter):
+        torch.manual_seed(0)
+        model = AllInTokenModel(load_backbone("tiny-random"), adapter, {}, seed=0).eval()
+        batch = collate(build_items(ds, "captioning", 3, seed=0), model.tokenizer, teacher_forced=False)
+        with torch.no_grad():
+            first = model.run_llm(batch, model.encode_images(batch["images"]))[0][:, -1].argmax(-1)
+        return model.generate(batch, max_new_tokens=5)["ids"], first
+
+    prefixed, first = decode("prefix")
+    assert torch.equal(prefixed[:, 0], first)
+    assert not torch.equal(prefixed, decode("frozen")[0])  # the prefix changed what is generated

@@ -83,7 +83,7 @@ def test_git_state_counts_code_not_results(tmp_path):
     """A run rewriting its own committed results table must not mark the code dirty."""
     import subprocess
 
-    from ntbench.train.trial import git_state
+    from ntbench.provenance import git_state
 
     def git(*args):
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)

@@ -70,7 +70,7 @@ def test_patch_labels_are_pixel_fractions_per_patch():
 
     from ntbench.data.render import COLOURS, SHAPES
     from ntbench.data.schema import ObjectAnnotation, Sample, encode_mask, mask_box
-    from ntbench.micro import _patch_labels
+    from ntbench.micro.recipe import _patch_labels
 
     mask = np.zeros((16, 16), bool)
     mask[:8, :12] = True

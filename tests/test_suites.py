@@ -65,6 +65,55 @@ def test_unknown_top_level_key(tmp_path):
         load_suite(bad)
 
 
+def test_validate_checks_whole_cells_not_values_one_by_one(tmp_path):
+    """neural takes dz and lora takes it too as an axis value on its own (the default adapter is
+    neural), but the cell that combines lora with dz fails: validation must say so, naming the cell."""
+    defaults = {k: v for k, v in FAST.items() if k != "adapter_options"}
+    clash = write_suite(tmp_path / "clash.yaml", defaults=defaults,
+                        axes={"adapter": ["neural", "lora"], "adapter_options.dz": [8]})
+    with pytest.raises(SuiteError) as exc:
+        load_suite(clash)
+    text = str(exc.value)
+    assert "cell {adapter = 'lora', adapter_options.dz = 8}" in text and "'dz'" in text
+    assert "'neural'" not in text  # the neural cell is fine
+    result = runner.invoke(app, ["validate", str(clash)])
+    assert result.exit_code == 2 and "adapter = 'lora'" in result.output
+    fine = write_suite(tmp_path / "fine.yaml", defaults=defaults,
+                       axes={"adapter": ["neural"], "adapter_options.dz": [8]})
+    assert load_suite(fine).axes["adapter"] == ["neural"]
+
+
+def test_extends_merges_deeply_relative_to_the_file(tmp_path):
+    (tmp_path / "base").mkdir()
+    write_suite(tmp_path / "base" / "common.yaml", report={"rows": "train.seed", "plot": "bars"})
+    child = tmp_path / "child.yaml"
+    child.write_text(yaml.safe_dump({"extends": "base/common.yaml", "name": "child",
+                                     "defaults": {"train": {"steps": 3}}, "axes": {"train.seed": [5]},
+                                     "report": {"plot": "lines"}}))
+    suite = load_suite(child)
+    assert suite.name == "child"
+    assert suite.defaults["train"] == {**FAST["train"], "steps": 3}  # merged key by key, the child wins
+    assert suite.defaults["adapter_options"] == {"dz": 8}  # inherited untouched
+    assert suite.axes == {"adapter_options.beta": [0.3, 0.7], "train.seed": [5]}  # lists replace
+    assert (suite.report.rows, suite.report.plot) == ("train.seed", "lines")
+
+
+def test_extends_cycle_and_missing_parent_are_clear_errors(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\nname: a\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\nname: b\n")
+    with pytest.raises(SuiteError, match=r"extends: a cycle: .*a\.yaml -> .*b\.yaml -> .*a\.yaml"):
+        load_suite(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("extends: nowhere.yaml\nname: c\n")
+    with pytest.raises(SuiteError, match=r"nowhere\.yaml: .*\n  - extended by .*c\.yaml: file not found"):
+        load_suite(tmp_path / "c.yaml")
+
+
+def test_paper_suites_extend_one_base():
+    for path in (SUITES / "paper").glob("*.yaml"):
+        if path.name != "_base.yaml":
+            assert yaml.safe_load(path.read_text())["extends"] == "_base.yaml", path
+
+
 def cells(df):
     done = df[df.status == "COMPLETE"]
     return sorted(map(tuple, done[["param.adapter_options.beta", "param.train.seed"]].values.tolist()))

@@ -14,6 +14,7 @@ from typing import Any
 
 from pycocotools import mask as mask_utils
 
+from ntbench.atomic import atomic_open
 from ntbench.data.schema import DataError, ObjectAnnotation, Sample, decode_mask, encode_mask, mask_box
 
 MMUD_SPLITS = {"train": "train", "valid": "val", "test": "test"}  # file stem -> our split name
@@ -136,11 +137,9 @@ def write_split(root: str | Path, split: str, samples: list[Sample]) -> Path:
     """Write samples in the open layout (annotations only; images stay where they are)."""
     path = Path(root) / split / "annotations.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".jsonl.partial")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_open(path) as fh:
         for s in samples:
             fh.write(json.dumps(s.to_json(), sort_keys=True, separators=(",", ":")) + "\n")
-    tmp.replace(path)
     return path
 
 

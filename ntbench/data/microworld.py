@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from ntbench.atomic import atomic_open, write_json
 from ntbench.data import language
 from ntbench.data.render import BACKGROUNDS, place_objects, render
 from ntbench.data.schema import SCHEMA_VERSION, ObjectAnnotation, Sample, encode_mask, mask_box
@@ -103,17 +104,16 @@ def generate(out: str | Path, cfg: MicroWorldConfig, workers: int | None = None,
         n = getattr(cfg, split)
         (out / split / "images").mkdir(parents=True, exist_ok=True)
         jobs = [(cfg, split, s, min(s + chunk, n)) for s in range(0, n, chunk)]
-        tmp = out / split / "annotations.jsonl.partial"
-        with open(tmp, "w", encoding="utf-8") as ann, ProcessPoolExecutor(workers) as pool:
+        # complete files only: a killed generation leaves no annotations.jsonl
+        with atomic_open(out / split / "annotations.jsonl") as ann, ProcessPoolExecutor(workers) as pool:
             for rows in pool.map(_chunk, jobs):
                 for sample_id, line, png in rows:
                     (out / split / "images" / f"{sample_id}.png").write_bytes(png)
                     ann.write(line + "\n")
                 if progress:
                     progress(len(rows))
-        tmp.replace(out / split / "annotations.jsonl")  # complete files only
     meta = {"format": "ntbench-sample-jsonl", "schema_version": SCHEMA_VERSION, "generator": "microworld",
             "generator_version": GENERATOR_VERSION, "params": asdict(cfg),
             "counts": {s: getattr(cfg, s) for s in SPLITS}}
-    (out / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    write_json(out / "meta.json", meta)  # written last: its presence marks a complete dataset
     return out

@@ -83,6 +83,11 @@ class AllInTokenModel(nn.Module):
         self.projector.weight.mul_(0.25 * std)
         self.projector.bias.copy_(anchor.float())
 
+    @property
+    def image_tokens(self) -> int:
+        """LLM tokens one image becomes (one per vision patch)."""
+        return self.vision.config.image_size ** 2 // self.vision.config.patch_size ** 2
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The adapter's parameters, then the projection, the new token rows and the heads."""
         seen, out = set(), []
@@ -131,6 +136,13 @@ class AllInTokenModel(nn.Module):
         if logits.shape[1] != inputs.shape[1]:  # prompt-learning wrappers may prepend virtual tokens
             logits, hidden = logits[:, -inputs.shape[1]:], hidden[:, -inputs.shape[1]:]
         return logits, hidden, n_img
+
+    @torch.no_grad()
+    def layer_states(self, batch: dict, vision: dict) -> tuple[tuple[torch.Tensor, ...], int]:
+        """Hidden states of every LLM layer (embeddings first) over [image tokens; text], and the text offset."""
+        inputs, mask, n_img = self._inputs(batch, vision)
+        states = self.llm(inputs_embeds=inputs, attention_mask=mask, output_hidden_states=True, use_cache=False).hidden_states
+        return tuple(h[:, -inputs.shape[1]:] for h in states), n_img  # prompt-learning wrappers prepend tokens
 
     # -- training -----------------------------------------------------------------------------
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:

@@ -69,6 +69,10 @@ class Backbone:
 
 
 BACKBONES: Registry[Callable[..., Backbone]] = Registry("backbone preset")
+# The micro preset's recipe trains on generated data and caches under NTBENCH_HOME: a layer above
+# this one. It is named here and imported on first use, so the model layer never imports it.
+BACKBONES.register_lazy("micro", "ntbench.micro.cache:micro_backbone",
+                        description="ntbench's own backbone pretrained on the micro world (prepared once, cached)")
 
 
 def word_tokenizer(texts: list[str], extra: list[str] = ()) -> PreTrainedTokenizerFast:
@@ -174,7 +178,6 @@ def load_backbone(name: str | None = None, llm: str | None = None, vision: str |
         if given and given.startswith(("/", "./", "../", "~")) and not Path(given).expanduser().exists():
             raise BackboneError(f"{given}: not found (a backbone path must exist)")
     if name is not None and llm is None and vision is None and not Path(name).exists():
-        import ntbench.micro  # noqa: F401  (registers the "micro" preset)
         return BACKBONES.get(name)(**preset_options)
     llm = llm or name
     if llm is None or vision is None:

@@ -4,28 +4,20 @@
 """
 from __future__ import annotations
 
-import functools
-import json
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from safetensors.torch import save_file
 
 from ntbench.adapters import adapter_handle, save_adapter
+from ntbench.atomic import write_json
+from ntbench.data.cache import resolve_data
 from ntbench.data.io import SampleDataset
+from ntbench.provenance import provenance
 from ntbench.train.recipes import with_recipe
 from ntbench.train.trainer import Callback, TrainConfig, deterministic_kernels, train
-
-DEFAULT_DATA = {"train": 20000, "val": 500, "test": 500}
-
 
 class TrialConfig(BaseModel):
     """Everything that defines one trial (unknown keys are errors)."""
@@ -90,87 +82,6 @@ class TrialConfig(BaseModel):
             from ntbench.strategies import make_strategy
             make_strategy(opts.strategy, beta=opts.beta, **opts.strategy_options)
         return self
-
-
-def ntbench_home() -> Path:
-    return Path(os.environ.get("NTBENCH_HOME", Path.home() / ".cache" / "ntbench"))
-
-
-def default_data_dir(seed: int = 0, train: int | None = None) -> Path:
-    """The default micro world (generated once if missing; a partial folder is never used)."""
-    from ntbench.data.microworld import GENERATOR_VERSION, MicroWorldConfig, generate
-
-    sizes = dict(DEFAULT_DATA)
-    if train is not None:  # a smaller world, e.g. "data: microworld:200" in the smoke suite
-        sizes = {"train": train, "val": max(8, train // 10), "test": max(8, train // 10)}
-    target = ntbench_home() / "data" / f"microworld-v{GENERATOR_VERSION}-seed{seed}-n{sizes['train']}"
-    if (target / "meta.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(target.parent / ".lock"):  # another process may be generating the same world
-        if (target / "meta.json").is_file():
-            return target
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".partial-"))
-        generate(tmp / "ds", MicroWorldConfig(seed=seed, **sizes))
-        if target.exists():  # a half-written folder from an interrupted run
-            shutil.rmtree(target)
-        (tmp / "ds").rename(target)
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def resolve_data(spec: str | None) -> Path:
-    """A dataset folder, or the generated micro world: None (default size) or "microworld:N"."""
-    if spec is None:
-        return default_data_dir()
-    if spec.startswith("microworld:"):
-        try:
-            return default_data_dir(train=int(spec.split(":", 1)[1]))
-        except ValueError:
-            raise ValueError(f"data {spec!r}: expected microworld:N with N the number of training samples") from None
-    return Path(spec)
-
-
-def git_state(root: Path) -> dict[str, Any]:
-    """Commit and whether the *code* differs from it. Tracked files under results/ do not count: a
-    run that rewrites its own committed results table would otherwise mark itself dirty."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                                text=True, timeout=10).stdout.strip() or None
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                 ":(exclude)results"], cwd=root, capture_output=True, text=True, timeout=10)
-        dirty = bool(status.stdout.strip()) if status.returncode == 0 and commit else None
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = None, None
-    return {"git_commit": commit, "git_dirty": dirty}
-
-
-@functools.lru_cache(maxsize=1)
-def _code_git_state() -> dict[str, Any]:
-    """The package's git state, read once per process: a long suite keeps running the code it
-    imported, so a commit made meanwhile must not be recorded as the code that ran."""
-    return git_state(Path(__file__).resolve().parents[2])
-
-
-def provenance() -> dict[str, Any]:
-    import peft
-    import transformers
-
-    info: dict[str, Any] = {"torch": torch.__version__, "transformers": transformers.__version__,
-                            "peft": peft.__version__, "python": platform.python_version(),
-                            "machine": f"{platform.machine()} {os.cpu_count()} cpus",
-                            # CPU reductions split work by thread: the same seed is bit-exact only at the same count
-                            "torch_threads": torch.get_num_threads(),
-                            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
-                            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
-    info.update(_code_git_state())
-    return info
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".json.partial")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    tmp.replace(path)  # never a half-written file
 
 
 def build_model(cfg: TrialConfig):
@@ -238,6 +149,6 @@ def _run_trial(cfg: TrialConfig, out: str | Path | None, callbacks: list[Callbac
                  for k, v in getattr(model, name).state_dict().items()}
         heads["new_embed"], heads["new_out"] = model.new_embed.detach().cpu(), model.new_out.detach().cpu()
         save_file(heads, str(out / "heads.safetensors"))
-        _write_json(out / "history.json", {"history": result["history"]})
-        _write_json(out / "metrics.json", summary)
+        write_json(out / "history.json", {"history": result["history"]})
+        write_json(out / "metrics.json", summary)
     return summary
