@@ -92,6 +92,26 @@ class Draws:
         return torch.rand(shape[-1], generator=gen, device=self.device).expand(shape)
 
 
+    def uniform_like(self, z: torch.Tensor) -> torch.Tensor:
+        """Uniform [0, 1) noise, one number per entry of ``z``.
+
+        Training: fresh draws, as :meth:`uniform`. Evaluation: a hash of each entry's own value
+        (at bf16 precision, so the tiny differences between a cached and a full forward rarely
+        matter), its index and the layer seed. A token's noise then depends on that token alone
+        (KV-cache decoding sees the same masks), yet tokens and tasks get different numbers; a
+        fixed vector broadcast over tokens would give them all the same random choice."""
+        if self.training or self.device.type == "meta":
+            return self.uniform(z.shape)
+        m32 = 0xFFFFFFFF
+        bits = (z.detach().float().view(torch.int32).to(torch.int64) >> 16) & 0xFFFF
+        index = torch.arange(z.shape[-1], device=z.device, dtype=torch.int64)
+        h = (bits * 0x9E3779B1 + index * 0x85EBCA77 + (self.seed & m32)) & m32
+        h = ((h ^ (h >> 15)) * 0x2C1B3C6D) & m32  # murmur3-style finaliser: every input bit moves every output bit
+        h = ((h ^ (h >> 12)) * 0x297A2D39) & m32
+        h = h ^ (h >> 15)
+        return (h.double() / 2**32).to(z.dtype if z.is_floating_point() else torch.float32)
+
+
 def rate_normal(seed: int) -> float:
     """The rate-fluctuation normal that ``Draws(seed, training=True).normal()`` draws."""
     return float(torch.randn((), generator=torch.Generator().manual_seed(seed ^ 0x5EED)))
@@ -143,6 +163,10 @@ class ActivationStrategy:
         self.std_ratio = float(std_ratio)
 
     def rate(self, draws: Draws) -> float | torch.Tensor:
+        if self.beta >= 1.0:
+            # β = 1 means every neuron (the paper's dense row); a fluctuation around 1 could only
+            # go down, so half the passes would drop neurons
+            return 1.0
         return self.beta * (1.0 + self.std_ratio * draws.normal())
 
     def keep_mask(self, z: torch.Tensor, draws: Draws) -> torch.Tensor:  # pragma: no cover

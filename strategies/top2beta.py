@@ -1,5 +1,10 @@
 """Top-2β random activation (paper §5.5): pick the top 2r of neurons, then r of Dz at random
-among them (r fluctuates around β as in the Gaussian strategy)."""
+among them (r fluctuates around β as in the Gaussian strategy).
+
+As the paper defines it, the pool covers every neuron once 2r ≥ 1, so for β ≥ 0.5 the choice is
+uniformly random and no longer depends on the activations. In evaluation the random numbers are
+a hash of each token's own activations (``Draws.uniform_like``): reproducible, the same with and
+without a KV cache, and different across tokens and tasks."""
 import torch
 
 from ntbench.strategies import STRATEGIES, ActivationStrategy, keep_count, top_k_mask
@@ -13,6 +18,5 @@ class TopTwoBetaActivation(ActivationStrategy):
         dz = z.shape[-1]
         rate = self.rate(draws)
         pool = top_k_mask(z, keep_count(2 * rate, dz))
-        # noise in [0, 1) inside the pool and -1 outside, so the pick never leaves the pool
-        score = torch.where(pool, draws.uniform(z.shape).to(z.dtype), torch.full_like(z, -1.0))
+        score = torch.where(pool, draws.uniform_like(z).to(z.dtype), torch.full_like(z, -1.0))
         return top_k_mask(score, keep_count(rate, dz))

@@ -70,9 +70,11 @@ def test_level_keeps_about_equally_from_each_decile():
 
 @pytest.mark.parametrize("m", [0.0, 1.0])
 def test_distribution_keeps_closest_to_m(m):
-    z = z_batch()
+    """m is in units of each token's RMS of Z^u: the kept neurons are the closest to m·rms(z)."""
+    z = z_batch() * 3.0
     mask = make_strategy("distribution", beta=0.4, std_ratio=0.0, m=m).keep_mask(z, Draws(0, True))
-    dist = (z - m).abs()
+    rms = z.pow(2).mean(-1, keepdim=True).sqrt()
+    dist = (z - m * rms).abs()
     assert (dist.masked_fill(~mask, float("-inf")).amax(-1) <= dist.masked_fill(mask, float("inf")).amin(-1)).all()
 
 
@@ -83,13 +85,13 @@ def test_same_seed_same_mask(name):
     a = strategy.keep_mask(z, Draws(7, True))
     b = strategy.keep_mask(z, Draws(7, True))
     assert torch.equal(a, b)
-    if name in ("top2beta", "level"):  # per-entry randomness: another seed gives another mask
+    if name == "top2beta":  # per-entry randomness: another seed gives another mask
         assert not torch.equal(a, strategy.keep_mask(z, Draws(8, True)))
 
 
 def test_adapter_masks_reproducible_by_seed(ids):
     def masks(seed):
-        model = apply_adapter(model_for("llama"), "neural", dz=32, strategy="level", seed=seed).train()
+        model = apply_adapter(model_for("llama"), "neural", dz=32, strategy="top2beta", seed=seed).train()
         seen = []
         neural_layers(model)[0]._state.observer = lambda i, m: seen.append(m.clone())
         model(ids)
@@ -126,3 +128,52 @@ def test_plugin_file_outside_the_package(tmp_path, ids):
     neural_layers(model)[0]._state.observer = lambda i, m: seen.append(m)
     model.train()(ids)
     assert seen and all(m[..., ::2].all() and not m[..., 1::2].any() for m in seen)
+
+
+def test_distribution_is_scale_free_and_raw_mode_is_not():
+    z = z_batch()
+    rel = make_strategy("distribution", beta=0.4, std_ratio=0.0, m=1.0)
+    raw = make_strategy("distribution", beta=0.4, std_ratio=0.0, m=1.0, relative=False)
+    assert torch.equal(rel.keep_mask(z, Draws(0, True)), rel.keep_mask(z * 5, Draws(0, True)))
+    assert not torch.equal(raw.keep_mask(z, Draws(0, True)), raw.keep_mask(z * 5, Draws(0, True)))
+
+
+@pytest.mark.parametrize("name", ["gaussian", "top2beta", "level", "distribution"])
+def test_beta_one_is_dense_in_training_and_evaluation(name):
+    """β = 1.0 is the paper's all-neurons row: no pass may drop a neuron (a fluctuation around 1
+    would drop some in about half the passes)."""
+    strategy = make_strategy(name, beta=1.0)
+    for draw in range(50):
+        assert strategy.keep_mask(z_batch(draw, 4), Draws(draw, training=True)).all()
+    assert strategy.keep_mask(z_batch(0, 4), Draws(0, training=False)).all()
+
+
+def test_level_keeps_the_largest_values_of_each_decile():
+    z = z_batch()
+    mask = make_strategy("level", beta=0.3, std_ratio=0.0).keep_mask(z, Draws(5, True))
+    rank = z.argsort(-1, descending=True).argsort(-1)
+    level = rank * 10 // DZ
+    for lv in range(10):
+        in_level = level == lv
+        kept = mask & in_level
+        dropped = ~mask & in_level
+        # inside a level every kept value is above every dropped one
+        lowest_kept = z.masked_fill(~kept, float("inf")).amin(-1)
+        highest_dropped = z.masked_fill(~dropped, float("-inf")).amax(-1)
+        assert (lowest_kept > highest_dropped).all()
+    assert (mask.sum(-1) == round(0.3 * DZ)).all()
+    # unlike the global top-k, the weakest decile contributes too
+    assert (mask & (level == 9)).any(-1).all()
+
+
+def test_top2beta_evaluation_masks_differ_across_tokens_and_follow_the_token_alone():
+    """In evaluation the random choice inside the pool is a function of each token's own values:
+    two tokens (or tasks) get different masks even when the pool is every neuron (β ≥ 0.5), the
+    same token gets the same mask, and a token's mask does not depend on the other rows."""
+    strategy = make_strategy("top2beta", beta=0.6)
+    z = z_batch(0, 16)
+    mask = strategy.keep_mask(z, Draws(11, training=False))
+    assert len({tuple(row.tolist()) for row in mask}) == 16
+    assert torch.equal(mask, strategy.keep_mask(z.clone(), Draws(11, training=False)))
+    assert torch.equal(mask[3:4], strategy.keep_mask(z[3:4], Draws(11, training=False)))
+    assert (mask.sum(-1) == round(0.6 * DZ)).all()
