@@ -115,10 +115,24 @@ def _cell(r) -> str:
     return text + marks.get(r["vs_best"], "")
 
 
+# metrics where less is better, whatever the suite's objective direction: distances between image
+# distributions and costs (matched on the last dotted part of the name, case-insensitive)
+LOWER_IS_BETTER = ("fid", "kid", "params", "flops", "step_time", "memory", "loss", "seconds")
+
+
+def maximizes(suite: Suite, metric: str) -> bool:
+    """Whether a higher ``metric`` is better: the suite's direction for its objective, and for any
+    other metric what the metric is (FID, parameters, TFLOPs, time and memory: lower)."""
+    if metric == suite.objective:
+        return suite.direction == "maximize"
+    last = metric.rsplit(".", 1)[-1].lower()
+    return not (any(tag in last for tag in LOWER_IS_BETTER) or last.endswith(("_s", "_mb")))
+
+
 def suite_table(suite: Suite, df: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(long aggregate, display table in the paper's layout: rows x cols)."""
     axes = [f"param.{k}" for k in suite.axes if f"param.{k}" != SEED and f"param.{k}" in df.columns]
-    maximize = suite.direction == "maximize"
+    maximize = maximizes(suite, metric)
     diffs = differences_vs_best(df, metric, axes, maximize) if axes else None
     agg = mark_noise(aggregate(df, metric, axes), maximize, diffs, axes)
     rows = f"param.{suite.report.rows}" if suite.report.rows else None
@@ -272,7 +286,7 @@ def _paired_section(suite: Suite, df: pd.DataFrame, metric: str, folder: Path, m
     from ntbench.stats import power_table
 
     axes = [f"param.{k}" for k in suite.axes if f"param.{k}" != SEED and f"param.{k}" in df.columns]
-    diffs = differences_vs_best(df, metric, axes, suite.direction == "maximize") if axes else pd.DataFrame()
+    diffs = differences_vs_best(df, metric, axes, maximizes(suite, metric)) if axes else pd.DataFrame()
     if diffs.empty:
         return []
     safe = metric.replace("/", "_")

@@ -113,3 +113,19 @@ def test_integer_axes_pair_and_a_one_seed_best_gives_no_interval():
                                     "m": 0.9}])
     marks = mark_noise(aggregate(one, "m", axes), True, differences_vs_best(one, "m", axes), axes)
     assert set(marks.vs_best) == {"best", "(no interval)"}
+
+
+def test_the_star_goes_to_the_lowest_for_lower_is_better_metrics():
+    """FID, parameters, TFLOPs, step time and memory: less is better, whatever the objective says."""
+    from ntbench.report import maximizes, suite_table
+    from ntbench.suite import Suite
+
+    suite = Suite(name="s", axes={"adapter_options.beta": [0.4, 0.5], "train.seed": [0, 1, 2]},
+                  objective="reasoning.tf_paper_oIoU", report={"rows": "adapter_options.beta"})
+    assert maximizes(suite, "reasoning.tf_paper_oIoU") and maximizes(suite, "captioning.BLEU-4")
+    for metric in ("t2i.FID", "t2i.KID", "trainable_params", "tflops_per_step", "step_time_s", "peak_memory_mb"):
+        assert not maximizes(suite, metric), metric
+    df = _trials({0.4: [30.0, 31.0, 29.0], 0.5: [20.0, 21.0, 19.0]}).rename(columns={"m": "t2i.FID"})
+    agg, _ = suite_table(suite, df, "t2i.FID")
+    marks = agg.set_index("param.adapter_options.beta")["vs_best"]
+    assert marks[0.5] == "best" and marks[0.4] != "best"
