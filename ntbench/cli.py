@@ -512,14 +512,25 @@ def train_cmd(
                                        **fields.get("train", {})}})
     except (ValidationError, UnknownNameError) as exc:
         _fail(str(exc))
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():  # found now, not after the training
+        _fail(f"--out {out_dir}: exists and is not a folder")
+    from ntbench.train.trainer import DeviceError, resolve_device
+    try:
+        resolve_device(cfg.train.device)
+    except DeviceError as exc:
+        _fail(f"--device: {exc}")
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), console=err) as bar:
         task = bar.add_task(f"{adapter} on {backbone}", total=cfg.train.steps, loss="-")
         try:
             summary = run_trial(cfg, out_dir, progress=lambda s, rec: bar.update(task, completed=s,
                                                                                   loss=f"{rec['loss']:.3f}"))
-        except (AdapterError, UnknownNameError, BackboneError, DataError) as exc:
+        except (AdapterError, UnknownNameError, BackboneError, DataError, FileNotFoundError) as exc:
             _fail(str(exc))
+        except FloatingPointError as exc:  # a diverged run: say where, not a traceback
+            bar.stop()
+            err.print(f"[red]training diverged:[/red] {exc} (try a lower --lr)")
+            raise typer.Exit(1)
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
         return

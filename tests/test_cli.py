@@ -120,3 +120,33 @@ def test_suite_names_are_identifiers_and_beta_must_be_a_number(tmp_path):
     with pytest.raises(ValidationError, match="beta"):
         NeuralOptions(beta=True)  # YAML's `true` is not β = 1.0
     assert NeuralOptions(beta=1).beta == 1.0
+
+
+def test_train_bad_inputs_give_one_line_errors_before_any_work(tmp_path):
+    """Issue 15 part 4: a file as --out, a device this machine lacks, a missing strategy plugin file
+    and an empty dataset each exit 2 with the value named, before any training; nothing is written."""
+    import torch
+
+    from ntbench.data.microworld import MicroWorldConfig, generate
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("keep me")
+    result = runner.invoke(app, ["train", "--steps", "1", "--out", str(a_file)])
+    assert result.exit_code == 2 and "is not a folder" in result.output and a_file.read_text() == "keep me"
+    if not torch.cuda.is_available():
+        result = runner.invoke(app, ["train", "--steps", "1", "--device", "cuda", "--out", str(tmp_path / "r1")])
+        assert result.exit_code == 2 and "no CUDA GPU" in result.output and not (tmp_path / "r1").exists()
+    result = runner.invoke(app, ["train", "--steps", "1", "-o", f"strategy={tmp_path / 'missing.py'}",
+                                 "--out", str(tmp_path / "r2")])
+    assert result.exit_code == 2 and "missing.py" in result.output and "adapter_options.strategy" in result.output
+    generate(tmp_path / "empty", MicroWorldConfig(train=0, val=0, test=0))
+    result = runner.invoke(app, ["train", "--steps", "1", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "r3")])
+    assert result.exit_code == 2 and "no samples in split 'train'" in result.output
+    assert not any((tmp_path / r).exists() for r in ("r2", "r3"))
+
+
+def test_train_that_diverges_says_so_and_exits_1(tmp_path):
+    result = runner.invoke(app, ["train", "--steps", "3", "--lr", "1e12", "--eval-samples", "1",
+                                 "--tasks", "referring", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1 and "training diverged" in result.output and "non-finite loss" in result.output
+    assert "Traceback" not in result.output

@@ -65,6 +65,8 @@ class SampleDataset(torch.utils.data.Dataset):
     def __init__(self, root: str | Path, split: str):
         self.root, self.split = Path(root), split
         self.samples = read_split(root, split)
+        if not self.samples:  # training would fail later on an empty draw, far from the cause
+            raise DataError(f"{self.root / split / ANNOTATIONS}: no samples in split {split!r}")
 
     def __len__(self) -> int:
         return len(self.samples)

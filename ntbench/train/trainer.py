@@ -119,10 +119,23 @@ def deterministic_kernels(enabled: bool = True):
         torch.use_deterministic_algorithms(before, warn_only=before_warn)
 
 
+class DeviceError(ValueError):
+    """A device that this machine does not have."""
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DeviceError(f"device {name!r}: not a device name (allowed: auto, cpu, cuda, cuda:N)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {name!r}: no CUDA GPU is visible on this machine (allowed here: auto, cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceError(f"device {name!r}: this machine has {torch.cuda.device_count()} GPU(s)")
+    return device
 
 
 class TaskMixer:

@@ -80,7 +80,10 @@ class TrialConfig(BaseModel):
         opts = validate_options(cls.options_model, ADAPTERS.canonical(self.adapter), self.adapter_options)
         if hasattr(opts, "strategy"):
             from ntbench.strategies import make_strategy
-            make_strategy(opts.strategy, beta=opts.beta, **opts.strategy_options)
+            try:
+                make_strategy(opts.strategy, beta=opts.beta, **opts.strategy_options)
+            except FileNotFoundError as exc:  # a plugin file: a validation error under its key
+                raise ValueError(f"adapter_options.strategy: {exc}") from None
         return self
 
 
