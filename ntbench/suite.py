@@ -248,12 +248,31 @@ def _probe(suite: Suite, overrides: dict[str, Any]) -> list[str]:
         return [f"{exc.args[0]}: cannot set this key (a parent key is not a mapping)"]
     errors = []
     try:
-        TrialConfig.model_validate(config)
+        errors += _objective_errors(suite, TrialConfig.model_validate(config))
     except ValidationError as exc:
         errors += [e for e in _format_error("", exc, TrialConfig) if not e.startswith(": ")]
     except (AdapterError, UnknownNameError, ValueError, FileNotFoundError):
         pass  # adapter problems are reported below, once and precisely
     return errors + _adapter_errors(config)
+
+
+def _objective_errors(suite: Suite, cfg) -> list[str]:
+    """An objective no trial will report fails every trial with an empty reason: say so now."""
+    from ntbench.eval.evaluate import metric_names
+    from ntbench.model.tasks import TASKS
+
+    task, _, name = suite.objective.partition(".")
+    if not name:
+        return [f"objective: {suite.objective!r}: expected TASK.METRIC, e.g. reasoning.tf_paper_oIoU"]
+    if task not in TASKS:
+        return [f"objective: {suite.objective!r}: unknown task {task!r}; allowed: {', '.join(TASKS.names())}"]
+    if cfg.train.tasks.get(TASKS.canonical(task), 0) <= 0:
+        return [f"objective: {suite.objective!r}: this cell does not train {task!r} "
+                f"(train.tasks: {', '.join(t for t, r in cfg.train.tasks.items() if r > 0)})"]
+    allowed = metric_names(task, generated=cfg.eval_generated, meteor=cfg.meteor)
+    if name not in allowed:
+        return [f"objective: {suite.objective!r}: {task} reports no {name!r} here; allowed: {', '.join(allowed)}"]
+    return []
 
 
 def _check_values(suite: Suite) -> list[str]:

@@ -243,3 +243,25 @@ def test_compare_prints_side_by_side_and_writes_csv(tmp_path):
     table = pd.read_csv(tmp_path / "res" / "compare-lora-neural" / "compare.csv", index_col=0)
     assert list(table.columns) == ["lora", "neural"]
     assert "trainable_params" in table.index and "±" in str(table.loc["reasoning.tf_paper_oIoU", "lora"])
+
+
+def test_validate_rejects_an_objective_no_trial_reports(tmp_path):
+    """Issue 15 part 4: a misspelt metric, or a task the cells do not train, would fail every trial
+    with an empty reason; validation names the objective and the allowed metrics instead."""
+    from ntbench.suite import SuiteError, load_suite
+
+    def suite(objective, extra=""):
+        path = tmp_path / "s.yaml"
+        path.write_text(f"name: s\ndefaults: {{backbone: tiny-random, train: {{steps: 1, tasks: {{referring: 1}}}}{extra}}}\n"
+                        f"axes:\n  train.seed: [0]\nobjective: {objective}\n")
+        return path
+
+    with pytest.raises(SuiteError, match="does not train 'reasoning'"):
+        load_suite(suite("reasoning.tf_paper_oIoU"))
+    with pytest.raises(SuiteError, match=r"no 'tf_paper_oIOU'.*allowed: .*tf_paper_oIoU"):
+        load_suite(suite("referring.tf_paper_oIOU"))
+    with pytest.raises(SuiteError, match="no 'gen_paper_oIoU'"):  # generated answers are not evaluated
+        load_suite(suite("referring.gen_paper_oIoU", ", eval_generated: false"))
+    with pytest.raises(SuiteError, match="expected TASK.METRIC"):
+        load_suite(suite("oIoU"))
+    assert load_suite(suite("referring.tf_paper_oIoU")).objective == "referring.tf_paper_oIoU"

@@ -181,3 +181,21 @@ def trivial_mask_baselines(dataset: SampleDataset, tasks: list[str], n_samples: 
         out[task] = {"all_objects": segmentation_metrics(union, gts),
                      "largest_object": segmentation_metrics(largest, gts)}
     return out
+
+
+def metric_names(task: str, generated: bool = True, meteor: bool = False) -> list[str]:
+    """The numeric metrics :func:`evaluate` reports for ``task``: what a suite's objective may name.
+
+    Computed from the metric functions themselves on a trivial input, so the list follows them."""
+    spec, canonical = TASKS.get(task), TASKS.canonical(task)
+    names = ["n_samples"]
+    if spec.segmentation:
+        one = [np.ones((2, 2), dtype=bool)]
+        seg = list(segmentation_metrics(one, one))
+        names += [f"tf_{k}" for k in seg] + ([f"gen_{k}" for k in seg] if generated else [])
+    if canonical == "captioning":
+        found = caption_metrics({"a": ["a b"]}, {"a": "a b"}, meteor=False)
+        names += [k for k, v in found.items() if isinstance(v, float)] + (["METEOR"] if meteor else [])
+    if canonical == "t2i":  # FID/KID only where the backbone has an image decoder
+        names += ["embedding_mse", "embedding_cosine", "FID", "KID"]
+    return names
