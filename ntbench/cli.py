@@ -305,6 +305,8 @@ def data_make(
 
     from ntbench.data.microworld import MicroWorldConfig, generate
 
+    if train + val + test == 0:
+        _fail("--train, --val and --test are all 0: that is an empty dataset (nothing written)")
     cfg = MicroWorldConfig(seed=seed, train=train, val=val, test=test, size=size)
     start = time.perf_counter()
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),

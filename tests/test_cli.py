@@ -150,3 +150,8 @@ def test_train_that_diverges_says_so_and_exits_1(tmp_path):
                                  "--tasks", "referring", "--out", str(tmp_path / "run")])
     assert result.exit_code == 1 and "training diverged" in result.output and "non-finite loss" in result.output
     assert "Traceback" not in result.output
+
+
+def test_data_make_refuses_an_empty_dataset(tmp_path):
+    result = runner.invoke(app, ["data", "make", "--out", str(tmp_path / "d"), "--train", "0", "--val", "0", "--test", "0"])
+    assert result.exit_code == 2 and "empty dataset" in result.output and not (tmp_path / "d").exists()
