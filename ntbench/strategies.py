@@ -14,6 +14,7 @@ import importlib
 import importlib.util
 import math
 import pkgutil
+import threading
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -56,12 +57,15 @@ class Draws:
         return self._seed
 
     def _generator(self, on_device: bool) -> torch.Generator:
+        # One generator object per thread and device, re-seeded by each Draws at its first use: the
+        # same streams as a fresh generator per layer and pass, without allocating one each time
+        # (layers run one after another, so no two Draws interleave their draws)
         if on_device:
             if self._dev is None:
-                self._dev = torch.Generator(device=self.device).manual_seed(self.seed)
+                self._dev = _reused_generator(self.device).manual_seed(self.seed)
             return self._dev
         if self._cpu is None:
-            self._cpu = torch.Generator().manual_seed(self.seed ^ 0x5EED)
+            self._cpu = _reused_generator(torch.device("cpu")).manual_seed(self.seed ^ 0x5EED)
             if self.training and self._rate_noise is not None:
                 # the rate normal was drawn ahead from this stream: skip it, so the per-entry noise
                 # is the same numbers as when the layer drew both itself
@@ -112,9 +116,20 @@ class Draws:
         return (h.double() / 2**32).to(z.dtype if z.is_floating_point() else torch.float32)
 
 
+_GENERATORS = threading.local()
+
+
+def _reused_generator(device: torch.device) -> torch.Generator:
+    cache = _GENERATORS.__dict__.setdefault("by_device", {})
+    if device not in cache:
+        cache[device] = torch.Generator(device=device)
+    return cache[device]
+
+
 def rate_normal(seed: int) -> float:
     """The rate-fluctuation normal that ``Draws(seed, training=True).normal()`` draws."""
-    return float(torch.randn((), generator=torch.Generator().manual_seed(seed ^ 0x5EED)))
+    gen = _reused_generator(torch.device("cpu")).manual_seed(seed ^ 0x5EED)
+    return float(torch.randn((), generator=gen))
 
 
 def keep_count(rate: float | torch.Tensor, dz: int) -> int | torch.Tensor:
