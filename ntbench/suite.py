@@ -83,6 +83,13 @@ class Suite(BaseModel):
     objective: str = "reasoning.tf_paper_oIoU"
     direction: Literal["maximize", "minimize"] = "maximize"
     report: ReportSpec = Field(default_factory=ReportSpec)
+    # With a fixed step budget a 1-task cell gives its task several times the updates of a 4-task
+    # cell; the paper (like its reference code: fixed epochs, each batch split across the tasks)
+    # keeps the total fixed. ``main_task_updates`` instead scales each cell's steps so the
+    # objective's task gets as many updates as under the defaults' task mix.
+    budget: Literal["total_steps", "main_task_updates"] = Field(
+        "total_steps", description="total_steps: every cell trains train.steps (the paper's design); "
+                                   "main_task_updates: the objective's task gets the defaults' number of updates")
 
     def content_hash(self) -> str:
         """The suite's content plus the recipes of the backbones it names: a changed recipe changes
@@ -92,6 +99,8 @@ class Suite(BaseModel):
         backbones = {self.defaults.get("backbone")} | set(map(str, self.axes.get("backbone", [])))
         recipes = {b: recipe_for(b) for b in sorted(str(b) for b in backbones) if recipe_for(b)}
         content = self.model_dump() | ({"recipes": recipes} if recipes else {})
+        if content["budget"] == "total_steps":  # the default leaves the studies of earlier suites their names
+            del content["budget"]
         return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
     def study_name(self) -> str:
@@ -157,8 +166,24 @@ def _format_error(where: str, exc: Exception, root: type[BaseModel] | None = Non
 
 
 def trial_config(suite: Suite, overrides: dict[str, Any]):
+    """The cell's TrialConfig, its steps set by the suite's budget rule."""
     from ntbench.train.trial import TrialConfig
-    return TrialConfig(**resolve(suite, overrides))
+
+    cfg = TrialConfig(**resolve(suite, overrides))
+    if suite.budget == "main_task_updates":
+        reference = TrialConfig(**resolve(suite, {}))
+        main = suite.objective.partition(".")[0]
+        updates = reference.train.steps * _share(reference.train.tasks, main, "defaults")
+        steps = max(1, round(updates / _share(cfg.train.tasks, main, f"cell {overrides}")))
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": steps})})
+    return cfg
+
+
+def _share(tasks: dict[str, float], main: str, where: str) -> float:
+    total = sum(r for r in tasks.values() if r > 0)
+    if tasks.get(main, 0) <= 0:
+        raise ValueError(f"budget main_task_updates: the {where} does not train the objective's task {main!r}")
+    return tasks[main] / total
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

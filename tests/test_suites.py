@@ -265,3 +265,22 @@ def test_validate_rejects_an_objective_no_trial_reports(tmp_path):
     with pytest.raises(SuiteError, match="expected TASK.METRIC"):
         load_suite(suite("oIoU"))
     assert load_suite(suite("referring.tf_paper_oIoU")).objective == "referring.tf_paper_oIoU"
+
+
+def test_budget_rule_fixes_total_steps_or_main_task_updates():
+    """With total_steps (the default, the paper's design) every cell trains train.steps; with
+    main_task_updates a cell's steps give the objective's task the updates it gets under the
+    defaults' mix: 60 steps at reasoning share 2/6 = 20 updates -> 20 steps alone, 40 with referring."""
+    from ntbench.suite import Suite, load_suite, trial_config
+
+    spec = dict(name="b", objective="reasoning.tf_paper_oIoU",
+                defaults={"backbone": "tiny-random", "train": {"steps": 60, "tasks": {
+                    "reasoning": 2, "referring": 2, "captioning": 1, "t2i": 1}}},
+                axes={"train.tasks": [{"reasoning": 1}, {"reasoning": 1, "referring": 1}]})
+    fixed, scaled = Suite(**spec), Suite(**spec, budget="main_task_updates")
+    cells = [{"train.tasks": t} for t in spec["axes"]["train.tasks"]]
+    assert [trial_config(fixed, c).train.steps for c in cells] == [60, 60]
+    assert [trial_config(scaled, c).train.steps for c in cells] == [20, 40]
+    assert fixed.study_name() != scaled.study_name()
+    # the default rule leaves the committed studies their names (results/paired_beta resumes)
+    assert load_suite("suites/paired_beta.yaml").study_name() == "paired_beta-ec90e2bfe8"
