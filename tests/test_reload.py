@@ -122,3 +122,23 @@ def test_a_different_backbone_is_refused(runs, tmp_path):
         AllInTokenModel.from_pretrained(run_dir)
     result = runner.invoke(app, ["eval", str(run_dir)])
     assert result.exit_code == 2 and "fingerprint" in result.output
+
+
+@pytest.mark.parametrize("adapter,options,extra", [
+    ("ia3", {}, {"train_embeddings": True, "pixel_refiner": True}),  # trained LLM embeddings are saved too
+    ("prefix", {"num_virtual_tokens": 2}, {"whiten_state": False, "max_objects": 3, "decoder_width": 32}),
+    ("frozen", {}, {"lambda_bce": 0.5}),
+])
+def test_save_and_reload_every_model_option(adapter, options, extra, tmp_path):
+    from ntbench.model.backbone import load_backbone
+
+    model = AllInTokenModel(load_backbone("tiny-random"), adapter, options, seed=5, **extra)
+    with torch.no_grad():  # stands for training: every trainable tensor moves
+        for p in model.trainable_parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    model.save_pretrained(tmp_path)
+    loaded = AllInTokenModel.from_pretrained(tmp_path)
+    want, got = model.state_dict(), loaded.state_dict()
+    assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
+    assert loaded.init_options == model.init_options and not loaded.training
+    assert len(loaded.tokenizer) == len(model.tokenizer)
