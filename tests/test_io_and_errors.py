@@ -8,15 +8,19 @@ from ntbench.registry import UnknownNameError
 from tests.conftest import model_for
 
 
+def _trained(model: nn.Module) -> nn.Module:
+    """Every adapter parameter moved away from its initialisation (LoRA's B starts at zero), in eval mode."""
+    with torch.no_grad():
+        for p in trainable_parameters(model):
+            p.add_(torch.randn_like(p) * 0.1)
+    return model.eval()
+
+
 @pytest.mark.parametrize("adapter,opts", [("neural", {"dz": 8, "beta": 0.3, "targets": "qkv", "norm": True}),
                                           ("lora", {"r": 2}), ("ia3", {}), ("prefix", {"num_virtual_tokens": 3}),
                                           ("full", {})])
 def test_save_load_round_trip(adapter, opts, tmp_path, ids):
-    model = apply_adapter(model_for("mistral"), adapter, **opts)
-    with torch.no_grad():
-        for p in trainable_parameters(model):
-            p.add_(torch.randn_like(p) * 0.1)
-    model.eval()
+    model = _trained(apply_adapter(model_for("mistral"), adapter, **opts))
     want = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
     save_adapter(model, tmp_path / "a")
     loaded = load_adapter(model_for("mistral"), tmp_path / "a").eval()
@@ -31,11 +35,7 @@ def test_peft_loads_a_saved_peft_adapter(adapter, opts, tmp_path, ids):
     """LoRA, IA3 and prefix tuning are saved in PEFT's format: PEFT's own loader gives the same model."""
     from peft import PeftModel, get_peft_model_state_dict
 
-    model = apply_adapter(model_for("llama"), adapter, **opts)
-    with torch.no_grad():
-        for p in trainable_parameters(model):
-            p.add_(torch.randn_like(p) * 0.1)
-    model.eval()
+    model = _trained(apply_adapter(model_for("llama"), adapter, **opts))
     want = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
     save_adapter(model, tmp_path / "a", base_model="tiny-llama")
     peft_model = PeftModel.from_pretrained(model_for("llama"), tmp_path / "a").eval()
