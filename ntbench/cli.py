@@ -567,8 +567,10 @@ def eval_cmd(
         print(json.dumps(result, indent=2, default=str))
         return
     same = result["reproduces_trial"] is not None
-    table = Table(title=f"{run_dir}: {result['evaluation']['split']} split, {result['evaluation']['samples']} "
-                        f"samples per task, eval seed {result['evaluation']['seed']}")
+    settings = result["evaluation"]
+    out.print(f"{run_dir}: {settings['split']} split, {settings['samples']} samples per task, "
+              f"eval seed {settings['seed']}")  # a table title would wrap at the table's width
+    table = Table()
     for column in ("task", "metric", "value") + (("trial",) if same else ()):
         table.add_column(column)
     show = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731

@@ -109,6 +109,12 @@ def test_eval_errors_exit_2(runs, tmp_path):
     assert result.exit_code == 2 and "model_config.json not found" in result.output
     with pytest.raises(RunFolderError, match="no such folder"):
         evaluate_run(tmp_path / "nope")
+    moved = tmp_path / "moved"  # the dataset the trial read is gone
+    shutil.copytree(runs["neural"][0], moved)
+    summary = json.loads((moved / "metrics.json").read_text())
+    (moved / "metrics.json").write_text(json.dumps({**summary, "data": str(tmp_path / "gone")}))
+    result = runner.invoke(app, ["eval", str(moved)])
+    assert result.exit_code == 2 and "gone" in result.output and "not found" in result.output
 
 
 def test_a_different_backbone_is_refused(runs, tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ntbench.adapters import adapter_handle
 from ntbench.atomic import write_json
@@ -130,7 +130,7 @@ def _run_trial(cfg: TrialConfig, out: str | Path | None, callbacks: list[Callbac
     metrics = evaluate_trial(model, cfg, eval_ds)
     handle = adapter_handle(model.llm)
     summary = {
-        "config": cfg.model_dump(), "data": str(data), "metrics": metrics,
+        "config": cfg.model_dump(), "data": str(Path(data).resolve()), "metrics": metrics,
         "train": {k: v for k, v in result.items() if k != "history"},
         "loss_first": result["history"][0], "loss_last": result["history"][-1],
         "trainable_params": sum(p.numel() for p in model.trainable_parameters()),
@@ -190,14 +190,19 @@ def evaluate_run(run_dir: str | Path, split: str | None = None, generated: bool 
         raise RunFolderError(f"{run_dir} is not a trial's output folder (no metrics.json: not written by "
                              "`ntbench train --out`, or the trial did not finish)")
     try:
-        read_model_config(run_dir)
+        source = read_model_config(run_dir)["backbone"] or {}
     except FileNotFoundError as exc:
         raise RunFolderError(f"{exc}; runs written before ntbench saved the whole model cannot be reloaded") from None
     summary = json.loads((run_dir / "metrics.json").read_text())
     overrides = {k: v for k, v in {"eval_split": split, "eval_generated": generated, "eval_samples": samples,
                                    "meteor": meteor}.items() if v is not None}
-    cfg = TrialConfig(**{**summary["config"], **overrides})
-    data = Path(summary["data"])  # the folder the trial read (the default micro world resolved)
+    # the paths the trial resolved (absolute), so that a run is evaluated from any working folder
+    data = Path(summary["data"])
+    paths = {"backbone": source["llm"], "vision": source["vision"]} if "llm" in source else {}
+    try:
+        cfg = TrialConfig(**{**summary["config"], **paths, "data": str(data), **overrides})
+    except ValidationError as exc:
+        raise RunFolderError(f"{run_dir}: the trial's configuration does not hold here: {exc}") from None
     with deterministic_kernels(cfg.train.deterministic):  # as run_trial evaluates
         model = AllInTokenModel.from_pretrained(run_dir).to(resolve_device(device or cfg.train.device))
         metrics = evaluate_trial(model, cfg, SampleDataset(data, cfg.eval_split))
