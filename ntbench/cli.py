@@ -552,6 +552,55 @@ def train_cmd(
         out.print(f"wrote {out_dir / 'metrics.json'}")
 
 
+@app.command("eval")
+def eval_cmd(
+    run_dir: Path = typer.Argument(..., help="a trial's output folder (ntbench train --out)"),
+    split: Optional[str] = typer.Option(None, help="default: the trial's eval_split"),
+    generated: Optional[bool] = typer.Option(None, "--generated/--no-generated",
+                                             help="also score generated answers (default: as the trial did)"),
+    samples: Optional[int] = typer.Option(None, min=1, help="samples per task (default: the trial's eval_samples)"),
+    device: Optional[str] = typer.Option(None, help="default: the trial's train.device"),
+    as_json: bool = typer.Option(False, "--json", help="print the whole result as JSON"),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="also write the result as JSON to FILE"),
+) -> None:
+    """Reload a saved trial and evaluate it with the trial's own settings unless overridden; with none
+    overridden it reproduces the trial's metrics.json (and says whether it did)."""
+    from ntbench.atomic import write_json
+    from ntbench.data.schema import DataError
+    from ntbench.model.backbone import BackboneError
+    from ntbench.train.trial import RunFolderError, evaluate_run
+
+    try:
+        result = evaluate_run(run_dir, split=split, generated=generated, samples=samples, device=device)
+    except (RunFolderError, BackboneError, DataError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    if out_file:
+        write_json(out_file, result)
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+        return
+    same = result["reproduces_trial"] is not None
+    settings = result["evaluation"]
+    out.print(f"{run_dir}: {settings['split']} split, {settings['samples']} samples per task, "
+              f"eval seed {settings['seed']}")  # a table title would wrap at the table's width
+    table = Table()
+    for column in ("task", "metric", "value") + (("trial",) if same else ()):
+        table.add_column(column)
+    show = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
+    for task, metrics in result["metrics"].items():
+        if task == "activation_frequency":
+            continue
+        for key, value in metrics.items():
+            if key != "examples":
+                table.add_row(task, key, show(value), *([show(result["trial_metrics"][task].get(key))] if same else []))
+    out.print(table)
+    if same:
+        out.print("identical to the trial's metrics.json" if result["reproduces_trial"] else
+                  "[bold yellow]differs from the trial's metrics.json[/] (another machine, thread count or version?)")
+    if out_file:
+        out.print(f"wrote {out_file}")
+
+
 @app.command()
 def prepare(
     backbone: str = typer.Option("micro", help="the backbone to prepare (only 'micro' needs preparing)"),

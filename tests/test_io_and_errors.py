@@ -2,21 +2,25 @@ import pytest
 import torch
 from torch import nn
 
-from ntbench.adapters import (AdapterError, apply_adapter, load_adapter, save_adapter,
-                              trainable_parameters)
+from ntbench.adapters import (AdapterError, apply_adapter, load_adapter, load_adapter_weights, read_adapter_record,
+                              save_adapter, trainable_parameters)
 from ntbench.registry import UnknownNameError
 from tests.conftest import model_for
+
+
+def _trained(model: nn.Module) -> nn.Module:
+    """Every adapter parameter moved away from its initialisation (LoRA's B starts at zero), in eval mode."""
+    with torch.no_grad():
+        for p in trainable_parameters(model):
+            p.add_(torch.randn_like(p) * 0.1)
+    return model.eval()
 
 
 @pytest.mark.parametrize("adapter,opts", [("neural", {"dz": 8, "beta": 0.3, "targets": "qkv", "norm": True}),
                                           ("lora", {"r": 2}), ("ia3", {}), ("prefix", {"num_virtual_tokens": 3}),
                                           ("full", {})])
 def test_save_load_round_trip(adapter, opts, tmp_path, ids):
-    model = apply_adapter(model_for("mistral"), adapter, **opts)
-    with torch.no_grad():
-        for p in trainable_parameters(model):
-            p.add_(torch.randn_like(p) * 0.1)
-    model.eval()
+    model = _trained(apply_adapter(model_for("mistral"), adapter, **opts))
     want = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
     save_adapter(model, tmp_path / "a")
     loaded = load_adapter(model_for("mistral"), tmp_path / "a").eval()
@@ -24,6 +28,40 @@ def test_save_load_round_trip(adapter, opts, tmp_path, ids):
     assert torch.equal(got, want)
     for a, b in zip(trainable_parameters(model), trainable_parameters(loaded)):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("adapter,opts", [("lora", {"r": 2}), ("ia3", {}), ("prefix", {"num_virtual_tokens": 3})])
+def test_peft_loads_a_saved_peft_adapter(adapter, opts, tmp_path, ids):
+    """LoRA, IA3 and prefix tuning are saved in PEFT's format: PEFT's own loader gives the same model."""
+    from peft import PeftModel, get_peft_model_state_dict
+
+    model = _trained(apply_adapter(model_for("llama"), adapter, **opts))
+    want = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+    save_adapter(model, tmp_path / "a", base_model="tiny-llama")
+    peft_model = PeftModel.from_pretrained(model_for("llama"), tmp_path / "a").eval()
+    assert peft_model.peft_config["default"].base_model_name_or_path == "tiny-llama"
+    theirs = {k.removeprefix("base_model.model."): v
+              for k, v in get_peft_model_state_dict(peft_model, save_embedding_layers=False).items()}
+    ours = get_peft_model_state_dict(model, save_embedding_layers=False)
+    assert set(theirs) == set(ours) and all(torch.equal(theirs[k], ours[k]) for k in ours)
+    assert torch.equal(peft_model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits, want)
+
+
+def test_neural_adapter_record_names_its_base_model(tmp_path):
+    model = apply_adapter(model_for("llama"), "neural", dz=8)
+    save_adapter(model, tmp_path / "given", base_model="/models/llama")
+    save_adapter(model, tmp_path / "default")
+    assert read_adapter_record(tmp_path / "given")["base_model"] == "/models/llama"
+    assert read_adapter_record(tmp_path / "default")["base_model"] == "LlamaForCausalLM"  # no HF name: its class
+
+
+def test_loading_into_a_model_with_another_adapter_fails(tmp_path):
+    save_adapter(apply_adapter(model_for("llama"), "lora", r=2), tmp_path / "lora")
+    with pytest.raises(AdapterError, match="holds a 'lora' adapter; the model carries 'neural'"):
+        load_adapter_weights(apply_adapter(model_for("llama"), "neural", dz=8), tmp_path / "lora")
+    save_adapter(apply_adapter(model_for("llama"), "lora", r=4), tmp_path / "r4")
+    with pytest.raises(AdapterError, match="has shape"):
+        load_adapter_weights(apply_adapter(model_for("llama"), "lora", r=2), tmp_path / "r4")
 
 
 def test_load_missing_files(tmp_path):

@@ -8,6 +8,7 @@ LLM's own vocabulary stays frozen unless ``train_embeddings``). The hidden state
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,6 +28,12 @@ class AllInTokenModel(nn.Module):
                  pixel_refiner: bool = False, whiten_state: bool = True, seed: int | None = None):
         super().__init__()
         self.backbone_name = backbone.name
+        # what save_pretrained records to rebuild this model (the adapter's options come from its handle)
+        self.backbone_source, self.backbone_fingerprint = backbone.source, backbone.fingerprint()
+        self.init_options = {"max_objects": max_objects, "train_embeddings": train_embeddings,
+                             "decoder_width": decoder_width, "lambda_seg": lambda_seg, "lambda_gen": lambda_gen,
+                             "lambda_bce": lambda_bce, "pixel_refiner": pixel_refiner,
+                             "whiten_state": whiten_state, "seed": seed}
         self.tokenizer = tok = backbone.tokenizer
         new_tokens = [GEN_TOKEN] + [obj_token(i) for i in range(1, max_objects + 1)]
         tok.add_special_tokens({"additional_special_tokens": new_tokens})
@@ -82,6 +89,26 @@ class AllInTokenModel(nn.Module):
         anchor = embed.weight[bos] if bos is not None else embed.weight.mean(0)
         self.projector.weight.mul_(0.25 * std)
         self.projector.bias.copy_(anchor.float())
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write what was trained (tokenizer, heads, adapter) and the config that rebuilds the rest;
+        the frozen backbone is not copied (see :mod:`ntbench.model.pretrained`). Returns the directory."""
+        from ntbench.model.pretrained import save_model
+
+        return save_model(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, backbone: Backbone | None = None) -> "AllInTokenModel":
+        """The model saved in ``directory``, in eval mode on the CPU; its backbone is loaded again by
+        name or path unless ``backbone`` is given.
+
+        Raises:
+            FileNotFoundError: ``directory`` holds no saved model.
+            BackboneError: the backbone differs from the one the model was saved with.
+        """
+        from ntbench.model.pretrained import load_model
+
+        return load_model(cls, directory, backbone)
 
     @property
     def image_tokens(self) -> int:

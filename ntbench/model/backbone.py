@@ -7,6 +7,7 @@ or given as Hugging Face ids / local paths, loaded with ``from_pretrained`` and
 from __future__ import annotations
 
 import functools
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -39,6 +40,8 @@ class Backbone:
     image_decoder: nn.Module | None = None  # embedding -> image, for text-to-image
     seg_layers: tuple[int, ...] = (-1, -2, -3)  # vision hidden-state layers the mask decoder reads
     meta: dict = field(default_factory=dict)
+    # load_backbone's arguments (paths made absolute): a saved model reloads its backbone from them
+    source: dict | None = None
 
     @property
     def image_size(self) -> int:
@@ -51,6 +54,21 @@ class Backbone:
     @property
     def llm_width(self) -> int:
         return int(self.llm.config.hidden_size)
+
+    def fingerprint(self) -> str | None:
+        """A short hash of the first values of every LLM and vision parameter (None on the meta device).
+
+        Why: a saved model keeps only what was trained and reloads the frozen backbone by name or
+        path; a backbone prepared again or replaced under the same path would then give other
+        numbers without an error. Reading a few values per tensor costs milliseconds even at 7B.
+        """
+        params = list(self.llm.parameters()) + list(self.vision.parameters())
+        if any(p.device.type == "meta" for p in params):
+            return None
+        digest = hashlib.sha256()
+        for p in params:
+            digest.update(p.detach().reshape(-1)[:16].float().cpu().numpy().tobytes())
+        return digest.hexdigest()[:16]
 
     def check(self) -> "Backbone":
         """Raise BackboneError if the parts do not fit together."""
@@ -178,7 +196,9 @@ def load_backbone(name: str | None = None, llm: str | None = None, vision: str |
         if given and given.startswith(("/", "./", "../", "~")) and not Path(given).expanduser().exists():
             raise BackboneError(f"{given}: not found (a backbone path must exist)")
     if name is not None and llm is None and vision is None and not Path(name).exists():
-        return BACKBONES.get(name)(**preset_options)
+        backbone = BACKBONES.get(name)(**preset_options)
+        backbone.source = {"name": name, **preset_options}
+        return backbone
     llm = llm or name
     if llm is None or vision is None:
         raise BackboneError("give a backbone preset name, or both an LLM and a vision encoder (HF id or local path)")
@@ -195,4 +215,11 @@ def load_backbone(name: str | None = None, llm: str | None = None, vision: str |
                             f"cached model (ntbench never downloads). ({str(exc).splitlines()[0]})") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return Backbone(f"{llm}+{vision}", model, tokenizer, vis).check()
+    source = {"llm": _absolute(llm), "vision": _absolute(vision)}
+    return Backbone(f"{llm}+{vision}", model, tokenizer, vis, source=source).check()
+
+
+def _absolute(given: str) -> str:
+    """A local path made absolute (a run is evaluated from any folder); an HF id as it is."""
+    path = Path(given).expanduser()
+    return str(path.resolve()) if path.exists() else given

@@ -1,23 +1,24 @@
 """One trial end to end: backbone + adapter + data -> train -> evaluate -> ``metrics.json``.
 
-:func:`run_trial` is the one library function behind ``ntbench train`` (and the suite runner).
+:func:`run_trial` is the one library function behind ``ntbench train`` (and the suite runner);
+:func:`evaluate_run` reloads its output folder and evaluates it again (``ntbench eval``).
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from safetensors.torch import save_file
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ntbench.adapters import adapter_handle, save_adapter
+from ntbench.adapters import adapter_handle
 from ntbench.atomic import write_json
 from ntbench.data.cache import resolve_data
 from ntbench.data.io import SampleDataset
 from ntbench.provenance import provenance
 from ntbench.train.recipes import with_recipe
-from ntbench.train.trainer import Callback, TrainConfig, deterministic_kernels, train
+from ntbench.train.trainer import Callback, TrainConfig, deterministic_kernels, resolve_device, train
 
 class TrialConfig(BaseModel):
     """Everything that defines one trial (unknown keys are errors)."""
@@ -122,23 +123,17 @@ def run_trial(cfg: TrialConfig, out: str | Path | None = None, callbacks: list[C
 
 def _run_trial(cfg: TrialConfig, out: str | Path | None, callbacks: list[Callback],
                progress: Callable[[int, dict], None] | None) -> dict[str, Any]:
-    from ntbench.eval.evaluate import evaluate
-
     data = resolve_data(cfg.data)
     train_ds = SampleDataset(data, "train")
     eval_ds = SampleDataset(data, cfg.eval_split)
     model = build_model(cfg)
-    tasks = [t for t, r in cfg.train.tasks.items() if r > 0]
 
-    def run_eval(step: int) -> dict:
-        return evaluate(model, eval_ds, tasks, n_samples=cfg.eval_samples, seed=cfg.eval_seed,
-                        generated=cfg.eval_generated, meteor=cfg.meteor, device=next(model.parameters()).device)
-
-    result = train(model, train_ds, cfg.train, callbacks=callbacks, evaluate_fn=run_eval, progress=progress)
-    metrics = run_eval(result["steps_run"])
+    result = train(model, train_ds, cfg.train, callbacks=callbacks, progress=progress,
+                   evaluate_fn=lambda step: evaluate_trial(model, cfg, eval_ds))
+    metrics = evaluate_trial(model, cfg, eval_ds)
     handle = adapter_handle(model.llm)
     summary = {
-        "config": cfg.model_dump(), "data": str(data), "metrics": metrics,
+        "config": cfg.model_dump(), "data": str(Path(data).resolve()), "metrics": metrics,
         "train": {k: v for k, v in result.items() if k != "history"},
         "loss_first": result["history"][0], "loss_last": result["history"][-1],
         "trainable_params": sum(p.numel() for p in model.trainable_parameters()),
@@ -146,12 +141,79 @@ def _run_trial(cfg: TrialConfig, out: str | Path | None, callbacks: list[Callbac
     }
     if out is not None and result["rank"] == 0:
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        save_adapter(model.llm, out / "adapter")
-        heads = {f"{name}.{k}": v.detach().cpu().contiguous() for name in ("projector", "mask_decoder", "gen_head")
-                 for k, v in getattr(model, name).state_dict().items()}
-        heads["new_embed"], heads["new_out"] = model.new_embed.detach().cpu(), model.new_out.detach().cpu()
-        save_file(heads, str(out / "heads.safetensors"))
+        model.save_pretrained(out)  # what evaluate_run reloads; metrics.json, written last, marks a finished run
         write_json(out / "history.json", {"history": result["history"]})
         write_json(out / "metrics.json", summary)
     return summary
+
+
+def evaluate_trial(model, cfg: TrialConfig, dataset: SampleDataset) -> dict[str, Any]:
+    """Evaluate ``model`` as the trial ``cfg`` says (tasks, samples, eval seed, generated, METEOR)."""
+    from ntbench.eval.evaluate import evaluate
+
+    tasks = [t for t, r in cfg.train.tasks.items() if r > 0]
+    return evaluate(model, dataset, tasks, n_samples=cfg.eval_samples, seed=cfg.eval_seed,
+                    generated=cfg.eval_generated, meteor=cfg.meteor, device=next(model.parameters()).device)
+
+
+class RunFolderError(ValueError):
+    """A folder that is missing, or is not the output folder of a finished, reloadable trial."""
+
+
+def evaluate_run(run_dir: str | Path, split: str | None = None, generated: bool | None = None,
+                 samples: int | None = None, meteor: bool | None = None, device: str | None = None) -> dict[str, Any]:
+    """Reload a trial's output folder and evaluate it as the trial did, unless an argument says otherwise.
+
+    The evaluation follows the trial's config (tasks, ``eval_samples``, ``eval_seed``, split,
+    generated answers, METEOR, deterministic kernels), so with no overrides it reproduces the
+    trial's ``metrics.json`` on the same machine and thread count.
+
+    Args:
+        run_dir: the folder ``run_trial`` (``ntbench train --out``) wrote.
+        split, generated, samples, meteor: override ``eval_split``, ``eval_generated``,
+            ``eval_samples``, ``meteor``.
+        device: default: the trial's ``train.device``.
+
+    Returns:
+        ``run``, ``evaluation`` (the settings used), ``metrics`` (as in ``metrics.json``),
+        ``trial_metrics`` (the trial's own), ``reproduces_trial`` (whether they are identical; None
+        where an override changed the evaluation) and ``provenance``.
+
+    Raises:
+        RunFolderError: ``run_dir`` is missing, not a finished trial, or lacks the saved model.
+        FileNotFoundError / DataError: the trial's dataset or the split is gone.
+    """
+    from ntbench.model.allintoken import AllInTokenModel
+    from ntbench.model.pretrained import read_model_config
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunFolderError(f"{run_dir}: no such folder")
+    if not (run_dir / "metrics.json").is_file():
+        raise RunFolderError(f"{run_dir} is not a trial's output folder (no metrics.json: not written by "
+                             "`ntbench train --out`, or the trial did not finish)")
+    try:
+        source = read_model_config(run_dir)["backbone"] or {}
+    except FileNotFoundError as exc:
+        raise RunFolderError(f"{exc}; runs written before ntbench saved the whole model cannot be reloaded") from None
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    overrides = {k: v for k, v in {"eval_split": split, "eval_generated": generated, "eval_samples": samples,
+                                   "meteor": meteor}.items() if v is not None}
+    # the paths the trial resolved (absolute), so that a run is evaluated from any working folder
+    data = Path(summary["data"])
+    paths = {"backbone": source["llm"], "vision": source["vision"]} if "llm" in source else {}
+    try:
+        cfg = TrialConfig(**{**summary["config"], **paths, "data": str(data), **overrides})
+    except ValidationError as exc:
+        raise RunFolderError(f"{run_dir}: the trial's configuration does not hold here: {exc}") from None
+    with deterministic_kernels(cfg.train.deterministic):  # as run_trial evaluates
+        model = AllInTokenModel.from_pretrained(run_dir).to(resolve_device(device or cfg.train.device))
+        metrics = evaluate_trial(model, cfg, SampleDataset(data, cfg.eval_split))
+    same = all(summary["config"][k] == v for k, v in overrides.items())
+    settings = {"split": cfg.eval_split, "samples": cfg.eval_samples, "seed": cfg.eval_seed,
+                "generated": cfg.eval_generated, "meteor": cfg.meteor,
+                "tasks": [t for t, r in cfg.train.tasks.items() if r > 0]}
+    as_saved = lambda m: json.dumps(m, sort_keys=True, default=str)  # noqa: E731  (NaN == NaN here)
+    return {"run": str(run_dir), "evaluation": settings, "metrics": metrics, "trial_metrics": summary["metrics"],
+            "reproduces_trial": as_saved(metrics) == as_saved(summary["metrics"]) if same else None,
+            "provenance": provenance()}
