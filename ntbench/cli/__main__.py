@@ -1,0 +1,4 @@
+"""``python -m ntbench.cli``."""
+from ntbench.cli import app
+
+app()

@@ -1,0 +1,183 @@
+"""`ntbench train`, `ntbench eval` and `ntbench prepare`: one trial, a saved run, the micro backbone."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from ntbench.cli.apps import app
+from ntbench.cli.ui import _fail, _parse_options, _parse_task_mix, _trial_fields, err, out, progress_bar
+
+
+@app.command("train")
+def train_cmd(
+    backbone: str = typer.Option("tiny-random", help="preset (tiny-random) or HF id / local path of the LLM"),
+    vision: Optional[str] = typer.Option(None, help="HF id / local path of the vision encoder"),
+    adapter: str = typer.Option("neural", help="neural, lora, prefix, ia3, frozen or full"),
+    tasks: Optional[str] = typer.Option(None, help="comma-separated; TASK:RATIO for weights (default: the "
+                                        "backbone's recipe, else the four tasks equally)"),
+    steps: Optional[int] = typer.Option(None, min=1, help="optimizer steps (default: the backbone's recipe, else 200)"),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="default: the backbone's recipe, else 8"),
+    lr: Optional[float] = typer.Option(None, help="peak learning rate (default: the backbone's recipe, else 1e-3)"),
+    seed: int = typer.Option(0),
+    data: Optional[Path] = typer.Option(None, help="dataset folder (default: the micro world, made if missing)"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="folder for metrics.json, adapter and heads"),
+    option: list[str] = typer.Option([], "--option", "-o", help="adapter option KEY=VALUE (repeatable)"),
+    eval_samples: Optional[int] = typer.Option(None, min=1, help="samples per task scored (default: the backbone's "
+                                                "recipe, else 32)"), meteor: bool = typer.Option(False, help="compute METEOR (Java)"),
+    device: str = typer.Option("auto"), as_json: bool = typer.Option(False, "--json"),
+    pixel_refiner: bool = typer.Option(False, help="token-conditioned pixel CNN in the mask decoder (slower)"),
+    lambda_bce: Optional[float] = typer.Option(None, min=0.0, help="weight of a per-pixel BCE term added to the "
+                                               "Dice loss (default: the backbone's recipe, else 0)"),
+    whiten_state: bool = typer.Option(True, help="whiten the <OBJ-i> state before the mask decoder"),
+    deterministic: bool = typer.Option(True, help="deterministic kernels: the same seed and thread count give "
+                                                  "identical numbers"),
+    config: Optional[Path] = typer.Option(None, "--config", help="a trial config YAML (any TrialConfig field); "
+                                          "its fields and --set pairs take precedence over the flags"),
+    sets: list[str] = typer.Option([], "--set", "-s", help="any TrialConfig field by dotted key, KEY=VALUE "
+                                   "(repeatable), e.g. -s eval_split=test -s train.warmup=50"),
+) -> None:
+    """Train and evaluate one configuration end to end; writes OUT/metrics.json.
+
+    Unset budget flags come from the backbone's recipe (ntbench.train.recipes: the micro backbone's
+    validated configuration), so `ntbench train --backbone micro` trains what the evidence trains."""
+    from pydantic import ValidationError
+
+    from ntbench.adapters import AdapterError
+    from ntbench.data.schema import DataError
+    from ntbench.model.backbone import BackboneError
+    from ntbench.registry import UnknownNameError
+    from ntbench.train.trial import TrialConfig, run_trial
+
+    given = lambda **kw: {k: v for k, v in kw.items() if v is not None}  # noqa: E731  (unset: recipe decides)
+    train_opts = given(steps=steps, batch_size=batch_size, lr=lr, tasks=_parse_task_mix(tasks) if tasks else None)
+    fields = _trial_fields(config, sets)
+    if not isinstance(fields.get("train", {}), dict):
+        _fail(f"train = {fields['train']!r}: must be a mapping of TrainConfig fields, e.g. -s train.steps=100")
+    try:
+        cfg = TrialConfig(**{**dict(backbone=backbone, vision=vision, adapter=adapter,
+                                    adapter_options=_parse_options(option), data=str(data) if data else None,
+                                    meteor=meteor, pixel_refiner=pixel_refiner, whiten_state=whiten_state,
+                                    **given(eval_samples=eval_samples, lambda_bce=lambda_bce)),
+                             **{k: v for k, v in fields.items() if k != "train"},
+                             "train": {**train_opts, "seed": seed, "device": device, "deterministic": deterministic,
+                                       **fields.get("train", {})}})
+    except (ValidationError, UnknownNameError) as exc:
+        _fail(str(exc))
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():  # found now, not after the training
+        _fail(f"--out {out_dir}: exists and is not a folder")
+    from ntbench.train.trainer import DeviceError, resolve_device
+    try:
+        resolve_device(cfg.train.device)
+    except DeviceError as exc:
+        _fail(f"--device: {exc}")
+    with progress_bar("loss {task.fields[loss]}") as bar:
+        task = bar.add_task(f"{adapter} on {backbone}", total=cfg.train.steps, loss="-")
+        try:
+            summary = run_trial(cfg, out_dir, progress=lambda s, rec: bar.update(task, completed=s,
+                                                                                  loss=f"{rec['loss']:.3f}"))
+        except (AdapterError, UnknownNameError, BackboneError, DataError, FileNotFoundError) as exc:
+            _fail(str(exc))
+        except FloatingPointError as exc:  # a diverged run: say where, not a traceback
+            bar.stop()
+            err.print(f"[red]training diverged:[/red] {exc} (try a lower --lr)")
+            raise typer.Exit(1)
+    if as_json:
+        print(json.dumps(summary, indent=2, default=str))
+        return
+    table = Table(title=f"{adapter} on {backbone}: {summary['train']['steps_run']} steps, "
+                        f"{summary['train']['step_time_s'] * 1000:.0f} ms/step, "
+                        f"{summary['trainable_params']:,} trainable params")
+    table.add_column("task")
+    table.add_column("metrics")
+    for name, m in summary["metrics"].items():
+        if name == "activation_frequency":
+            continue
+        keys = [k for k in ("tf_paper_oIoU", "tf_paper_mIoU", "tf_lisa_gIoU", "tf_lisa_cIoU", "gen_paper_oIoU",
+                            "BLEU-4", "CIDEr", "ROUGE-L", "METEOR", "FID", "KID", "embedding_cosine") if k in m]
+        table.add_row(name, "  ".join(f"{k}={m[k]:.3f}" if isinstance(m[k], float) else f"{k}={m[k]}" for k in keys))
+    out.print(table)
+    if out_dir:
+        out.print(f"wrote {out_dir / 'metrics.json'}")
+
+
+@app.command("eval")
+def eval_cmd(
+    run_dir: Path = typer.Argument(..., help="a trial's output folder (ntbench train --out)"),
+    split: Optional[str] = typer.Option(None, help="default: the trial's eval_split"),
+    generated: Optional[bool] = typer.Option(None, "--generated/--no-generated",
+                                             help="also score generated answers (default: as the trial did)"),
+    samples: Optional[int] = typer.Option(None, min=1, help="samples per task (default: the trial's eval_samples)"),
+    device: Optional[str] = typer.Option(None, help="default: the trial's train.device"),
+    as_json: bool = typer.Option(False, "--json", help="print the whole result as JSON"),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="also write the result as JSON to FILE"),
+) -> None:
+    """Reload a saved trial and evaluate it with the trial's own settings unless overridden; with none
+    overridden it reproduces the trial's metrics.json (and says whether it did)."""
+    from ntbench.atomic import write_json
+    from ntbench.data.schema import DataError
+    from ntbench.model.backbone import BackboneError
+    from ntbench.train.trial import RunFolderError, evaluate_run
+
+    try:
+        result = evaluate_run(run_dir, split=split, generated=generated, samples=samples, device=device)
+    except (RunFolderError, BackboneError, DataError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    if out_file:
+        write_json(out_file, result)
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+        return
+    same = result["reproduces_trial"] is not None
+    settings = result["evaluation"]
+    out.print(f"{run_dir}: {settings['split']} split, {settings['samples']} samples per task, "
+              f"eval seed {settings['seed']}")  # a table title would wrap at the table's width
+    table = Table()
+    for column in ("task", "metric", "value") + (("trial",) if same else ()):
+        table.add_column(column)
+    show = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
+    for task, metrics in result["metrics"].items():
+        if task == "activation_frequency":
+            continue
+        for key, value in metrics.items():
+            if key != "examples":
+                table.add_row(task, key, show(value), *([show(result["trial_metrics"][task].get(key))] if same else []))
+    out.print(table)
+    if same:
+        out.print("identical to the trial's metrics.json" if result["reproduces_trial"] else
+                  "[bold yellow]differs from the trial's metrics.json[/] (another machine, thread count or version?)")
+    if out_file:
+        out.print(f"wrote {out_file}")
+
+
+@app.command()
+def prepare(
+    backbone: str = typer.Option("micro", help="the backbone to prepare (only 'micro' needs preparing)"),
+    seed: int = typer.Option(0),
+    record: Optional[Path] = typer.Option(None, help="also write the manifest (sizes, parameters, losses) to DIR"),
+) -> None:
+    """Generate the micro world if missing and pretrain the micro backbone (cached; a second run returns at once)."""
+    import time
+
+
+    from ntbench.micro import ensure_micro
+
+    if backbone != "micro":
+        _fail(f"--backbone {backbone!r}: nothing to prepare; allowed values: micro")
+    start = time.perf_counter()
+    with progress_bar("loss {task.fields[loss]}") as bar:
+        tasks: dict[str, int] = {}
+
+        def tick(stage: str, step: int, total: int, loss: float) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total, loss="-")
+            bar.update(tasks[stage], completed=step, loss=f"{loss:.3f}")
+        folder, built = ensure_micro(seed, progress=tick)
+    verb = "prepared" if built else "found cached"
+    out.print(f"{verb} micro backbone at {folder} ({time.perf_counter() - start:.1f} s)")
+    if record:
+        from ntbench.micro import record_manifest
+        out.print(f"recorded {record_manifest(folder, record)}")

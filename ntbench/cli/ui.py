@@ -1,0 +1,80 @@
+"""What the command modules share: the consoles, the one-line error, the progress bar and option parsing."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+out = Console()
+err = Console(stderr=True, soft_wrap=True)  # error messages stay greppable, unwrapped
+
+SUITE_HAD_FAILURES = 3  # `run` finished, but not every trial completed
+SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"  # the suites shipped in the checkout
+
+
+def _fail(message: str) -> None:
+    """A usage or validation error: one line on stderr, exit code 2."""
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(2)
+
+
+def progress_bar(*fields: str) -> Progress:
+    """The one progress bar of every long command: description, bar, done/total, extra ``fields``
+    (rich format strings such as "loss {task.fields[loss]}"), time left; drawn on stderr."""
+    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    *(TextColumn(f) for f in fields), TimeRemainingColumn(), console=err)
+
+
+def _parse_options(pairs: list[str]) -> dict:
+    """KEY=VALUE pairs; values parsed as YAML scalars (numbers, true/false, null, strings)."""
+    import yaml
+
+    opts = {}
+    for pair in pairs:
+        if "=" not in pair:
+            _fail(f"--option {pair!r}: expected KEY=VALUE, e.g. --option beta=0.3")
+        key, value = pair.split("=", 1)
+        opts[key.strip()] = yaml.safe_load(value)
+    return opts
+
+
+def _parse_task_mix(tasks: str) -> dict[str, float]:
+    """'referring,reasoning:2' -> {'referring': 1.0, 'reasoning': 2.0} (task names are checked by TrainConfig)."""
+    ratios = {}
+    for part in [t.strip() for t in tasks.split(",") if t.strip()]:
+        name, _, ratio = part.partition(":")
+        try:
+            ratios[name] = float(ratio) if ratio else 1.0
+        except ValueError:
+            _fail(f"--tasks {part!r}: the ratio after ':' must be a number")
+    return ratios
+
+
+def _trial_fields(config: Optional[Path], sets: list[str]) -> dict:
+    """A trial config file's fields with ``--set KEY=VALUE`` pairs (dotted keys, YAML values) on top."""
+    import yaml
+
+    from ntbench.suite import set_dotted
+
+    fields: dict = {}
+    if config is not None:
+        if not config.is_file():
+            _fail(f"--config {config}: not found")
+        try:
+            fields = yaml.safe_load(config.read_text()) or {}
+        except yaml.YAMLError as exc:
+            _fail(f"--config {config}: not valid YAML ({str(exc).splitlines()[0]})")
+        if not isinstance(fields, dict):
+            _fail(f"--config {config}: expected a mapping of TrialConfig fields")
+    for pair in sets:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            _fail(f"--set {pair!r}: expected KEY=VALUE with a dotted TrialConfig key, e.g. -s eval_split=test")
+        try:
+            set_dotted(fields, key.strip(), yaml.safe_load(value))
+        except KeyError:
+            _fail(f"--set {pair!r}: {key.strip()!r} goes through a field that is not a mapping")
+    return fields
