@@ -141,11 +141,14 @@ class Claims:
             return [n for n in running if now[n] == TrialState.FAIL]
         taken = []
         for number in running:
-            fd = None if self.heartbeat else os.open(self._lock_path(study, number), os.O_RDWR | os.O_CREAT, 0o644)
+            path = self._lock_path(study, number)
+            fd = None if self.heartbeat else os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            locked = False
             try:
                 if fd is not None:
                     try:
                         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        locked = True
                     except BlockingIOError:
                         if not force:
                             continue  # a live process runs it
@@ -156,8 +159,9 @@ class Claims:
                 self._retry(study, _trial(study, number))
                 taken.append(number)
             finally:
+                if locked:  # only a lock we hold is ours to remove: the owner's must stay where it is
+                    path.unlink(missing_ok=True)
                 if fd is not None:
-                    self._lock_path(study, number).unlink(missing_ok=True)
                     os.close(fd)
         return taken
 
