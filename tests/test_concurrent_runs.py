@@ -111,14 +111,21 @@ def test_two_runs_on_one_folder_run_each_cell_once_and_both_exit_0(tmp_path, env
     smoke["report"]["metrics"] = []
     path = tmp_path / "smoke.yaml"
     path.write_text(yaml.safe_dump(smoke))
+    suite = load_suite(path)
     cmd = [sys.executable, "-m", "ntbench.cli", "run", str(path), "--results", str(tmp_path / "res")]
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
+    deadline = time.time() + 240
+    while time.time() < deadline and procs[0].poll() is None:  # the second starts while a trial runs
+        time.sleep(0.2)
+        study = _study(suite, tmp_path / "res", None)
+        if study and study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
+            break
+    procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, out[-2000:] + err[-3000:]
         assert "Traceback" not in err
 
-    suite = load_suite(path)
     trials = _study(suite, tmp_path / "res", None).get_trials()
     done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     cells = sorted((t.params["adapter_options.beta"], t.params["train.seed"]) for t in done)
