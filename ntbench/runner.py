@@ -253,7 +253,7 @@ def worker_loop(suite: Suite, storage_url: str | None, folder: Path, progress: C
     storage = make_storage(storage_url, folder, heartbeat)
     study = optuna.load_study(study_name=suite.study_name(), storage=storage, sampler=_sampler(suite))
     claims = Claims(folder, storage)
-    ran = 0
+    ran, since, told = 0, {}, False
     while True:
         claims.acquire()
         try:
@@ -266,8 +266,17 @@ def worker_loop(suite: Suite, storage_url: str | None, folder: Path, progress: C
                 if on_trial:
                     on_trial()
                 continue
+            running = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
         finally:
             claims.release()
+        now = time.monotonic()
+        since = {n: since.get(n, now) for n in running}
+        # the journal knows at once whether a worker lives; on a database, a trial that outlives the
+        # grace period with no takeover may have died before its first heartbeat: say so, once
+        if claims.heartbeat and not told and any(now - t > heartbeat[1] + 2 * heartbeat[0] for t in since.values()):
+            told = True
+            log.warning("still waiting for trial(s) %s, RUNNING in other workers. If no worker runs them, "
+                        "rerun with --recover-running", sorted(running))
         time.sleep(POLL_S)
     return ran
 

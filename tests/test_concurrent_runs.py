@@ -134,3 +134,22 @@ def test_two_runs_on_one_folder_run_each_cell_once_and_both_exit_0(tmp_path, env
     assert _overlap(done), "the two runs did not overlap: this test checked nothing concurrent"
     df = pd.read_csv(tmp_path / "res" / "smoke" / "trials.csv")
     assert len(df) == 4 and (df.status == "COMPLETE").all()
+
+
+def test_a_sampled_suite_spends_its_budget_once_and_names_its_objective(tmp_path, monkeypatch):
+    """TPE/random budgets count trials that are running or done, so a rerun samples nothing more."""
+    from ntbench.runner import run_suite
+
+    monkeypatch.setenv("NTBENCH_HOME", str(tmp_path / "home"))
+    path = tmp_path / "sampled.yaml"
+    path.write_text(yaml.safe_dump({"name": "sampled", "defaults": {**FAST, "train": {**FAST["train"], "steps": 1}},
+                                    "ranges": {"adapter_options.beta": {"low": 0.2, "high": 0.8}},
+                                    "sampler": {"type": "random", "n_trials": 2}}))
+    suite = load_suite(path)
+    totals = []
+    df = run_suite(suite, tmp_path / "res", on_total=totals.append)
+    again = run_suite(suite, tmp_path / "res", on_total=totals.append)
+    assert totals == [2, 0] and len(df) == len(again) == 2 and (again.status == "COMPLETE").all()
+    study = _study(suite, tmp_path / "res", None)
+    assert len(study.get_trials()) == 2
+    assert study.metric_names == [suite.objective]  # what optuna-dashboard shows as the objective's name
