@@ -1,43 +1,62 @@
 """The suite runner: one Optuna study per suite, resumable, shared by any number of workers.
 
 Grid suites enqueue every missing cell once; workers pop waiting trials (the storage hands each
-to exactly one worker), so no cell runs twice and none is missed. A trial left RUNNING by a
-killed process is marked failed ("interrupted") and its cell enqueued again, so a rerun after a
-crash or ``kill -9`` runs only what is missing. A trial that raises (NaN loss, OOM, any error) is
-recorded as FAIL with its reason and the suite goes on.
+to exactly one worker), so no cell runs twice and none is missed. Every trial runs through
+``study.optimize``, so on a database its heartbeat is recorded while it runs. A trial whose
+worker died (``kill -9``, a lost machine) is taken over by any live worker of the study, this
+run's or another's: at once on the journal (its lease lock is free), after the heartbeat's grace
+period on a database (see ``ntbench.claims``). Its cell is enqueued again and re-run, with no
+flag to pass. A trial that raises (NaN loss, OOM, any error) is recorded as FAIL with its reason
+and the suite goes on. Several ``ntbench run`` on one results folder cooperate like the workers
+of ``--workers N``: each waits until the other's RUNNING cells are told, then writes the table.
 
 Storage: by default a journal file in ``<results root>/<suite>/`` (``runs/`` unless told) (no server; safe for several
-processes on one machine); ``--storage postgresql://...`` for workers on several machines.
+processes on one machine); ``--storage postgresql+psycopg2://...`` for workers on several machines.
 """
 from __future__ import annotations
 
 import json
+import logging
 import math
 import multiprocessing as mp
 import time
 import traceback
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import optuna
 import pandas as pd
 import yaml
 
 from ntbench.atomic import write_csv, write_text
+from ntbench.claims import Claims, retry_callback, superseded
 from ntbench.suite import Suite, label, trial_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+log = logging.getLogger(__name__)
+# fail_reason of a trial stopped by Ctrl-C (and, before heartbeats, of one whose process died):
+# its cell is enqueued again by the next run
 INTERRUPTED = "interrupted"
+# (interval, grace period) in seconds: a killed worker's trial is taken over within ~grace + interval
+HEARTBEAT = (60, 180)
+POLL_S = 1.0  # how often a worker with nothing to take looks at the other workers' RUNNING trials
 
 
 def suite_dir(suite: Suite, results: Path) -> Path:
     return results / suite.name
 
 
-def make_storage(url: str | None, folder: Path):
+def make_storage(url: str | None, folder: Path, heartbeat: tuple[int, int] = HEARTBEAT):
+    """The journal in ``folder`` (default), ``journal:PATH``, or a database URL with heartbeats."""
+    if url and not url.startswith("journal:"):
+        with warnings.catch_warnings():  # heartbeat_interval is "experimental" since Optuna 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat[0], grace_period=heartbeat[1],
+                                              heartbeat_stale_trial_callback=retry_callback())
     if url:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180) \
-            if not url.startswith("journal:") else _journal(Path(url[len("journal:"):]))
+        return _journal(Path(url[len("journal:"):]))
     folder.mkdir(parents=True, exist_ok=True)
     return _journal(folder / "optuna.journal")
 
@@ -56,41 +75,55 @@ def _cell_key(params: dict[str, Any]) -> str:
     return json.dumps(params, sort_keys=True, default=str)
 
 
-def prepare_study(suite: Suite, storage, recover_running: bool = True) -> tuple[optuna.Study, int]:
-    """Create/load the study, recover interrupted trials, enqueue missing grid cells.
+def prepare_study(suite: Suite, storage, folder: Path, recover_running: bool = False) -> tuple[optuna.Study, int]:
+    """Create/load the study, take over dead workers' trials, enqueue missing grid cells.
 
-    ``recover_running``: treat RUNNING trials as left behind by a dead process. True for the
-    embedded journal (one runner per machine); False for a shared server, where RUNNING trials
-    may belong to live workers on other machines (recover those with ``--recover-running``
-    once they are known to be dead).
+    All of it under the folder's claim lock: a second run on the folder waits, then finds the
+    cells already enqueued or held by the first run's live workers.
 
-    Returns the study and the number of trials still to run.
+    Args:
+        suite: the suite.
+        storage: from ``make_storage``.
+        folder: the suite's results folder (holds the claim lock).
+        recover_running: also take over RUNNING trials whose owner cannot be seen to be dead (a
+            trial left on a server by an ntbench without heartbeats). Only when no other worker lives.
+
+    Returns:
+        The study and the number of trials still to run.
     """
-    study = optuna.create_study(study_name=suite.study_name(), storage=storage, load_if_exists=True,
-                                direction=suite.direction)
-    study.set_user_attr("suite", suite.model_dump())
-    live = optuna.trial.TrialState
-    for t in study.get_trials(deepcopy=False, states=(live.RUNNING,)) if recover_running else []:
-        # a RUNNING trial at start-up belongs to a process that died (or, on a server, one
-        # whose heartbeat stopped): fail it and run its cell again
-        study._storage.set_trial_user_attr(t._trial_id, "fail_reason", INTERRUPTED)
-        study._storage.set_trial_state_values(t._trial_id, live.FAIL)
-        if suite.sampler.type == "grid":
-            study.enqueue_trial(t.params, user_attrs={"cell": _cell_key(t.params)})
-    if suite.sampler.type != "grid":
-        done = [t for t in study.get_trials(deepcopy=False)
-                if t.state in (live.COMPLETE, live.FAIL) and t.user_attrs.get("fail_reason") != INTERRUPTED]
-        return study, max(0, suite.sampler.n_trials - len(done))
-    taken = {t.user_attrs.get("cell") for t in study.get_trials(deepcopy=False)
-             if t.state != live.FAIL or t.user_attrs.get("fail_reason") != INTERRUPTED}
-    labels = _labels(suite)
-    for combo in _label_grid(labels):
-        key = _cell_key(combo)
-        if key not in taken:
-            study.enqueue_trial(combo, user_attrs={"cell": key})
-            taken.add(key)
-    waiting = study.get_trials(deepcopy=False, states=(live.WAITING,))
+    with Claims(folder, storage) as claims:
+        study = optuna.create_study(study_name=suite.study_name(), storage=storage, load_if_exists=True,
+                                    direction=suite.direction)
+        study.set_user_attr("suite", suite.model_dump())
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, stable in use
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([suite.objective])  # optuna-dashboard shows the objective by name
+        claims.recover(study, force=recover_running)
+        live = optuna.trial.TrialState
+        trials = study.get_trials(deepcopy=False)
+        if suite.sampler.type != "grid":
+            return study, max(0, suite.sampler.n_trials - len(_counted(trials)))
+        # a cell stopped by Ctrl-C was left without a retry: enqueue it again
+        taken = {t.user_attrs.get("cell") for t in trials if not _interrupted(t)}
+        labels = _labels(suite)
+        for combo in _label_grid(labels):
+            key = _cell_key(combo)
+            if key not in taken:
+                study.enqueue_trial(combo, user_attrs={"cell": key})
+                taken.add(key)
+        waiting = study.get_trials(deepcopy=False, states=(live.WAITING,))
     return study, len(waiting)
+
+
+def _interrupted(t: optuna.trial.FrozenTrial) -> bool:
+    return t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("fail_reason") == INTERRUPTED
+
+
+def _counted(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    """The trials that spend a TPE/random budget: taken (running or done), not re-run elsewhere."""
+    gone = superseded(trials)
+    return [t for t in trials if t.state != optuna.trial.TrialState.WAITING and t.number not in gone
+            and not _interrupted(t) and not t.user_attrs.get("surplus")]
 
 
 def _label_grid(labels: dict[str, dict]) -> list[dict[str, Any]]:
@@ -138,6 +171,9 @@ def run_one(trial: optuna.Trial, suite: Suite, progress: Callable | None = None)
 
     try:
         summary = run_trial(cfg, callbacks=[report], progress=progress)
+    except KeyboardInterrupt:  # optimize records it FAIL; the reason makes the next run re-run the cell
+        trial.set_user_attr("fail_reason", INTERRUPTED)
+        raise
     except Exception as exc:  # recorded on the trial; the suite goes on
         trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:2000])
         trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
@@ -149,38 +185,99 @@ def run_one(trial: optuna.Trial, suite: Suite, progress: Callable | None = None)
     return _objective_value(summary["metrics"], suite.objective)
 
 
-def worker_loop(suite: Suite, storage_url: str | None, folder: Path, budget: int | None,
-                progress: Callable | None = None, on_trial: Callable | None = None) -> int:
-    """Run trials until no grid cell waits (or the TPE budget is spent); returns how many ran."""
-    storage = make_storage(storage_url, folder)
-    study = optuna.load_study(study_name=suite.study_name(), storage=storage, sampler=_sampler(suite))
-    ran = 0
+CLAIM, WAIT, DONE = "claim", "wait", "done"
+
+
+def _next_step(suite: Suite, study: optuna.Study) -> str:
+    """CLAIM a trial, WAIT for other workers' RUNNING trials (they may die and be re-run), or DONE."""
+    trials = study.get_trials(deepcopy=False)
+    states = {t.state for t in trials}
     live = optuna.trial.TrialState
-    while True:
-        if suite.sampler.type == "grid":
-            if not study.get_trials(deepcopy=False, states=(live.WAITING,)):
-                break
-        else:
-            counted = [t for t in study.get_trials(deepcopy=False) if t.state != live.WAITING
-                       and t.user_attrs.get("fail_reason") != INTERRUPTED]
-            if len(counted) >= suite.sampler.n_trials:
-                break
-        trial = study.ask()
+    work = live.WAITING in states
+    if suite.sampler.type != "grid":
+        work = work or len(_counted(trials)) < suite.sampler.n_trials
+    return CLAIM if work else WAIT if live.RUNNING in states else DONE
+
+
+@contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    """optimize logs each failed trial with its traceback; the runner records the reason on the trial."""
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(level)
+
+
+def _run_next(study: optuna.Study, suite: Suite, claims: Claims, progress: Callable | None) -> bool:
+    """Take the next trial and run it; call with the claim lock held (it is let go once the trial
+    is leased). Returns whether a trial ran (False: another worker took it from us)."""
+    held: dict[str, Any] = {}
+
+    def objective(trial: optuna.Trial) -> float:
+        held["number"] = trial.number
+        held["lease"] = claims.lease(study, trial.number)
+        claims.release()
         if suite.sampler.type == "grid" and "cell" not in trial.user_attrs:
-            # another worker took the last waiting cell between our check and ask()
-            study.tell(trial, state=live.PRUNED)
-            study._storage.set_trial_user_attr(trial._trial_id, "surplus", True)
-            break
+            # a worker on another results folder (another machine) took the last waiting cell
+            trial.set_user_attr("surplus", True)
+            raise optuna.TrialPruned()
+        return run_one(trial, suite, progress)
+
+    try:
+        with _quiet_optuna():
+            study.optimize(objective, n_trials=1, catch=(Exception,))
+    except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+        # "Cannot tell a FAIL trial": our heartbeat stalled past the grace period (or another run
+        # was told --recover-running) and a live worker took the trial over and re-runs its cell
+        number = held.get("number")
+        if number is None or _state(study, number) == optuna.trial.TrialState.RUNNING:
+            raise
+        log.warning("trial %d was taken over by another worker; its cell runs again there", number)
+        return False
+    finally:
+        if "lease" in held:
+            held["lease"].release()
+    return not study.get_trials(deepcopy=False)[held["number"]].user_attrs.get("surplus")
+
+
+def _state(study: optuna.Study, number: int) -> optuna.trial.TrialState:
+    return study.get_trials(deepcopy=False)[number].state
+
+
+def worker_loop(suite: Suite, storage_url: str | None, folder: Path, progress: Callable | None = None,
+                on_trial: Callable | None = None, heartbeat: tuple[int, int] = HEARTBEAT) -> int:
+    """Run trials until no grid cell waits (or the TPE budget is spent) and no other worker's trial
+    runs (it might die and need a re-run here). Returns how many trials this worker ran."""
+    storage = make_storage(storage_url, folder, heartbeat)
+    study = optuna.load_study(study_name=suite.study_name(), storage=storage, sampler=_sampler(suite))
+    claims = Claims(folder, storage)
+    ran, since, told = 0, {}, False
+    while True:
+        claims.acquire()
         try:
-            value = run_one(trial, suite, progress)
-            study.tell(trial, value)
-        except optuna.TrialPruned:
-            study.tell(trial, state=live.PRUNED)
-        except Exception:
-            study.tell(trial, state=live.FAIL)
-        ran += 1
-        if on_trial:
-            on_trial()
+            claims.recover(study)
+            step = _next_step(suite, study)
+            if step == DONE:
+                break
+            if step == CLAIM:
+                ran += _run_next(study, suite, claims, progress)
+                if on_trial:
+                    on_trial()
+                continue
+            running = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
+        finally:
+            claims.release()
+        now = time.monotonic()
+        since = {n: since.get(n, now) for n in running}
+        # the journal knows at once whether a worker lives; on a database, a trial that outlives the
+        # grace period with no takeover may have died before its first heartbeat: say so, once
+        if claims.heartbeat and not told and any(now - t > heartbeat[1] + 2 * heartbeat[0] for t in since.values()):
+            told = True
+            log.warning("still waiting for trial(s) %s, RUNNING in other workers. If no worker runs them, "
+                        "rerun with --recover-running", sorted(running))
+        time.sleep(POLL_S)
     return ran
 
 
@@ -205,48 +302,56 @@ def prepare_inputs(suite: Suite) -> None:
 
 
 def _worker_main(args) -> int:
-    suite_json, storage_url, folder = args
+    suite_json, storage_url, folder, heartbeat = args
     import torch
     torch.set_num_threads(1)
-    return worker_loop(Suite(**json.loads(suite_json)), storage_url, Path(folder), None)
+    return worker_loop(Suite(**json.loads(suite_json)), storage_url, Path(folder), heartbeat=heartbeat)
 
 
 def run_suite(suite: Suite, results: Path = Path("runs"), storage_url: str | None = None, workers: int = 1,
               progress: Callable | None = None, on_trial: Callable | None = None,
-              on_total: Callable[[int], None] | None = None, recover_running: bool | None = None) -> pd.DataFrame:
-    """Run what is missing of ``suite``; write ``trials.csv`` and the resolved suite; return the rows."""
+              on_total: Callable[[int], None] | None = None, recover_running: bool = False,
+              heartbeat: tuple[int, int] = HEARTBEAT) -> pd.DataFrame:
+    """Run what is missing of ``suite``; write ``trials.csv`` and the resolved suite; return the rows.
+
+    ``recover_running``: see ``prepare_study``; dead workers' trials are taken over without it.
+    ``heartbeat``: (interval, grace period) in seconds on a database storage.
+    """
     folder = suite_dir(suite, results)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "suite.resolved.yaml").write_text(yaml.safe_dump(suite.model_dump(), sort_keys=False))
-    storage = make_storage(storage_url, folder)
-    recover = storage_url is None if recover_running is None else recover_running
-    study, todo = prepare_study(suite, storage, recover)
+    storage = make_storage(storage_url, folder, heartbeat)
+    study, todo = prepare_study(suite, storage, folder, recover_running)
     if on_total:
         on_total(todo)
     if todo:
         prepare_inputs(suite)  # data and backbones are made once here, not raced by the workers
-        if workers <= 1:
-            worker_loop(suite, storage_url, folder, None, progress=progress, on_trial=on_trial)
-        else:
-            ctx = mp.get_context("spawn")
-            procs = [ctx.Process(target=_worker_main, args=((suite.model_dump_json(), storage_url, str(folder)),))
-                     for _ in range(workers)]
-            for p in procs:
-                p.start()
-            for p in procs:
-                p.join()
-            bad = [p.exitcode for p in procs if p.exitcode]
-            if bad:
-                raise RuntimeError(f"{len(bad)} worker process(es) exited with codes {bad}; "
-                                   "rerun the suite to finish the missing cells")
+    if workers <= 1:
+        # also with nothing left to take: another run's RUNNING trials are waited for (or re-run)
+        worker_loop(suite, storage_url, folder, progress=progress, on_trial=on_trial, heartbeat=heartbeat)
+    else:
+        ctx = mp.get_context("spawn")
+        procs = [ctx.Process(target=_worker_main,
+                             args=((suite.model_dump_json(), storage_url, str(folder), heartbeat),))
+                 for _ in range(workers)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        bad = [p.exitcode for p in procs if p.exitcode]
+        if bad:
+            raise RuntimeError(f"{len(bad)} worker process(es) exited with codes {bad}; "
+                               "rerun the suite to finish the missing cells")
     return write_trials_csv(suite, study, folder)
 
 
 def trial_rows(suite: Suite, study: optuna.Study) -> pd.DataFrame:
     """One row per trial: parameters, every metric, status, timing, cost and provenance."""
     rows = []
-    for t in study.get_trials(deepcopy=False):
-        if t.user_attrs.get("surplus") or t.state == optuna.trial.TrialState.WAITING:
+    trials = study.get_trials(deepcopy=False)
+    rerun = superseded(trials)  # a dead worker's attempt, re-run as a later trial
+    for t in trials:
+        if t.user_attrs.get("surplus") or t.state == optuna.trial.TrialState.WAITING or t.number in rerun:
             continue
         s = t.user_attrs.get("summary", {})
         row: dict[str, Any] = {"trial": t.number, "status": t.state.name, **{f"param.{k}": v for k, v in t.params.items()},

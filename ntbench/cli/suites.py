@@ -36,7 +36,7 @@ def validate(paths: list[Path] = typer.Argument(..., help="suite YAML files")) -
         out.print(f"[green]ok[/] {suite.name}: {n} trials ({suite.sampler.type}), objective {suite.objective}")
 
 
-def _run_suite_with_bars(suite, results: Path, storage: Optional[str], workers: int, recover: Optional[bool] = None):
+def _run_suite_with_bars(suite, results: Path, storage: Optional[str], workers: int, recover: bool = False):
 
     from ntbench.runner import run_suite
 
@@ -80,10 +80,11 @@ def run(
                                  "reference results live in results/)"),
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL (postgresql://...) shared by workers"),
     workers: int = typer.Option(1, min=1, help="parallel worker processes on this machine"),
-    recover_running: Optional[bool] = typer.Option(
-        None, "--recover-running/--no-recover-running",
-        help="rerun trials left RUNNING by a dead process (default: yes for the embedded storage, "
-             "no with --storage, where they may belong to live workers elsewhere)"),
+    recover_running: bool = typer.Option(
+        False, "--recover-running",
+        help="also rerun RUNNING trials no heartbeat vouches for (left on a server by an ntbench "
+             "without heartbeats); only when no other worker lives. A dead worker's trials are "
+             "rerun without it"),
     as_json: bool = typer.Option(False, "--json", help="print the trial rows as JSON"),
 ) -> None:
     """Run a suite (resumable: only missing cells run) and write results/<suite>/trials.csv.
