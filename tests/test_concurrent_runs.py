@@ -64,7 +64,9 @@ def test_a_killed_workers_cell_is_rerun_by_a_live_worker_without_a_flag(kind, tm
     # the PostgreSQL database outlives the test: a unique suite name keeps its study apart
     path = tmp_path / f"kill{kind}{int(time.time() * 1000) % 10**8}.yaml"
     # one cell: the live worker has nothing else to do, so it must wait for the dead one's trial
-    path.write_text(yaml.safe_dump({"name": path.stem, "defaults": FAST, "axes": {"train.seed": [0]}}))
+    # a trial long enough (seconds, also on an idle machine) to be killed while it runs
+    slow = {**FAST, "train": {**FAST["train"], "steps": 150}}
+    path.write_text(yaml.safe_dump({"name": path.stem, "defaults": slow, "axes": {"train.seed": [0]}}))
     suite, url, results = load_suite(path), _storage_url(kind, tmp_path), tmp_path / "res"
     doomed = _worker(path, results, url, env)
     victim, deadline = None, time.time() + 240
@@ -75,7 +77,8 @@ def test_a_killed_workers_cell_is_rerun_by_a_live_worker_without_a_flag(kind, tm
         # on a database, wait for the heartbeat thread to have beaten: a trial that never beat is never stale
         if running and (time.time() - running[0].datetime_start.timestamp() > 1.5 or url is None):
             victim = running[0]
-    os.kill(doomed.pid, signal.SIGKILL)
+    if doomed.poll() is None:
+        os.kill(doomed.pid, signal.SIGKILL)
     doomed.wait()
     assert victim is not None, f"no RUNNING trial to kill: {doomed.stderr.read()[-2000:]}"
 
@@ -105,8 +108,9 @@ def test_two_runs_on_one_folder_run_each_cell_once_and_both_exit_0(tmp_path, env
     """Before leases, a second run failed the first one's live trial and re-enqueued it: cells ran
     twice and the first run crashed with "Cannot tell a FAIL trial"."""
     smoke = yaml.safe_load((ROOT / "suites" / "smoke.yaml").read_text())
-    # the smoke suite's grid on a tiny budget: 2 steps, the objective's task only
-    smoke["defaults"]["train"].update(steps=2, tasks={"reasoning": 1})
+    # the smoke suite's grid on a small budget, the objective's task only: trials of a few seconds,
+    # so the second run (seconds to start) still finds cells to share on an idle machine
+    smoke["defaults"]["train"].update(steps=30, tasks={"reasoning": 1})
     smoke["defaults"].update(data="microworld:40", eval_generated=False)
     smoke["report"]["metrics"] = []
     path = tmp_path / "smoke.yaml"
