@@ -98,9 +98,9 @@ def test_step_benchmark_rows_at_a_tiny_shape():
     for r in rows:
         assert r["steps"] == 2 and r["q25_step_s"] <= r["median_step_s"] <= r["q75_step_s"]
         assert r["ratio_vs_frozen" if r["adapter"] != "frozen" else "ratio_vs_lora"] > 0
-    # ratios are rounded to 3 decimals, medians to 5
-    assert by["neural"]["ratio_vs_lora"] == pytest.approx(by["neural"]["median_step_s"] / by["lora"]["median_step_s"],
-                                                          abs=1e-3, rel=1e-3)
+    # the ratio of the medians, within what rounding medians to 5 decimals and ratios to 3 allows
+    m1, m2, h = by["neural"]["median_step_s"], by["lora"]["median_step_s"], 5e-6
+    assert (m1 - h) / (m2 + h) - 5e-4 <= by["neural"]["ratio_vs_lora"] <= (m1 + h) / (m2 - h) + 5e-4
 
 
 def test_step_benchmark_arms_share_the_frozen_weights():
