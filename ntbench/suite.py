@@ -238,6 +238,12 @@ def load_suite(path: str | Path) -> Suite:
     for key, values in suite.axes.items():
         if not isinstance(values, list) or not values:
             errors.append(f"axes.{key}: must be a non-empty list of values")
+    varied = [*suite.axes, *suite.ranges]
+    for part in ("rows", "cols"):  # a report layout on a key that never varies has nothing to lay out
+        key = getattr(suite.report, part)
+        if key is not None and key not in varied:
+            errors.append(f"report.{part}: {key!r} is not an axis or range of this suite; allowed: "
+                          f"{', '.join(varied) or '(none: the suite has no axes)'}")
     errors += _check_values(suite)
     if not errors:  # each value is fine on its own: now every combination of them
         errors += _check_cells(suite)

@@ -284,3 +284,13 @@ def test_budget_rule_fixes_total_steps_or_main_task_updates():
     assert fixed.study_name() != scaled.study_name()
     # the default rule leaves the committed studies their names (results/paired_beta resumes)
     assert load_suite("suites/paired_beta.yaml").study_name() == "paired_beta-ec90e2bfe8"
+
+
+def test_validate_rejects_a_report_layout_on_a_key_that_is_not_an_axis(tmp_path):
+    from ntbench.suite import SuiteError, load_suite
+
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\ndefaults: {backbone: tiny-random}\naxes:\n  train.seed: [0]\n"
+                    "report: {rows: adapter_options.beta}\n")
+    with pytest.raises(SuiteError, match=r"report.rows: 'adapter_options.beta' is not an axis.*allowed: train.seed"):
+        load_suite(path)
