@@ -113,6 +113,14 @@ def _stepper(base: torch.nn.Module, cfg: StepBenchConfig, adapter: str, options:
     return step
 
 
+def _base_and_batch(cfg: StepBenchConfig) -> tuple[torch.nn.Module, torch.Tensor]:
+    """The shared random model of the shape and one fixed token batch (seeded: every arm sees it)."""
+    base = random_llm(cfg.shape, cfg.device, getattr(torch, cfg.dtype), **cfg.overrides())
+    ids = torch.randint(0, base.config.vocab_size, (cfg.batch, cfg.seq_len),
+                        generator=torch.Generator().manual_seed(0)).to(cfg.device)
+    return base, ids
+
+
 def _quantile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=4, method="inclusive")[int(q * 4) - 1] if len(values) > 1 else values[0]
 
@@ -123,11 +131,8 @@ def step_benchmark(cfg: StepBenchConfig | None = None,
     cfg = cfg or StepBenchConfig()
     table = _arm_table(cfg)
     say = progress or (lambda msg: None)
-    dtype = getattr(torch, cfg.dtype)
     say("building the model")
-    base = random_llm(cfg.shape, cfg.device, dtype, **cfg.overrides())
-    vocab = base.config.vocab_size
-    ids = torch.randint(0, vocab, (cfg.batch, cfg.seq_len), generator=torch.Generator().manual_seed(0)).to(cfg.device)
+    base, ids = _base_and_batch(cfg)
     names = [*cfg.arms, *(f"{a}+compile" for a in cfg.compiled)]
     steppers = {}
     for name in names:
@@ -174,9 +179,7 @@ def profile_step(cfg: StepBenchConfig, arm: str, steps: int = 3, top: int = 25) 
     """The kernels of a few training steps of one arm (torch.profiler), most expensive first."""
     table = _arm_table(cfg)
     adapter, options = table[arm.removesuffix("+compile")]
-    base = random_llm(cfg.shape, cfg.device, getattr(torch, cfg.dtype), **cfg.overrides())
-    ids = torch.randint(0, base.config.vocab_size, (cfg.batch, cfg.seq_len),
-                        generator=torch.Generator().manual_seed(0)).to(cfg.device)
+    base, ids = _base_and_batch(cfg)
     step = _stepper(base, cfg, adapter, options, ids, compiled=arm.endswith("+compile"))
     for _ in range(cfg.warmup):
         step()
