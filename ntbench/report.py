@@ -1,8 +1,10 @@
-"""Reports from stored results (no training): tables with mean ± 95% CI over seeds, plots, index.
+"""Reports from stored results (no training): tables, differences to the best, plots, index.
 
-A cell whose 95% confidence interval overlaps the best cell's is marked "≈": with these seeds
-it is not distinguishable from the best. Cells with a single seed get no interval and are
-marked "(1 seed)".
+Every interval comes from :mod:`ntbench.stats`. A cell shows its mean ± the 95% t interval over
+seeds; with one seed it shows ``n = 1`` and no interval. "≈ the best" is judged from the 95%
+interval of the *difference* to the best cell, paired by seed (Welch's interval when the two
+cells share no seeds), never from two overlapping intervals. A banner at the top says when the
+rows were made by other code than HEAD or by another micro backbone version.
 """
 from __future__ import annotations
 
@@ -10,11 +12,11 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import yaml
 
-from ntbench.stats import mean_interval
+from ntbench.stats import Difference, mean_interval, minimum_detectable_effect, paired_difference, power_table, \
+    welch_difference
 from ntbench.suite import Suite
 
 SEED = "param.train.seed"
@@ -50,11 +52,18 @@ def _cells(done: pd.DataFrame, metric: str, axes: list[str]) -> dict[tuple, dict
     return out
 
 
-def differences_vs_best(df: pd.DataFrame, metric: str, axes: list[str], maximize: bool = True) -> pd.DataFrame:
-    """Each cell against the best cell: paired by seed where they share at least two seeds (common
-    random numbers), Welch's interval otherwise. One row per cell (the best included, as the reference)."""
-    from ntbench.stats import paired_difference, welch_difference
+def difference(a: dict[int, float] | list[float], b: dict[int, float] | list[float]) -> Difference:
+    """A - B paired by seed where the cells share at least two seeds (common random numbers),
+    Welch's interval otherwise."""
+    if isinstance(a, dict) and isinstance(b, dict) and len(set(a) & set(b)) >= 2:
+        return paired_difference(a, b)
+    as_list = lambda c: list(c.values()) if isinstance(c, dict) else c  # noqa: E731
+    return welch_difference(as_list(a), as_list(b))
 
+
+def differences_vs_best(df: pd.DataFrame, metric: str, axes: list[str], maximize: bool = True) -> pd.DataFrame:
+    """Each cell against the best cell (:func:`difference`). One row per cell (the best included,
+    as the reference)."""
     done = df[df.status == "COMPLETE"]
     if not axes or done.empty:
         return pd.DataFrame()
@@ -68,12 +77,7 @@ def differences_vs_best(df: pd.DataFrame, metric: str, axes: list[str], maximize
     for key, vals in cells.items():
         if not vals:
             continue
-        paired = isinstance(vals, dict) and isinstance(best, dict) and len(set(vals) & set(best)) >= 2
-        if paired:
-            d = paired_difference(vals, best)
-        else:
-            as_list = lambda c: list(c.values()) if isinstance(c, dict) else c  # noqa: E731
-            d = welch_difference(as_list(vals), as_list(best))
+        d = difference(vals, best)
         rows.append({**dict(zip(axes, key)), "is_best": key == best_key, **d.as_dict()})
     return pd.DataFrame(rows)
 
@@ -82,7 +86,7 @@ def mark_noise(agg: pd.DataFrame, maximize: bool = True, diffs: pd.DataFrame | N
                axes: list[str] | None = None) -> pd.DataFrame:
     """★ on the best cell; ≈ where the 95% interval of the *difference* to the best includes 0
     (paired by seed when the cells share seeds). Without ``diffs`` (or with one seed) no ≈ is claimed
-    on interval grounds: a cell with one seed is marked "(1 seed)"."""
+    on interval grounds: a cell with one seed is marked "n = 1"."""
     best = agg.loc[agg["mean"].idxmax() if maximize else agg["mean"].idxmin()]
     verdict = {}
     if diffs is not None and len(diffs) and axes:
@@ -93,7 +97,7 @@ def mark_noise(agg: pd.DataFrame, maximize: bool = True, diffs: pd.DataFrame | N
         if r.name == best.name:
             return "best"
         if r["count"] < 2:
-            return "(1 seed)"
+            return "n = 1"
         dist, has_interval = verdict.get(tuple(r[a] for a in (axes or [])), (False, False))
         if not has_interval:
             return "(no interval)"
@@ -110,8 +114,9 @@ def _records(frame: pd.DataFrame):
 
 
 def _cell(r) -> str:
-    text = f"{r['mean']:.3f}" if math.isnan(r["ci95"]) else f"{r['mean']:.3f} ± {r['ci95']:.3f}"
-    marks = {"≈": " ≈", "best": " ★", "(no interval)": " (no interval)", "(1 seed)": " (1 seed)"}
+    # one seed: the mean and n = 1, never an interval the data cannot give
+    text = f"{r['mean']:.3f} (n = {int(r['count'])})" if math.isnan(r["ci95"]) else f"{r['mean']:.3f} ± {r['ci95']:.3f}"
+    marks = {"≈": " ≈", "best": " ★", "(no interval)": " (no interval)"}
     return text + marks.get(r["vs_best"], "")
 
 
@@ -145,147 +150,49 @@ def suite_table(suite: Suite, df: pd.DataFrame, metric: str) -> tuple[pd.DataFra
     return agg, table
 
 
-def _plot(suite: Suite, agg: pd.DataFrame, metric: str, path: Path) -> Path | None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    rows = f"param.{suite.report.rows}" if suite.report.rows else None
-    cols = f"param.{suite.report.cols}" if suite.report.cols else None
-    kind = suite.report.plot
-    if kind == "none":
-        return None
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    if kind == "heatmap" and rows in agg and cols in agg:
-        sns.heatmap(agg.pivot(index=rows, columns=cols, values="mean"), annot=True, fmt=".3f", cmap="viridis", ax=ax)
-    elif kind == "lines" and cols in agg:
-        ax.errorbar  # noqa: B018  (matplotlib draws the CI bars below)
-        for key, g in (agg.groupby(rows) if rows in agg else [("all", agg)]):
-            g = g.sort_values(cols)
-            ax.errorbar(g[cols].astype(str), g["mean"], yerr=np.nan_to_num(g["ci95"]), marker="o", capsize=3, label=str(key))
-        ax.set_xlabel(suite.report.cols)
-        if rows in agg:
-            ax.legend(title=suite.report.rows)
-    else:
-        x = rows if rows in agg else agg.columns[0]
-        sns.barplot(data=agg, x=x, y="mean", ax=ax, color="steelblue")
-        ax.errorbar(range(len(agg)), agg["mean"], yerr=np.nan_to_num(agg["ci95"]), fmt="none", ecolor="k", capsize=3)
-        ax.tick_params(axis="x", rotation=30)
-    ax.set_title(f"{suite.name}: {metric} (mean ± 95% CI)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 COST_METRICS = ("trainable_params", "tflops_per_step", "step_time_s", "peak_memory_mb")
 
 
-def delta_plot(suite: Suite, df: pd.DataFrame, metric: str, path: Path) -> tuple[pd.DataFrame, Path] | None:
-    """Interference view: each row's change of ``metric`` against the ``report.baseline`` row."""
-    rows = f"param.{suite.report.rows}" if suite.report.rows else None
-    if not suite.report.baseline or rows not in df.columns:
-        return None
-    agg = aggregate(df, metric, [rows])
-    base = agg[agg[rows].astype(str) == str(suite.report.baseline)]
-    if base.empty:
-        return None
-    b = base.iloc[0]
-    agg["delta"] = agg["mean"] - b["mean"]
-    # independent seeds: the half-widths of the two intervals add in quadrature
-    agg["delta_ci95"] = np.sqrt(np.nan_to_num(agg["ci95"]) ** 2 + np.nan_to_num(b["ci95"]) ** 2)
-    agg = agg[agg[rows].astype(str) != str(suite.report.baseline)]
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4))
-    colors = ["tab:green" if d >= 0 else "tab:red" for d in agg["delta"]]
-    ax.bar(agg[rows].astype(str), agg["delta"], yerr=agg["delta_ci95"], color=colors, capsize=4)
-    ax.axhline(0, color="k", lw=0.8)
-    ax.set_ylabel(f"Δ {metric} vs {suite.report.baseline}")
-    ax.set_title(f"{suite.name}: effect of the additional task (mean ± 95% CI)")
-    ax.tick_params(axis="x", rotation=20)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return agg, path
+def _axes(suite: Suite, df: pd.DataFrame) -> list[str]:
+    return [f"param.{k}" for k in suite.axes if f"param.{k}" != SEED and f"param.{k}" in df.columns]
 
 
-def cost_plot(suite: Suite, df: pd.DataFrame, path: Path) -> Path | None:
-    """Adapters view: quality next to trainable parameters, TFLOPs per step, step time, memory."""
-    rows = f"param.{suite.report.rows}" if suite.report.rows else None
-    panels = [suite.objective] + [m for m in COST_METRICS if m in suite.report.metrics and m in df.columns
-                                  and df[m].notna().any()]
-    if rows not in df.columns or len(panels) < 2:
-        return None
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.6))
-    for ax, metric in zip(axes, panels):
-        agg = aggregate(df, metric, [rows])
-        ax.bar(agg[rows].astype(str), agg["mean"], yerr=np.nan_to_num(agg["ci95"]), capsize=3, color="steelblue")
-        ax.set_title(metric, fontsize=9)
-        if metric == "trainable_params":
-            ax.set_yscale("log")
-        ax.tick_params(axis="x", rotation=45, labelsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def activation_plots(folder: Path) -> list[Path]:
-    """Figure 2b: per-task neuron activation frequency (layer x neuron) and task overlap."""
-    src = folder / "activation_frequency.json"
-    if not src.is_file():
-        return []
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    data = json.loads(src.read_text())
-    # the trial that trained the most tasks shows sharing between tasks best
-    trial, freqs = max(sorted(data.items(), key=lambda kv: int(kv[0])), key=lambda kv: len(kv[1]))
-    tasks = list(freqs)
-    fig, axes = plt.subplots(len(tasks), 1, figsize=(10, 1.6 * len(tasks) + 0.6), squeeze=False)
-    for ax, task in zip(axes[:, 0], tasks):
-        sns.heatmap(np.array(freqs[task]), ax=ax, vmin=0, vmax=1, cmap="magma", cbar=True)
-        ax.set_ylabel(task)
-    axes[0, 0].set_title(f"activation frequency per neuron (rows: layers), trial {trial}")
-    fig.tight_layout()
-    maps = folder / "activation_maps.png"
-    fig.savefig(maps, dpi=110)
-    plt.close(fig)
-    # overlap: Jaccard of each task's most active neurons (top half by frequency), averaged over layers
-    overlap = np.zeros((len(tasks), len(tasks)))
-    for i, a in enumerate(tasks):
-        for j, b in enumerate(tasks):
-            vals = []
-            for fa, fb in zip(freqs[a], freqs[b]):
-                fa, fb = np.array(fa), np.array(fb)
-                k = max(1, len(fa) // 2)
-                sa, sb = set(np.argsort(-fa)[:k]), set(np.argsort(-fb)[:k])
-                vals.append(len(sa & sb) / len(sa | sb))
-            overlap[i, j] = np.mean(vals)
-    fig, ax = plt.subplots(figsize=(5, 4))
-    sns.heatmap(pd.DataFrame(overlap, index=tasks, columns=tasks), annot=True, fmt=".2f", vmin=0, vmax=1, ax=ax)
-    ax.set_title("overlap of most-activated neurons (Jaccard)")
-    fig.tight_layout()
-    ov = folder / "activation_overlap.png"
-    fig.savefig(ov, dpi=110)
-    plt.close(fig)
-    return [maps, ov]
+def method_lines(suite: Suite, df: pd.DataFrame) -> list[str]:
+    """What every report states: the seeds, the interval kind, and the minimum detectable effect
+    (MDE) of the objective at the seed count the cells have."""
+    done = df[(df.status == "COMPLETE") & df[suite.objective].notna()] if suite.objective in df else df.iloc[:0]
+    axes = _axes(suite, df)
+    counts = (done.groupby(axes, dropna=False).size() if axes else pd.Series([len(done)])).tolist() or [0]
+    seeds = sorted(done[SEED].dropna().astype(int).unique().tolist()) if SEED in done else []
+    lo, hi = min(counts), max(counts)
+    lines = [f"{int((df.status == 'COMPLETE').sum())} complete / {len(df)} trials. Seeds: {seeds or 'not recorded'}; "
+             f"per cell n = {lo}" + (f" to {hi}" if hi != lo else "") + "."]
+    if hi < 2:
+        lines.append("Intervals: none. Every cell has n = 1, so no interval is shown and no difference is "
+                     "claimed: one seed says nothing about seed-to-seed noise.")
+    else:
+        lines.append("Intervals: each cell is mean ± the 95% t interval over its seeds (n = 1: no interval). "
+                     "★ best; ≈ not distinguishable from the best: the 95% interval of the *difference* to the "
+                     "best, paired by seed (t interval; also a percentile bootstrap where n ≥ 5; Welch's "
+                     "interval where the cells share no seeds), includes 0.")
+    diffs = differences_vs_best(df, suite.objective, axes, maximizes(suite, suite.objective)) \
+        if axes and len(done) else pd.DataFrame()
+    paired = diffs[diffs.paired & ~diffs.is_best & diffs.sd_diff.notna()] if len(diffs) else diffs
+    if len(paired):
+        sd, n = float(paired.sd_diff.median()), int(paired.n.min())
+        lines.append(f"Minimum detectable effect at n = {n} seeds (paired, level 0.05, power 0.8; median "
+                     f"sd(Δ) = {sd:.4f}): **{minimum_detectable_effect(sd, n):.4f}** on {suite.objective}. "
+                     "A smaller difference reads as not distinguishable at this resolution, not as no effect.")
+    else:
+        lines.append(f"Minimum detectable effect: not estimable; it needs cells paired with the best by at "
+                     f"least 2 shared seeds (here n = {hi}).")
+    return lines
 
 
 def _paired_section(suite: Suite, df: pd.DataFrame, metric: str, folder: Path, made: dict) -> list[str]:
     """The difference of every cell to the best, with its interval and the smallest detectable effect,
     and a power table from the measured sd of the paired differences."""
-    from ntbench.stats import power_table
-
-    axes = [f"param.{k}" for k in suite.axes if f"param.{k}" != SEED and f"param.{k}" in df.columns]
+    axes = _axes(suite, df)
     diffs = differences_vs_best(df, metric, axes, maximizes(suite, metric)) if axes else pd.DataFrame()
     if diffs.empty:
         return []
@@ -317,17 +224,63 @@ def _paired_section(suite: Suite, df: pd.DataFrame, metric: str, folder: Path, m
     return lines + [""]
 
 
+def delta_table(suite: Suite, df: pd.DataFrame, metric: str) -> pd.DataFrame | None:
+    """Interference view: each row's difference to the ``report.baseline`` row (:func:`difference`:
+    paired by seed, Welch's interval without shared seeds)."""
+    rows = f"param.{suite.report.rows}" if suite.report.rows else None
+    if not suite.report.baseline or rows not in df.columns:
+        return None
+    done = df[(df.status == "COMPLETE") & df[metric].notna()]
+    cells = {k[0]: v for k, v in _cells(done, metric, [rows]).items() if v}
+    base = next((v for k, v in cells.items() if str(k) == str(suite.report.baseline)), None)
+    if base is None:
+        return None
+    out = [{rows: k, **difference(v, base).as_dict()} for k, v in cells.items() if str(k) != str(suite.report.baseline)]
+    return pd.DataFrame(out) if out else None
+
+
+def trivial_baselines(suite: Suite, folder: Path, metric: str) -> dict[str, float]:
+    """The all-objects and largest-object masks' score on ``metric`` (a segmentation metric), on the
+    samples the suite's trials were evaluated on; cached in ``trivial_baselines.json``. Empty for
+    other metrics or when the dataset cannot be read."""
+    from ntbench.model.tasks import TASKS
+
+    task, _, name = metric.partition(".")
+    key = name.removeprefix("tf_").removeprefix("gen_")
+    try:
+        if key == name or not TASKS.get(task).segmentation:
+            return {}
+        from ntbench.suite import trial_config
+        cfg = trial_config(suite, {})
+    except Exception:  # noqa: BLE001  (an unknown task or an unresolved paper suite: no baseline, no failure)
+        return {}
+    ident = f"{cfg.data}|{cfg.eval_split}|{cfg.eval_samples}|{cfg.eval_seed}"
+    cache = folder / "trivial_baselines.json"
+    stored = json.loads(cache.read_text()) if cache.is_file() else {}
+    if task not in stored.get(ident, {}):
+        from ntbench.data.cache import resolve_data
+        from ntbench.data.io import SampleDataset
+        from ntbench.eval.evaluate import trivial_mask_baselines
+        try:
+            data = SampleDataset(resolve_data(cfg.data), cfg.eval_split)
+        except (OSError, ValueError):
+            return {}
+        stored.setdefault(ident, {}).update(trivial_mask_baselines(data, [task], cfg.eval_samples, cfg.eval_seed))
+        cache.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
+    return {m: float(v[key]) for m, v in stored[ident][task].items() if key in v}
+
+
 def report_suite(folder: Path) -> dict[str, list[Path]]:
     """Tables (CSV + markdown) and plots for one suite folder holding trials.csv."""
+    from ntbench.freshness import banner
+    from ntbench.plots import activation_plots, cost_plot, delta_plot, grid_plot
+
     suite = Suite(**yaml.safe_load((folder / "suite.resolved.yaml").read_text()))
     df = pd.read_csv(folder / "trials.csv")
     made: dict[str, list[Path]] = {"tables": [], "plots": []}
     metrics = [suite.objective] + [m for m in suite.report.metrics if m != suite.objective]
-    md = [f"# {suite.name}", "", suite.description, "",
-          f"{int((df.status == 'COMPLETE').sum())} complete / {len(df)} trials; seeds: "
-          f"{sorted(df[SEED].dropna().astype(int).unique().tolist()) if SEED in df else 'n/a'}. Mean ± 95% t "
-          "interval over seeds (none with one seed); ★ best, ≈ not distinguishable from the best: the 95% "
-          "interval of the difference to the best, paired by seed, includes 0.", ""]
+    md = [f"# {suite.name}", "", *banner(df, suite.defaults.get("backbone", "tiny-random")), suite.description, "",
+          *method_lines(suite, df), ""]
     for metric in metrics:
         if metric not in df.columns or df[metric].dropna().empty:
             md += [f"_{metric}: no values._", ""]
@@ -337,25 +290,34 @@ def report_suite(folder: Path) -> dict[str, list[Path]]:
         agg.drop(columns=["text"]).to_csv(folder / f"table_{safe}.csv", index=False)
         made["tables"].append(folder / f"table_{safe}.csv")
         md += [f"## {metric}", "", table.to_markdown(), ""]
+        base = trivial_baselines(suite, folder, metric)
+        if base:
+            md += ["Trivial masks on the same samples: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(base.items()))
+                   + ".", ""]
         md += _paired_section(suite, df, metric, folder, made)
-        plot = _plot(suite, agg, metric, folder / f"plot_{safe}.png") if metric == suite.objective else None
+        plot = grid_plot(suite, agg, metric, folder / f"plot_{safe}.png", base) if metric == suite.objective else None
         if plot:
             made["plots"].append(plot)
             md += [f"![{metric}]({plot.name})", ""]
     if suite.objective in df.columns and df[suite.objective].notna().any():
-        delta = delta_plot(suite, df, suite.objective, folder / "plot_delta.png")
-        if delta:
-            agg, plot = delta
-            agg.to_csv(folder / "table_delta.csv", index=False)
+        delta = delta_table(suite, df, suite.objective)
+        if delta is not None:
+            delta.to_csv(folder / "table_delta.csv", index=False)
+            plot = delta_plot(suite, delta, suite.objective, folder / "plot_delta.png")
             made["tables"].append(folder / "table_delta.csv")
             made["plots"].append(plot)
-            md += [f"## Δ {suite.objective} vs {suite.report.baseline}", "",
-                   agg[[c for c in agg.columns if c.startswith("param.") or c in ("delta", "delta_ci95", "count")]]
-                   .to_markdown(index=False), "", f"![delta]({plot.name})", ""]
-        costs = cost_plot(suite, df, folder / "plot_costs.png")
-        if costs:
-            made["plots"].append(costs)
-            md += [f"![costs]({costs.name})", ""]
+            cols = [c for c in delta.columns if c.startswith("param.")] + ["n", "paired", "mean", "low", "high",
+                                                                            "distinguishable"]
+            md += [f"## Δ {suite.objective} vs {suite.report.baseline} (95% interval of the difference)", "",
+                   delta[cols].rename(columns={"mean": "Δ"}).to_markdown(index=False, floatfmt="+.4f"), "",
+                   f"![delta]({plot.name})", ""]
+        rows = f"param.{suite.report.rows}" if suite.report.rows else None
+        panels = [(m, aggregate(df, m, [rows])) for m in [suite.objective, *COST_METRICS]
+                  if rows in df.columns and m in df.columns and df[m].notna().any()
+                  and (m == suite.objective or m in suite.report.metrics)]
+        if len(panels) >= 2:
+            made["plots"].append(cost_plot(suite, panels, folder / "plot_costs.png"))
+            md += ["![costs](plot_costs.png)", ""]
     failed = df[df.status == "FAIL"]
     if len(failed):
         md += ["## Failed trials", "", failed[["trial", "fail_reason"]].to_markdown(index=False), ""]
@@ -367,34 +329,32 @@ def report_suite(folder: Path) -> dict[str, list[Path]]:
     return made
 
 
+def _title(path: Path) -> str:
+    """A markdown file's first heading: what the file says it is (no prose written here)."""
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("#"):
+            return line.lstrip("#").strip()
+    return ""
+
+
 def write_index(results: Path) -> Path:
-    """results/README.md linking every suite report, table and plot."""
-    lines = ["# Results", "", "Made by `ntbench report` from the stored results; see each report for the command.", ""]
-    bench = results / "bench" / "README.md"
-    if bench.is_file():
-        lines += ["- [bench/README.md](bench/README.md): step-time and data benchmarks", ""]
-    micro = results / "micro"
-    if (micro / "summary.md").is_file():
-        seeds = "?"
-        if (micro / "trials.csv").is_file():  # said from the data, not hard-coded
-            seeds = str(pd.read_csv(micro / "trials.csv")["seed"].nunique())
-        lines += ["- [micro/summary.md](micro/summary.md): neural vs frozen vs trivial masks on the micro backbone, "
-                  f"{seeds} seeds ([trials.csv](micro/trials.csv))"]
-    if (micro / "resolution.md").is_file():
-        lines += ["- [micro/resolution.md](micro/resolution.md): determinism, paired differences between neighbouring "
-                  "cells, the power table, and where a trial's time goes"]
-    if (micro / "prepare.md").is_file():
-        lines += ["- [micro/prepare.md](micro/prepare.md): micro backbone sizes, parameter counts, pretraining losses"]
-    if (micro / "diagnosis" / "diagnosis.md").is_file():
-        lines += ["- [micro/diagnosis/diagnosis.md](micro/diagnosis/diagnosis.md): why segmentation on the micro "
-                  "backbone stays at the all-objects level (oracle and probe experiments)"]
-    if (results / "gpu" / "README.md").is_file():
-        lines += ["- [gpu/README.md](gpu/README.md): CUDA checks (bf16, checkpointing, every adapter), GPU step time at 7B shape, "
-                  "torch.compile, end-to-end latency and the paper-scale trial"]
-    lines.append("")
-    for folder in sorted(p.parent for p in results.glob("*/suite.resolved.yaml") if (p.parent / "trials.csv").is_file()):
-        lines.append(f"## {folder.name}")
-        lines.append("")
+    """results/README.md from what is on disk: every markdown document with its own first heading,
+    and for every suite folder its report's seed line and banner, and its files."""
+    lines = ["# Results", "", "Generated by `ntbench report` from the files below; each document names the "
+             "command that made it.", ""]
+    suites = sorted(p.parent for p in results.glob("*/suite.resolved.yaml") if (p.parent / "trials.csv").is_file())
+    docs = sorted(p for p in results.rglob("*.md") if p.name != "README.md" or p.parent != results)
+    docs = [p for p in docs if p.parent not in suites]
+    if docs:
+        lines += ["## Documents", ""] + [f"- [{p.relative_to(results)}]({p.relative_to(results)}): {_title(p)}"
+                                         for p in docs] + [""]
+    for folder in suites:
+        lines += [f"## {folder.name}", ""]
+        report = folder / "report.md"
+        if report.is_file():
+            text = report.read_text()
+            lines += [ln for ln in text.splitlines() if ln.startswith(("> **Stale", "Minimum detectable"))
+                      or " complete / " in ln] + [""]
         for f in sorted(folder.iterdir()):
             if f.suffix in (".md", ".csv", ".png") and not f.name.endswith(".partial"):
                 lines.append(f"- [{f.name}]({folder.name}/{f.name})")

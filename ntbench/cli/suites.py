@@ -64,7 +64,7 @@ def _summary_table(suite, df) -> None:
         out.print(f"{suite.name}: no completed trials with {suite.objective}")
         return
     _, table = suite_table(suite, df, suite.objective)
-    t = Table(title=f"{suite.name}: {suite.objective} (mean ± 95% CI; ★ best, ≈ difference to the best not distinguishable from 0)")
+    t = Table(title=f"{suite.name}: {suite.objective} (mean ± 95% t interval, n = 1: none; ★ best, ≈ difference to the best not distinguishable from 0)")
     t.add_column(str(table.index.name or ""))
     for c in table.columns:
         t.add_column(str(c))
@@ -131,7 +131,7 @@ def compare(
     csv: Optional[Path] = typer.Option(None, help="CSV of the side-by-side table (default: RESULTS/compare-.../compare.csv)"),
 ) -> None:
     """The same backbone, data, budget and seeds for each adapter, side by side."""
-    from ntbench.compare import compare_suite, side_by_side
+    from ntbench.compare import compare_suite, paired_differences, side_by_side
 
     try:
         seed_list = [int(x) for x in seeds.split(",") if x.strip()]
@@ -149,13 +149,24 @@ def compare(
     table.to_csv(path)
     from ntbench.suite import trial_config
     n_steps = trial_config(suite, {}).train.steps
-    t = Table(title=f"{' vs '.join(adapters)} on {backbone}, {n_steps} steps, seeds {seed_list} (mean ± std)")
+    t = Table(title=f"{' vs '.join(adapters)} on {backbone}, {n_steps} steps, seeds {seed_list} (mean ± 95% t interval)")
     t.add_column("metric")
     for c in table.columns:
         t.add_column(str(c), justify="right")
     for idx, r in table.iterrows():
         t.add_row(str(idx), *[str(v) for v in r.values])
     out.print(t)
+    if len(adapters) > 1 and adapters[0] in set(df.get("param.adapter", [])):
+        diffs = paired_differences(df, adapters[0])
+        diffs.to_csv(path.with_name(path.stem + "_paired.csv"), index=False)
+        d = Table(title=f"difference to {adapters[0]}, paired by seed: mean and 95% t interval")
+        for col in ("adapter", "metric", "seeds", "Δ", "95% CI", "MDE"):
+            d.add_column(col, justify="right")
+        for r in diffs.to_dict("records"):
+            ci = "no interval" if r["low"] != r["low"] else f"[{r['low']:+.4g}, {r['high']:+.4g}]"
+            d.add_row(f"{r['adapter']} − {adapters[0]}", r["metric"], f"{r['n']} ({'paired' if r['paired'] else 'Welch'})",
+                      f"{r['mean']:+.4g}", ci, "-" if r["mde"] != r["mde"] else f"{r['mde']:.3g}")
+        out.print(d)
     out.print(f"wrote {path}")
 
 

@@ -1,0 +1,111 @@
+"""Are stored result rows from the code HEAD would run, and from the micro backbone it would build?
+
+Every trial row carries ``prov.git_commit`` and ``prov.git_dirty`` (:mod:`ntbench.provenance`).
+A row is *stale* when the code at its commit differs from HEAD's (files under ``results/`` do
+not count: committing results must not age them), when it came from a dirty tree, or when the
+micro backbone it used has another version than HEAD's. Rows carry no backbone version, but the
+version is a constant in the code (``MICRO_VERSION`` in ``ntbench/micro/recipe.py``, earlier ``ntbench/micro.py``), so it is
+read from the row's commit in git. A report with stale rows says so in a banner at the top.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+# where MICRO_VERSION has lived (the module became a package): the first that exists at a commit counts
+RECIPES = ("ntbench/micro/recipe.py", "ntbench/micro.py")
+_VERSION = re.compile(r"^MICRO_VERSION\s*=\s*(\d+)", re.M)
+CODE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
+
+
+def micro_version_at(root: Path, commit: str) -> int | None:
+    """``MICRO_VERSION`` in the recipe at ``commit`` (None: unknown commit or no recipe there)."""
+    for recipe in RECIPES:
+        res = _git(root, "show", f"{commit}:{recipe}")
+        found = _VERSION.search(res.stdout) if res.returncode == 0 else None
+        if found:
+            return int(found.group(1))
+    return None
+
+
+def code_differs(root: Path, commit: str, head: str) -> bool | None:
+    """Whether the code (all but ``results/``) at ``commit`` differs from ``head`` (None: unknown commit)."""
+    res = _git(root, "diff", "--quiet", commit, head, "--", ".", ":(exclude)results")
+    return {0: False, 1: True}.get(res.returncode)
+
+
+def _micro_version_now(root: Path) -> int | None:
+    for recipe in RECIPES:
+        found = _VERSION.search((root / recipe).read_text()) if (root / recipe).is_file() else None
+        if found:
+            return int(found.group(1))
+    return None
+
+
+def stale_rows(df: pd.DataFrame, backbone: str | None, root: Path = CODE_ROOT) -> dict:
+    """Counts of complete rows made by other code, a dirty tree, or another micro backbone version.
+
+    Args:
+        df: trial rows (``prov.git_commit``, ``prov.git_dirty``; ``param.backbone`` if an axis).
+        backbone: the suite's default backbone, for rows without a ``param.backbone`` column.
+        root: the git checkout of the code (default: this package's).
+
+    Returns:
+        ``{"rows", "head", "other_code": {commit: n}, "unknown_commit": {commit: n}, "no_commit",
+        "dirty", "micro_now", "micro_other": {version: n}}``.
+    """
+    done = df[df.status == "COMPLETE"] if "status" in df else df
+    head = _git(root, "rev-parse", "HEAD").stdout.strip() or None
+    commits = done["prov.git_commit"] if "prov.git_commit" in done else pd.Series([None] * len(done), index=done.index)
+    dirty = int(done["prov.git_dirty"].astype(str).str.lower().eq("true").sum()) if "prov.git_dirty" in done else 0
+    backbones = done["param.backbone"] if "param.backbone" in done else pd.Series([backbone] * len(done), index=done.index)
+    micro_now = _micro_version_now(root)
+    differs, versions = {}, {}
+    other, unknown, micro_other = Counter(), Counter(), Counter()
+    for commit, bb in zip(commits, backbones):
+        if not isinstance(commit, str) or not commit:
+            continue
+        if head and commit not in differs:
+            differs[commit] = code_differs(root, commit, head)
+        if differs.get(commit) is None:
+            unknown[commit] += 1
+        elif differs[commit]:
+            other[commit] += 1
+        if bb == "micro":
+            versions.setdefault(commit, micro_version_at(root, commit))
+            if versions[commit] is not None and versions[commit] != micro_now:
+                micro_other[versions[commit]] += 1
+    no_commit = int(sum(not isinstance(c, str) or not c for c in commits))
+    return {"rows": len(done), "head": head, "other_code": dict(other), "unknown_commit": dict(unknown),
+            "no_commit": no_commit, "dirty": dirty, "micro_now": micro_now, "micro_other": dict(micro_other)}
+
+
+def banner(df: pd.DataFrame, backbone: str | None, root: Path = CODE_ROOT) -> list[str]:
+    """Markdown lines for the top of a report (empty when every row is from HEAD's code and backbone)."""
+    s = stale_rows(df, backbone, root)
+    notes = []
+    if s["micro_other"]:
+        made = ", ".join(f"{n} on v{v}" for v, n in sorted(s["micro_other"].items()))
+        notes.append(f"rows made on another micro backbone version ({made}); HEAD builds v{s['micro_now']}")
+    if s["other_code"]:
+        made = ", ".join(f"{n} by {c[:10]}" for c, n in sorted(s["other_code"].items()))
+        notes.append(f"rows made by code that differs from HEAD {str(s['head'])[:10]} ({made})")
+    if s["unknown_commit"]:
+        made = ", ".join(f"{n} by {c[:10]}" for c, n in sorted(s["unknown_commit"].items()))
+        notes.append(f"rows made by commits this checkout does not have ({made})")
+    if s["no_commit"]:
+        notes.append(f"{s['no_commit']} rows carry no git commit")
+    if s["dirty"]:
+        notes.append(f"{s['dirty']} rows made from a tree with uncommitted code changes")
+    if not notes:
+        return []
+    return ["> **Stale results.** Of the " + f"{s['rows']} complete rows: " + "; ".join(notes) + ". These numbers "
+            "may not be what the current code gives; rerun the suite to refresh them.", ""]

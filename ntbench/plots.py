@@ -1,0 +1,203 @@
+"""Plots of suite reports: every number drawn with its interval, axes named in words.
+
+The tables and intervals come from :mod:`ntbench.report` (which uses :mod:`ntbench.stats`);
+this module only draws them. Segmentation plots draw the trivial-mask baselines (the union of
+all objects, the largest object) as lines: a cell below them has learned nothing a mask
+without a model does not give.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ntbench.suite import Suite
+
+# suite keys as a reader says them (the param. prefix is dropped before lookup)
+AXIS_LABELS = {
+    "adapter": "adapter",
+    "adapter_options": "adapter options",
+    "adapter_options.alpha": "EMA weight α (previous layer's share)",
+    "adapter_options.beta": "neuron activation rate β",
+    "adapter_options.strategy": "activation strategy",
+    "adapter_options.targets": "projections that receive W_b's output",
+    "adapter_options.dz": "sparse vector size D_z",
+    "train.tasks": "tasks trained together",
+    "train.seed": "seed",
+    "train.lr": "learning rate",
+    "train.steps": "training steps",
+}
+TASK_LABELS = {"reasoning": "reasoning segmentation", "referring": "referring segmentation",
+               "captioning": "image captioning", "t2i": "text-to-image generation"}
+METRIC_LABELS = {"trainable_params": "trainable parameters", "tflops_per_step": "TFLOPs per training step",
+                 "step_time_s": "step time (s)", "peak_memory_mb": "peak memory (MB)"}
+BASELINE_LABELS = {"all_objects": "all-objects mask", "largest_object": "largest-object mask"}
+
+
+def axis_label(key: str | None) -> str:
+    """Words for a suite key such as ``param.train.tasks``; unknown keys lose dots and underscores."""
+    if not key:
+        return ""
+    key = key.removeprefix("param.")
+    return AXIS_LABELS.get(key, key.replace(".", " ").replace("_", " "))
+
+
+def metric_label(metric: str) -> str:
+    """``reasoning.tf_paper_oIoU`` -> ``reasoning segmentation oIoU (teacher-forced, paper convention)``."""
+    if metric in METRIC_LABELS:
+        return METRIC_LABELS[metric]
+    task, _, name = metric.partition(".")
+    if not name:
+        return metric.replace("_", " ")
+    mode = {"tf_": "teacher-forced", "gen_": "generated answers"}
+    how = next((v for k, v in mode.items() if name.startswith(k)), "")
+    name = name.removeprefix("tf_").removeprefix("gen_")
+    convention, _, core = name.partition("_") if name.startswith(("paper_", "lisa_")) else ("", "", name)
+    notes = ", ".join(x for x in (how, f"{convention} convention" if convention else "") if x)
+    return f"{TASK_LABELS.get(task, task)} {core}" + (f" ({notes})" if notes else "")
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _yerr(agg: pd.DataFrame) -> np.ndarray:
+    # no interval (one seed) draws no bar rather than a zero-width one that reads as certainty
+    return np.nan_to_num(agg["ci95"].to_numpy(dtype=float), nan=0.0)
+
+
+def _baselines(ax, baselines: dict[str, float] | None) -> None:
+    for (name, value), style in zip(sorted((baselines or {}).items()), ("--", ":")):
+        ax.axhline(value, color="grey", ls=style, lw=1.2, label=f"{BASELINE_LABELS.get(name, name)} ({value:.3f})")
+
+
+def grid_plot(suite: Suite, agg: pd.DataFrame, metric: str, path: Path,
+              baselines: dict[str, float] | None = None) -> Path | None:
+    """The suite's table as lines, bars or a heatmap; means with their 95% t intervals (none for n = 1)."""
+    kind = suite.report.plot
+    if kind == "none":
+        return None
+    plt = _pyplot()
+    rows = f"param.{suite.report.rows}" if suite.report.rows else None
+    cols = f"param.{suite.report.cols}" if suite.report.cols else None
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    if kind == "heatmap" and rows in agg and cols in agg:
+        import seaborn as sns
+        # a heatmap has no room for error bars: each cell is written as "mean ± half-width"
+        text = agg.pivot(index=rows, columns=cols, values="text")
+        sns.heatmap(agg.pivot(index=rows, columns=cols, values="mean"), annot=text, fmt="", cmap="viridis", ax=ax,
+                    annot_kws={"fontsize": 6}, cbar_kws={"label": metric_label(metric)})
+        ax.set_xlabel(axis_label(cols))
+        ax.set_ylabel(axis_label(rows))
+        if baselines:
+            ax.set_title(f"{suite.name} (trivial masks: " + ", ".join(
+                f"{BASELINE_LABELS.get(k, k)} {v:.3f}" for k, v in sorted(baselines.items())) + ")", fontsize=9)
+    else:
+        if kind == "lines" and cols in agg:
+            for key, g in (agg.groupby(rows, sort=False) if rows in agg else [("all", agg)]):
+                g = g.sort_values(cols)
+                ax.errorbar(g[cols].astype(str), g["mean"], yerr=_yerr(g), marker="o", capsize=3, label=str(key))
+            ax.set_xlabel(axis_label(cols))
+        else:
+            x = rows if rows in agg else (cols if cols in agg else agg.columns[0])
+            labels = [str(v) if cols not in agg or x == cols else f"{v} / {c}" for v, c in
+                      zip(agg[x], agg[cols] if cols in agg else agg[x])]
+            ax.bar(range(len(agg)), agg["mean"], yerr=_yerr(agg), capsize=3, color="steelblue")
+            ax.set_xticks(range(len(agg)), labels, rotation=30, ha="right", fontsize=8)
+            ax.set_xlabel(axis_label(x) + (f" / {axis_label(cols)}" if cols in agg and x != cols else ""))
+        _baselines(ax, baselines)
+        ax.set_ylabel(metric_label(metric))
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(title=axis_label(rows) if rows in agg and kind == "lines" else None, fontsize=7)
+        ax.set_title(f"{suite.name}: mean ± 95% t interval over seeds (no bar: one seed)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def delta_plot(suite: Suite, delta: pd.DataFrame, metric: str, path: Path) -> Path:
+    """Each row's difference to the ``report.baseline`` row with the interval of the difference."""
+    plt = _pyplot()
+    rows = f"param.{suite.report.rows}"
+    fig, ax = plt.subplots(figsize=(7, 4))
+    err = np.vstack([(delta["mean"] - delta["low"]).to_numpy(float), (delta["high"] - delta["mean"]).to_numpy(float)])
+    colors = ["tab:green" if d >= 0 else "tab:red" for d in delta["mean"]]
+    ax.bar(delta[rows].astype(str), delta["mean"], yerr=np.nan_to_num(err), color=colors, capsize=4)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xlabel(axis_label(rows))
+    ax.set_ylabel(f"Δ {metric_label(metric)}\nvs {suite.report.baseline}", fontsize=8)
+    ax.set_title(f"{suite.name}: effect of the additional task (95% interval of the difference)", fontsize=9)
+    ax.tick_params(axis="x", rotation=20)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def cost_plot(suite: Suite, panels: list[tuple[str, pd.DataFrame]], path: Path) -> Path:
+    """Adapters view: quality next to parameters, TFLOPs, step time, memory (one panel each)."""
+    plt = _pyplot()
+    rows = f"param.{suite.report.rows}"
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.8), squeeze=False)
+    for ax, (metric, agg) in zip(axes[0], panels):
+        ax.bar(agg[rows].astype(str), agg["mean"], yerr=_yerr(agg), capsize=3, color="steelblue")
+        ax.set_title(metric_label(metric), fontsize=8)
+        ax.set_xlabel(axis_label(rows), fontsize=8)
+        if metric == "trainable_params":
+            ax.set_yscale("log")
+        ax.tick_params(axis="x", rotation=45, labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def activation_plots(folder: Path) -> list[Path]:
+    """Figure 2b: per-task neuron activation frequency (layer x neuron) and task overlap."""
+    src = folder / "activation_frequency.json"
+    if not src.is_file():
+        return []
+    plt = _pyplot()
+    import seaborn as sns
+
+    data = json.loads(src.read_text())
+    # the trial that trained the most tasks shows sharing between tasks best
+    trial, freqs = max(sorted(data.items(), key=lambda kv: int(kv[0])), key=lambda kv: len(kv[1]))
+    tasks = list(freqs)
+    fig, axes = plt.subplots(len(tasks), 1, figsize=(10, 1.6 * len(tasks) + 0.6), squeeze=False)
+    for ax, task in zip(axes[:, 0], tasks):
+        sns.heatmap(np.array(freqs[task]), ax=ax, vmin=0, vmax=1, cmap="magma", cbar=True)
+        ax.set_ylabel(f"{task}\nlayer", fontsize=8)
+    axes[-1, 0].set_xlabel("neuron of the sparse vector Z")
+    axes[0, 0].set_title(f"how often each neuron is active, per task (trial {trial})")
+    fig.tight_layout()
+    maps = folder / "activation_maps.png"
+    fig.savefig(maps, dpi=110)
+    plt.close(fig)
+    # overlap: Jaccard of each task's most active neurons (top half by frequency), averaged over layers
+    overlap = np.zeros((len(tasks), len(tasks)))
+    for i, a in enumerate(tasks):
+        for j, b in enumerate(tasks):
+            vals = []
+            for fa, fb in zip(freqs[a], freqs[b]):
+                fa, fb = np.array(fa), np.array(fb)
+                k = max(1, len(fa) // 2)
+                sa, sb = set(np.argsort(-fa)[:k]), set(np.argsort(-fb)[:k])
+                vals.append(len(sa & sb) / len(sa | sb))
+            overlap[i, j] = np.mean(vals)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    sns.heatmap(pd.DataFrame(overlap, index=tasks, columns=tasks), annot=True, fmt=".2f", vmin=0, vmax=1, ax=ax)
+    ax.set_title("overlap of most-activated neurons (Jaccard)")
+    ax.set_xlabel("task")
+    ax.set_ylabel("task")
+    fig.tight_layout()
+    ov = folder / "activation_overlap.png"
+    fig.savefig(ov, dpi=110)
+    plt.close(fig)
+    return [maps, ov]

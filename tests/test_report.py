@@ -1,0 +1,157 @@
+"""Reports and compare from fake rows: intervals only where seeds give one, the MDE for the seed
+count, the stale-results banner, paired differences in `compare`, plots' words and baselines."""
+import math
+import subprocess
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+import ntbench.report as report
+from ntbench.suite import Suite
+
+OBJ = "reasoning.tf_paper_oIoU"
+BETA = "param.adapter_options.beta"
+T975_2, T80_2 = 4.302653, 1.060660  # t(2, 0.975), t(2, 0.80): three seeds
+
+
+def _folder(tmp_path, values: dict[float, list[float]], backbone="tiny-random", report_spec=None):
+    axes = {"adapter_options.beta": list(values), "train.seed": list(range(max(len(v) for v in values.values())))}
+    suite = Suite(name="s", description="fake", defaults={"backbone": backbone}, axes=axes, objective=OBJ,
+                  report=report_spec or {"rows": "adapter_options.beta", "plot": "bars"})
+    folder = tmp_path / "s"
+    folder.mkdir()
+    (folder / "suite.resolved.yaml").write_text(yaml.safe_dump(suite.model_dump(mode="json")))
+    rows = [{"trial": i, "status": "COMPLETE", BETA: b, "param.train.seed": s, OBJ: v}
+            for i, (b, s, v) in enumerate((b, s, v) for b, vals in values.items() for s, v in enumerate(vals))]
+    pd.DataFrame(rows).to_csv(folder / "trials.csv", index=False)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def no_dataset(monkeypatch):
+    """Trivial baselines are tested on their own; here they are fixed numbers (no dataset read)."""
+    monkeypatch.setattr(report, "trivial_baselines", lambda suite, folder, metric: {"all_objects": 0.304})
+
+
+def test_a_report_from_a_one_seed_suite_shows_no_interval(tmp_path):
+    folder = _folder(tmp_path, {0.3: [0.40], 0.5: [0.45]})
+    report.report_suite(folder)
+    text = (folder / "report.md").read_text()
+    assert "±" not in text and "≈" not in text
+    assert "0.400 (n = 1)" in text and "0.450 (n = 1) ★" in text
+    assert "per cell n = 1" in text and "Intervals: none" in text
+    assert "Minimum detectable effect: not estimable" in text
+    diff = pd.read_csv(folder / "diff_vs_best_reasoning.tf_paper_oIoU.csv")
+    assert diff.half_width.isna().all() and not diff.distinguishable.any()
+
+
+def test_a_three_seed_report_states_seeds_interval_kind_and_mde_by_hand(tmp_path):
+    # the difference 0.5 - 0.3 is 0.02, 0.03, 0.01 on seeds 0, 1, 2: mean 0.02, sd 0.01
+    folder = _folder(tmp_path, {0.3: [0.40, 0.45, 0.50], 0.5: [0.42, 0.48, 0.51]})
+    report.report_suite(folder)
+    text = (folder / "report.md").read_text()
+    mde = (T975_2 + T80_2) * 0.01 / math.sqrt(3)  # 0.030965
+    assert "Seeds: [0, 1, 2]; per cell n = 3." in text
+    assert "paired by seed" in text and f"**{mde:.4f}**" in text
+    half = T975_2 * 0.01 / math.sqrt(3)  # the paired interval straddles 0: not distinguishable
+    assert f"[{-0.02 - half:+.4f}, {-0.02 + half:+.4f}]" in text
+    assert "0.450 ± " in text and "≈" in text  # 0.3 is within noise of the best, 0.5 (mean 0.470)
+
+
+def test_delta_table_pairs_by_seed_against_the_baseline_row(tmp_path):
+    suite = Suite(name="s", defaults={"backbone": "tiny-random"}, objective=OBJ,
+                  axes={"train.tasks": [{"reasoning": 1}, {"reasoning": 1, "t2i": 1}], "train.seed": [0, 1, 2]},
+                  report={"rows": "train.tasks", "baseline": "reasoning"})
+    df = pd.DataFrame([{"status": "COMPLETE", "param.train.tasks": t, "param.train.seed": s, OBJ: v}
+                       for t, vals in (("reasoning", [0.40, 0.45, 0.50]), ("reasoning+t2i", [0.42, 0.48, 0.51]))
+                       for s, v in enumerate(vals)])
+    delta = report.delta_table(suite, df, OBJ)
+    (row,) = delta.to_dict("records")
+    half = T975_2 * 0.01 / math.sqrt(3)
+    assert row["paired"] and row["n"] == 3 and row["mean"] == pytest.approx(0.02)
+    assert (row["low"], row["high"]) == (pytest.approx(0.02 - half), pytest.approx(0.02 + half))
+
+
+def _git(root, *args):
+    subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
+
+
+def test_banner_names_another_backbone_version_other_code_and_dirty_rows(tmp_path):
+    from ntbench.freshness import banner
+
+    repo = tmp_path / "repo"
+    (repo / "ntbench").mkdir(parents=True)
+    _git(repo, "init", "-q")
+    _git(repo, "config", "user.email", "t@t")
+    _git(repo, "config", "user.name", "t")
+    (repo / "ntbench" / "micro.py").write_text("MICRO_VERSION = 2\n")  # where the version lived before
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "v2")
+    old = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    (repo / "ntbench" / "micro.py").unlink()
+    (repo / "ntbench" / "micro").mkdir()
+    (repo / "ntbench" / "micro" / "recipe.py").write_text("MICRO_VERSION = 3\n")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "v3")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    (repo / "results").mkdir()
+    (repo / "results" / "x.csv").write_text("a\n")  # a results-only commit does not age the rows
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "results")
+
+    fresh = pd.DataFrame({"status": ["COMPLETE"] * 2, "prov.git_commit": [head] * 2, "prov.git_dirty": [False] * 2})
+    assert banner(fresh, "micro", repo) == []
+    stale = pd.DataFrame({"status": ["COMPLETE"] * 3, "prov.git_commit": [old, old, head],
+                          "prov.git_dirty": [False, False, True]})
+    (text, _) = banner(stale, "micro", repo)
+    assert text.startswith("> **Stale results.**") and "2 on v2); HEAD builds v3" in text
+    assert f"2 by {old[:10]}" in text and "1 rows made from a tree with uncommitted" in text
+    # not the micro backbone: its version does not matter, the code still does
+    (text, _) = banner(stale, "tiny-random", repo)
+    assert "micro backbone" not in text and f"2 by {old[:10]}" in text
+
+
+def test_compare_prints_the_paired_difference_with_its_interval(tmp_path, monkeypatch):
+    import ntbench.cli.suites as cli_suites
+    from ntbench.cli import app
+    from ntbench.compare import paired_differences
+
+    rows = pd.DataFrame([{"status": "COMPLETE", "param.adapter": a, "param.train.seed": s, OBJ: v,
+                          "trainable_params": p}
+                         for a, vals, p in (("lora", [0.40, 0.45, 0.50], 100), ("neural", [0.42, 0.48, 0.51], 80))
+                         for s, v in enumerate(vals)])
+    half = T975_2 * 0.01 / math.sqrt(3)
+    d = paired_differences(rows, "lora").set_index("metric")
+    assert d.loc[OBJ, "paired"] and d.loc[OBJ, "mean"] == pytest.approx(0.02)
+    assert (d.loc[OBJ, "low"], d.loc[OBJ, "high"]) == (pytest.approx(0.02 - half), pytest.approx(0.02 + half))
+    assert d.loc["trainable_params", "mean"] == -20 and d.loc["trainable_params", "high"] == -20  # no spread
+
+    (tmp_path / "compare-lora-neural").mkdir()  # the runner makes the suite's folder
+    monkeypatch.setattr(cli_suites, "_run_suite_with_bars", lambda *a, **k: rows)
+    monkeypatch.setattr(cli_suites.out, "width", 200)  # rich wraps at the terminal's width otherwise
+    result = CliRunner().invoke(app, ["compare", "lora", "neural", "--backbone", "tiny-random", "--seeds", "0,1,2",
+                                      "--results", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "neural − lora" in result.output and f"[{0.02 - half:+.4g}, {0.02 + half:+.4g}]" in result.output
+    assert "3 (paired)" in result.output
+    written = pd.read_csv(tmp_path / "compare-lora-neural" / "compare_paired.csv")
+    assert set(written.metric) == {OBJ, "trainable_params"}
+
+
+def test_labels_are_words_and_the_index_takes_titles_from_disk(tmp_path):
+    from ntbench.plots import axis_label, metric_label
+
+    assert axis_label("param.train.tasks") == "tasks trained together"
+    assert axis_label("param.adapter_options.beta") == "neuron activation rate β"
+    assert axis_label("param.foo.bar_baz") == "foo bar baz"
+    assert metric_label(OBJ) == "reasoning segmentation oIoU (teacher-forced, paper convention)"
+    results = tmp_path / "results"
+    (results / "cost").mkdir(parents=True)
+    (results / "cost" / "README.md").write_text("intro\n# TFLOPs at the paper's setting\n")
+    folder = _folder(results, {0.3: [0.40], 0.5: [0.45]})
+    report.report_suite(folder)
+    index = report.write_index(results).read_text()
+    assert "[cost/README.md](cost/README.md): TFLOPs at the paper's setting" in index
+    assert "per cell n = 1" in index and "[report.md](s/report.md)" in index
