@@ -40,3 +40,19 @@ def test_summary_names_the_eval_set_size_and_writes_checks(tmp_path):
     assert len(checks) == 7 and all(isinstance(c["passes"], bool) for c in checks)
     sd = np.std([0.50, 0.55, 0.60], ddof=1)
     assert f"**{sd:.4f}**" in text
+
+
+def test_checks_carry_the_paired_interval_worked_by_hand():
+    t975_2 = 4.302653  # t(2, 0.975)
+    _, checks = summarize(_frame([0.50, 0.55, 0.60], [0.30, 0.40, 0.20]))
+    # vs frozen, per seed: 0.20, 0.15, 0.40 -> mean 0.25, sd sqrt(0.0175)
+    c = next(c for c in checks if c["baseline"] == "frozen" and c["metric"] == "reasoning_oIoU")
+    half = t975_2 * np.sqrt(0.0175) / np.sqrt(3)
+    assert c["paired"] and c["n"] == 3
+    assert (c["ci_low"], c["ci_high"]) == (pytest.approx(0.25 - half), pytest.approx(0.25 + half))
+    assert not c["distinguishable"]  # the interval [-0.079, 0.579] includes 0
+    # vs the all-objects mask (0.3 on every seed): 0.20, 0.25, 0.30 -> sd 0.05
+    c = next(c for c in checks if c["baseline"] == "all_objects" and c["metric"] == "reasoning_oIoU")
+    half = t975_2 * 0.05 / np.sqrt(3)
+    assert (c["ci_low"], c["ci_high"]) == (pytest.approx(0.25 - half), pytest.approx(0.25 + half))
+    assert c["distinguishable"]
