@@ -10,10 +10,10 @@ import math
 
 import pandas as pd
 
-from ntbench.report import SEED, difference
-from ntbench.stats import mean_interval
+from ntbench.stats import difference, mean_interval
 from ntbench.suite import Suite, _check_values, SuiteError
 
+SEED = "param.train.seed"  # the trial rows' seed column (as in ntbench.report; compare sits beside it)
 METRICS = ["reasoning.tf_paper_oIoU", "referring.tf_paper_oIoU", "reasoning.gen_paper_oIoU",
            "captioning.BLEU-4", "captioning.CIDEr", "t2i.FID", "trainable_params", "step_time_s",
            "peak_memory_mb", "tflops_per_step"]

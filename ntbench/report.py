@@ -15,8 +15,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from ntbench.stats import Difference, mean_interval, minimum_detectable_effect, paired_difference, power_table, \
-    welch_difference
+from ntbench.stats import difference, mean_interval, minimum_detectable_effect, power_table
 from ntbench.suite import Suite
 
 SEED = "param.train.seed"
@@ -52,18 +51,9 @@ def _cells(done: pd.DataFrame, metric: str, axes: list[str]) -> dict[tuple, dict
     return out
 
 
-def difference(a: dict[int, float] | list[float], b: dict[int, float] | list[float]) -> Difference:
-    """A - B paired by seed where the cells share at least two seeds (common random numbers),
-    Welch's interval otherwise."""
-    if isinstance(a, dict) and isinstance(b, dict) and len(set(a) & set(b)) >= 2:
-        return paired_difference(a, b)
-    as_list = lambda c: list(c.values()) if isinstance(c, dict) else c  # noqa: E731
-    return welch_difference(as_list(a), as_list(b))
-
-
 def differences_vs_best(df: pd.DataFrame, metric: str, axes: list[str], maximize: bool = True) -> pd.DataFrame:
-    """Each cell against the best cell (:func:`difference`). One row per cell (the best included,
-    as the reference)."""
+    """Each cell against the best cell (:func:`ntbench.stats.difference`: paired by seed, else Welch).
+    One row per cell (the best included, as the reference)."""
     done = df[df.status == "COMPLETE"]
     if not axes or done.empty:
         return pd.DataFrame()
@@ -225,7 +215,7 @@ def _paired_section(suite: Suite, df: pd.DataFrame, metric: str, folder: Path, m
 
 
 def delta_table(suite: Suite, df: pd.DataFrame, metric: str) -> pd.DataFrame | None:
-    """Interference view: each row's difference to the ``report.baseline`` row (:func:`difference`:
+    """Interference view: each row's difference to the ``report.baseline`` row (:func:`ntbench.stats.difference`:
     paired by seed, Welch's interval without shared seeds)."""
     rows = f"param.{suite.report.rows}" if suite.report.rows else None
     if not suite.report.baseline or rows not in df.columns:

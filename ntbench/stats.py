@@ -5,6 +5,7 @@
   compared seed by seed: t interval, bootstrap interval (n >= 5), the sd of the per-seed
   difference next to the sds of A and B, and the minimum detectable effect;
 - :func:`welch_difference`: cells that share no seeds;
+- :func:`difference`: paired where two cells share seeds, Welch otherwise;
 - :func:`minimum_detectable_effect` and :func:`power_table`: how many seeds a question needs.
 
 Formulas: ``../shared/notes/statistics.md`` (paired t, Welch-Satterthwaite, MDE at level 0.05
@@ -137,6 +138,16 @@ def welch_difference(a: Sequence[float], b: Sequence[float], level: float = LEVE
             hw = 0.0
     return Difference(False, min(ia.n, ib.n), ia.mean - ib.mean, hw, math.nan, math.nan, math.nan, ia.sd, ib.sd,
                       math.nan)
+
+
+def difference(a: Mapping[int, float] | Sequence[float], b: Mapping[int, float] | Sequence[float],
+               level: float = LEVEL) -> Difference:
+    """A - B: paired by seed (:func:`paired_difference`) when both are seed -> value mappings sharing at
+    least two seeds; Welch's interval (:func:`welch_difference`) otherwise."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping) and len(set(a) & set(b)) >= 2:
+        return paired_difference(a, b, level)
+    as_list = lambda c: list(c.values()) if isinstance(c, Mapping) else list(c)  # noqa: E731
+    return welch_difference(as_list(a), as_list(b), level)
 
 
 def _isnan(v) -> bool:

@@ -129,3 +129,14 @@ def test_the_star_goes_to_the_lowest_for_lower_is_better_metrics():
     agg, _ = suite_table(suite, df, "t2i.FID")
     marks = agg.set_index("param.adapter_options.beta")["vs_best"]
     assert marks[0.5] == "best" and marks[0.4] != "best"
+
+
+def test_difference_pairs_with_two_shared_seeds_and_falls_back_to_welch():
+    from ntbench.stats import difference
+
+    a, b = {0: 0.42, 1: 0.48, 2: 0.51}, {0: 0.40, 1: 0.45, 2: 0.50}
+    d = difference(a, b)  # per seed 0.02, 0.03, 0.01: mean 0.02, sd 0.01, t(2, .975) = 4.302653
+    assert d.paired and d.half_width == pytest.approx(4.302653 * 0.01 / math.sqrt(3), rel=1e-6)
+    one_shared = difference({0: 0.42, 5: 0.48}, {0: 0.40, 7: 0.45})
+    assert not one_shared.paired and one_shared.mean == pytest.approx(0.025)
+    assert not difference([0.42, 0.48], [0.40, 0.45]).paired

@@ -7,6 +7,10 @@ Per adapted layer k, on the attention input H (what the q/k/v projections receiv
     Z^a_k = Z^u_k masked by the activation strategy (Eq. 3: top round(r·Dz), r ~ N(β, (0.1β)²))
     Z^b_k = W_b Z^a_k, split in q, k, v order and added to the targeted projections (Eq. 4-5)
 
+``chunking="reference"`` reproduces the released code's split: with targets ``qkv`` it adds
+chunk 1 to both K and V and never reads chunk 2 (``chunk_sources``); W_b keeps its three chunks,
+so the parameter count is the reference's.
+
 Each attention module gets a child ``neural_tuning`` (:class:`NeuralTuningLayer`, holding
 ``w_z`` and ``w_b``) and its targeted projections are replaced by :class:`AdaptedProjection`
 wrappers around the original Linear. The model class is never touched.
@@ -158,19 +162,36 @@ class NeuralTuningLayer(nn.Module):
         return f"index={self.index}, targets={self.targets!r}, widths={self.widths}, strategy={self.strategy}"
 
 
+def chunk_sources(targets: str, widths: list[int], chunking: str) -> dict[str, slice]:
+    """Which columns of Z^b_k each target adds. ``paper``: chunk i goes to the i-th target (q, k, v
+    order). ``reference``: the released code's 'qkv' mode gives V the K chunk (chunk 1), so chunk 2
+    is unused; its 'qv' and 'kv' modes split as the paper does."""
+    starts = [sum(widths[:i]) for i in range(len(widths))]
+    out = {t: slice(s, s + w) for t, s, w in zip(targets, starts, widths)}
+    if chunking == "reference" and targets == "qkv":
+        out["v"] = out["k"]  # k and v have the same width (both num_key_value_heads * head_dim)
+    return out
+
+
 class AdaptedProjection(nn.Module):
     """Wraps a q/k/v (or fused qkv) Linear: output + the matching columns of Z^b_k."""
 
     def __init__(self, base_layer: nn.Module, layer: NeuralTuningLayer, source: slice | None,
-                 columns: torch.Tensor | None = None):
+                 columns: torch.Tensor | None = None, gather: torch.Tensor | None = None):
         super().__init__()
         self.base_layer = base_layer
         object.__setattr__(self, "_layer", layer)  # owned by the attention module, not by us
         self.source = source
+        device = next(base_layer.parameters()).device
         if columns is not None:
-            self.register_buffer("columns", columns.to(next(base_layer.parameters()).device), persistent=False)
+            self.register_buffer("columns", columns.to(device), persistent=False)
         else:
             self.columns = None
+        # fused projection whose targets do not read Z^b_k's columns in order (reference chunking)
+        if gather is not None:
+            self.register_buffer("gather", gather.to(device), persistent=False)
+        else:
+            self.gather = None
 
     @property
     def in_features(self) -> int:
@@ -185,6 +206,8 @@ class AdaptedProjection(nn.Module):
         d = self._layer.delta(x)
         if self.columns is None:
             return out + d[..., self.source]
+        if self.gather is not None:
+            d = d.index_select(-1, self.gather)
         return out.index_add(-1, self.columns, d.to(out.dtype))
 
 
@@ -197,17 +220,18 @@ def attach_neural(model: nn.Module, opts: NeuralOptions) -> list[NeuralTuningLay
     for index, site in enumerate(sites):
         layer = NeuralTuningLayer(index, site, opts, strategy, state, opts.targets)
         site.module.add_module("neural_tuning", layer)
+        sources = chunk_sources(opts.targets, layer.widths, opts.chunking)
         if site.fused:
             cols = torch.cat([site.fused_columns[t] for t in opts.targets])
+            gather = torch.cat([torch.arange(sources[t].start, sources[t].stop) for t in opts.targets])
+            in_order = torch.equal(gather, torch.arange(len(gather)))
             base = getattr(site.module, site.fused)
-            setattr(site.module, site.fused, AdaptedProjection(base, layer, None, cols))
+            setattr(site.module, site.fused, AdaptedProjection(base, layer, None, cols, None if in_order else gather))
         else:
-            start = 0
-            for t, width in zip(opts.targets, layer.widths):
+            for t in opts.targets:
                 child = site.separate[t]
                 base = getattr(site.module, child)
-                setattr(site.module, child, AdaptedProjection(base, layer, slice(start, start + width)))
-                start += width
+                setattr(site.module, child, AdaptedProjection(base, layer, sources[t]))
         layers.append(layer)
     if layers:
         state.anchor = layers[0].w_z.weight

@@ -38,6 +38,10 @@ class NeuralOptions(_Options):
     norm: bool = Field(False, description="RMSNorm on Z^u before sparsifying (reference code)")
     sparsify_at_inference: bool = Field(True, description="keep the mask in eval mode (paper) or go dense (reference flag)")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on W_b's output (reference: 0.1)")
+    chunking: Literal["paper", "reference"] = Field(
+        "paper", description="how W_b's output is split over the targets: paper, one chunk per target in "
+                             "q, k, v order; reference, as the released code: with targets qkv, K and V "
+                             "both add chunk 1 and chunk 2 is never used (other target sets: the same)")
     init_wb: Literal["zero", "default"] = Field("zero", description="zero: start exactly at the frozen model; default: nn.Linear init")
     module_filter: str | None = Field(None, description="regex the attention module path must match")
     seed: int | None = Field(None, description="seed of the activation-strategy generator (None: 0, or in a "
