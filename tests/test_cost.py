@@ -1,4 +1,5 @@
 """Parameter and FLOP counts against hand-computed values."""
+import pytest
 from transformers import LlamaConfig
 
 from ntbench.cost import adapter_cost, build_meta_model
@@ -66,3 +67,23 @@ def test_meta_device_counts_7b_shape_without_allocating():
     linear = 32 * 2 * t * (4 * h * h + 3 * h * i + h * 128 + 128 * 2 * h) + 2 * t * h * 32000
     attention = 32 * 2 * 2 * t * t * h
     assert row["forward_flops"] == linear + attention
+
+
+def test_paper_setting_vision_projection_and_llm_by_hand():
+    """ViT-L/14 at 224 px, the 1024->4096 projection of its 257 tokens, LLaMA-2-7B over 257 + 32 tokens."""
+    from ntbench.cost import IMAGE_TOKENS, PAPER_TFLOPS, paper_inference_costs, vision_flops
+
+    t, h, i, layers = 257, 1024, 4096, 24
+    assert IMAGE_TOKENS == t
+    patches = 2 * 256 * (3 * 14 * 14) * h  # the patch-embedding convolution, one output per patch
+    per_layer = 2 * t * (4 * h * h + 2 * h * i) + 2 * 2 * t * t * h
+    assert vision_flops() == patches + layers * per_layer
+    rows = {r["adapter"]: r for r in paper_inference_costs(("frozen", "neural"), text_tokens=32)}
+    s, H, I, dz = t + 32, 4096, 11008, 128
+    llm = 32 * (2 * s * (4 * H * H + 3 * H * I) + 2 * 2 * s * s * H) + 2 * s * H * 32000
+    assert rows["frozen"]["llm_tflops"] * 1e12 == llm
+    assert rows["frozen"]["projection_tflops"] * 1e12 == 2 * t * 1024 * H
+    added = 32 * 2 * s * (H * dz + dz * 2 * H)  # W_z and W_b (targets q, v) in every layer
+    assert (rows["neural"]["total_tflops"] - rows["frozen"]["total_tflops"]) * 1e12 == pytest.approx(added, rel=1e-9)
+    assert rows["neural"]["paper_tflops"] == PAPER_TFLOPS["neural"] == 2.47 and rows["frozen"]["paper_tflops"] is None
+    assert rows["neural"]["total_tmacs"] == rows["neural"]["total_tflops"] / 2
