@@ -140,8 +140,10 @@ def delta_plot(suite: Suite, delta: pd.DataFrame, metric: str, path: Path) -> Pa
     return path
 
 
-def cost_plot(suite: Suite, panels: list[tuple[str, pd.DataFrame]], path: Path) -> Path:
-    """Adapters view: quality next to parameters, TFLOPs, step time, memory (one panel each)."""
+def cost_plot(suite: Suite, panels: list[tuple[str, pd.DataFrame]], path: Path,
+              baselines: dict[str, float] | None = None) -> Path:
+    """Adapters view: quality next to parameters, TFLOPs, step time, memory (one panel each); the
+    trivial-mask ``baselines`` are drawn on the objective's panel."""
     plt = _pyplot()
     rows = f"param.{suite.report.rows}"
     fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.8), squeeze=False)
@@ -149,6 +151,9 @@ def cost_plot(suite: Suite, panels: list[tuple[str, pd.DataFrame]], path: Path) 
         ax.bar(agg[rows].astype(str), agg["mean"], yerr=_yerr(agg), capsize=3, color="steelblue")
         ax.set_title(metric_label(metric), fontsize=8)
         ax.set_xlabel(axis_label(rows), fontsize=8)
+        if metric == suite.objective and baselines:
+            _baselines(ax, baselines)
+            ax.legend(fontsize=6)
         if metric == "trainable_params":
             ax.set_yscale("log")
         ax.tick_params(axis="x", rotation=45, labelsize=8)

@@ -306,7 +306,8 @@ def report_suite(folder: Path) -> dict[str, list[Path]]:
                   if rows in df.columns and m in df.columns and df[m].notna().any()
                   and (m == suite.objective or m in suite.report.metrics)]
         if len(panels) >= 2:
-            made["plots"].append(cost_plot(suite, panels, folder / "plot_costs.png"))
+            made["plots"].append(cost_plot(suite, panels, folder / "plot_costs.png",
+                                           trivial_baselines(suite, folder, suite.objective)))
             md += ["![costs](plot_costs.png)", ""]
     failed = df[df.status == "FAIL"]
     if len(failed):

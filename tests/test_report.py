@@ -14,6 +14,7 @@ from ntbench.suite import Suite
 OBJ = "reasoning.tf_paper_oIoU"
 BETA = "param.adapter_options.beta"
 T975_2, T80_2 = 4.302653, 1.060660  # t(2, 0.975), t(2, 0.80): three seeds
+TRIVIAL = report.trivial_baselines  # the real one, before the fixture below replaces it
 
 
 def _folder(tmp_path, values: dict[float, list[float]], backbone="tiny-random", report_spec=None):
@@ -155,3 +156,44 @@ def test_labels_are_words_and_the_index_takes_titles_from_disk(tmp_path):
     index = report.write_index(results).read_text()
     assert "[cost/README.md](cost/README.md): TFLOPs at the paper's setting" in index
     assert "per cell n = 1" in index and "[report.md](s/report.md)" in index
+
+
+def test_plots_draw_trivial_baselines_intervals_and_words(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from ntbench.plots import grid_plot
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to look at it
+    suite = Suite(name="s", axes={"adapter_options.beta": [0.3, 0.5], "train.seed": [0, 1, 2]}, objective=OBJ,
+                  report={"rows": "adapter_options.beta", "plot": "bars"})
+    agg = report.aggregate(pd.DataFrame([{"status": "COMPLETE", BETA: b, OBJ: v}
+                                         for b, vals in ((0.3, [0.40, 0.45, 0.50]), (0.5, [0.5])) for v in vals]),
+                           OBJ, [BETA])
+    grid_plot(suite, agg, OBJ, tmp_path / "p.png", {"all_objects": 0.304, "largest_object": 0.29})
+    (ax,) = figures[0].axes
+    assert ax.get_xlabel() == "neuron activation rate β"
+    assert ax.get_ylabel() == "reasoning segmentation oIoU (teacher-forced, paper convention)"
+    lines = {ln.get_label(): ln.get_ydata()[0] for ln in ax.lines if ln.get_label().endswith(")")}
+    assert lines == {"all-objects mask (0.304)": 0.304, "largest-object mask (0.290)": 0.29}
+    # the error bars: the t interval of the 3-seed cell, nothing for the 1-seed cell
+    (bars,) = [c for c in ax.containers if hasattr(c, "errorbar") and c.errorbar is not None]
+    segments = bars.errorbar.lines[2][0].get_segments()
+    half = T975_2 * 0.05 / math.sqrt(3)
+    assert [s[1][1] - s[0][1] for s in segments] == [pytest.approx(2 * half), 0.0]
+
+
+def test_trivial_baselines_are_scored_on_the_trials_samples_and_cached(tmp_path, monkeypatch):
+    from ntbench.data.cache import resolve_data
+    from ntbench.data.io import SampleDataset
+    from ntbench.eval.evaluate import trivial_mask_baselines
+
+    monkeypatch.setenv("NTBENCH_HOME", str(tmp_path / "home"))
+    suite = Suite(name="s", defaults={"backbone": "tiny-random", "data": "microworld:16", "eval_samples": 5,
+                                      "eval_seed": 3}, axes={"train.seed": [0]}, objective=OBJ)
+    got = TRIVIAL(suite, tmp_path, OBJ)
+    want = trivial_mask_baselines(SampleDataset(resolve_data("microworld:16"), "val"), ["reasoning"], 5, 3)
+    assert got == {m: want["reasoning"][m]["paper_oIoU"] for m in ("all_objects", "largest_object")}
+    assert (tmp_path / "trivial_baselines.json").is_file()
+    assert TRIVIAL(suite, tmp_path, "reasoning.tf_lisa_cIoU")["all_objects"] == want["reasoning"]["all_objects"]["lisa_cIoU"]
+    assert TRIVIAL(suite, tmp_path, "captioning.BLEU-4") == {}  # not a segmentation metric
