@@ -94,10 +94,11 @@ def banner(df: pd.DataFrame, backbone: str | None, root: Path = CODE_ROOT) -> li
     notes = []
     if s["micro_other"]:
         made = ", ".join(f"{n} on v{v}" for v, n in sorted(s["micro_other"].items()))
-        notes.append(f"rows made on another micro backbone version ({made}); HEAD builds v{s['micro_now']}")
+        notes.append(f"rows made on another micro backbone version ({made}); this code builds v{s['micro_now']}")
     if s["other_code"]:
         made = ", ".join(f"{n} by {c[:10]}" for c, n in sorted(s["other_code"].items()))
-        notes.append(f"rows made by code that differs from HEAD {str(s['head'])[:10]} ({made})")
+        notes.append(f"rows made by code that differs from the code this report was made with, commit "
+                     f"{str(s['head'])[:10]} ({made})")
     if s["unknown_commit"]:
         made = ", ".join(f"{n} by {c[:10]}" for c, n in sorted(s["unknown_commit"].items()))
         notes.append(f"rows made by commits this checkout does not have ({made})")

@@ -73,7 +73,8 @@ def _yerr(agg: pd.DataFrame) -> np.ndarray:
 
 def _baselines(ax, baselines: dict[str, float] | None) -> None:
     for (name, value), style in zip(sorted((baselines or {}).items()), ("--", ":")):
-        ax.axhline(value, color="grey", ls=style, lw=1.2, label=f"{BASELINE_LABELS.get(name, name)} ({value:.3f})")
+        ax.axhline(value, color="black", ls=style, lw=1.2, zorder=3,  # over the bars, not hidden behind them
+                   label=f"{BASELINE_LABELS.get(name, name)} ({value:.3f})")
 
 
 def grid_plot(suite: Suite, agg: pd.DataFrame, metric: str, path: Path,
@@ -85,19 +86,28 @@ def grid_plot(suite: Suite, agg: pd.DataFrame, metric: str, path: Path,
     plt = _pyplot()
     rows = f"param.{suite.report.rows}" if suite.report.rows else None
     cols = f"param.{suite.report.cols}" if suite.report.cols else None
-    fig, ax = plt.subplots(figsize=(8, 4.5))
     if kind == "heatmap" and rows in agg and cols in agg:
         import seaborn as sns
-        # a heatmap has no room for error bars: each cell is written as "mean ± half-width"
-        text = agg.pivot(index=rows, columns=cols, values="text")
-        sns.heatmap(agg.pivot(index=rows, columns=cols, values="mean"), annot=text, fmt="", cmap="viridis", ax=ax,
-                    annot_kws={"fontsize": 6}, cbar_kws={"label": metric_label(metric)})
+        means = agg.pivot(index=rows, columns=cols, values="mean")
+        fig, ax = plt.subplots(figsize=(max(8.0, 4 + 0.9 * means.shape[1]), max(4.5, 1 + 0.8 * means.shape[0])))
+        # no room for error bars: each cell says its interval (or n = 1) under the mean
+        agg = agg.assign(_note=[f"{m:.3f}\n" + (f"n={int(n)}" if pd.isna(c) else f"±{c:.3f}")
+                                for m, c, n in zip(agg["mean"], agg["ci95"], agg["count"])])
+        notes = agg.pivot(index=rows, columns=cols, values="_note").loc[means.index, means.columns]
+        # centred on the all-objects mask: red cells score below a mask that needs no model
+        center = (baselines or {}).get("all_objects")
+        sns.heatmap(means, annot=notes, fmt="", cmap="RdBu" if center is not None else "viridis", center=center,
+                    ax=ax, annot_kws={"fontsize": 7}, cbar_kws={"label": metric_label(metric).replace(" (", "\n(")})
         ax.set_xlabel(axis_label(cols))
         ax.set_ylabel(axis_label(rows))
+        title = f"{suite.name}: mean and 95% t interval over seeds"
         if baselines:
-            ax.set_title(f"{suite.name} (trivial masks: " + ", ".join(
-                f"{BASELINE_LABELS.get(k, k)} {v:.3f}" for k, v in sorted(baselines.items())) + ")", fontsize=9)
+            title += "\ntrivial masks: " + ", ".join(f"{BASELINE_LABELS.get(k, k)} {v:.3f}"
+                                                   for k, v in sorted(baselines.items()))
+            title += " (colour centred on the all-objects mask)" if center is not None else ""
+        ax.set_title(title, fontsize=9)
     else:
+        fig, ax = plt.subplots(figsize=(8, 4.5))
         if kind == "lines" and cols in agg:
             for key, g in (agg.groupby(rows, sort=False) if rows in agg else [("all", agg)]):
                 g = g.sort_values(cols)
@@ -111,7 +121,7 @@ def grid_plot(suite: Suite, agg: pd.DataFrame, metric: str, path: Path,
             ax.set_xticks(range(len(agg)), labels, rotation=30, ha="right", fontsize=8)
             ax.set_xlabel(axis_label(x) + (f" / {axis_label(cols)}" if cols in agg and x != cols else ""))
         _baselines(ax, baselines)
-        ax.set_ylabel(metric_label(metric))
+        ax.set_ylabel(metric_label(metric).replace(" (", "\n("), fontsize=9)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(title=axis_label(rows) if rows in agg and kind == "lines" else None, fontsize=7)
         ax.set_title(f"{suite.name}: mean ± 95% t interval over seeds (no bar: one seed)", fontsize=9)

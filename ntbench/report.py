@@ -344,8 +344,10 @@ def write_index(results: Path) -> Path:
         report = folder / "report.md"
         if report.is_file():
             text = report.read_text()
-            lines += [ln for ln in text.splitlines() if ln.startswith(("> **Stale", "Minimum detectable"))
-                      or " complete / " in ln] + [""]
+            # each line its own paragraph: a line right after a "> " banner would join the quote
+            for ln in text.splitlines():
+                if ln.startswith(("> **Stale", "Minimum detectable")) or " complete / " in ln:
+                    lines += [ln, ""]
         for f in sorted(folder.iterdir()):
             if f.suffix in (".md", ".csv", ".png") and not f.name.endswith(".partial"):
                 lines.append(f"- [{f.name}]({folder.name}/{f.name})")

@@ -107,7 +107,7 @@ def test_banner_names_another_backbone_version_other_code_and_dirty_rows(tmp_pat
     stale = pd.DataFrame({"status": ["COMPLETE"] * 3, "prov.git_commit": [old, old, head],
                           "prov.git_dirty": [False, False, True]})
     (text, _) = banner(stale, "micro", repo)
-    assert text.startswith("> **Stale results.**") and "2 on v2); HEAD builds v3" in text
+    assert text.startswith("> **Stale results.**") and "2 on v2); this code builds v3" in text
     assert f"2 by {old[:10]}" in text and "1 rows made from a tree with uncommitted" in text
     # not the micro backbone: its version does not matter, the code still does
     (text, _) = banner(stale, "tiny-random", repo)
@@ -173,7 +173,7 @@ def test_plots_draw_trivial_baselines_intervals_and_words(tmp_path, monkeypatch)
     grid_plot(suite, agg, OBJ, tmp_path / "p.png", {"all_objects": 0.304, "largest_object": 0.29})
     (ax,) = figures[0].axes
     assert ax.get_xlabel() == "neuron activation rate β"
-    assert ax.get_ylabel() == "reasoning segmentation oIoU (teacher-forced, paper convention)"
+    assert ax.get_ylabel() == "reasoning segmentation oIoU\n(teacher-forced, paper convention)"
     lines = {ln.get_label(): ln.get_ydata()[0] for ln in ax.lines if ln.get_label().endswith(")")}
     assert lines == {"all-objects mask (0.304)": 0.304, "largest-object mask (0.290)": 0.29}
     # the error bars: the t interval of the 3-seed cell, nothing for the 1-seed cell
