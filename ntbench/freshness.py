@@ -23,7 +23,10 @@ CODE_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
+    try:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as exc:  # no git on this machine: nothing can be checked
+        return subprocess.CompletedProcess(["git", *args], 128, "", str(exc))
 
 
 def micro_version_at(root: Path, commit: str) -> int | None:
@@ -99,7 +102,9 @@ def banner(df: pd.DataFrame, backbone: str | None, root: Path = CODE_ROOT) -> li
         made = ", ".join(f"{n} by {c[:10]}" for c, n in sorted(s["other_code"].items()))
         notes.append(f"rows made by code that differs from the code this report was made with, commit "
                      f"{str(s['head'])[:10]} ({made})")
-    if s["unknown_commit"]:
+    if s["head"] is None and s["rows"]:
+        notes.append("this code is not a git checkout, so the rows' code versions cannot be checked")
+    elif s["unknown_commit"]:
         made = ", ".join(f"{n} by {c[:10]}" for c, n in sorted(s["unknown_commit"].items()))
         notes.append(f"rows made by commits this checkout does not have ({made})")
     if s["no_commit"]:

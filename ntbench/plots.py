@@ -137,7 +137,8 @@ def delta_plot(suite: Suite, delta: pd.DataFrame, metric: str, path: Path) -> Pa
     rows = f"param.{suite.report.rows}"
     fig, ax = plt.subplots(figsize=(7, 4))
     err = np.vstack([(delta["mean"] - delta["low"]).to_numpy(float), (delta["high"] - delta["mean"]).to_numpy(float)])
-    colors = ["tab:green" if d >= 0 else "tab:red" for d in delta["mean"]]
+    up = suite.direction == "maximize" if metric == suite.objective else True
+    colors = ["tab:green" if (d >= 0) == up else "tab:red" for d in delta["mean"]]  # green: better (FID: lower)
     ax.bar(delta[rows].astype(str), delta["mean"], yerr=np.nan_to_num(err), color=colors, capsize=4)
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xlabel(axis_label(rows))

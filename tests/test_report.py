@@ -197,3 +197,11 @@ def test_trivial_baselines_are_scored_on_the_trials_samples_and_cached(tmp_path,
     assert (tmp_path / "trivial_baselines.json").is_file()
     assert TRIVIAL(suite, tmp_path, "reasoning.tf_lisa_cIoU")["all_objects"] == want["reasoning"]["all_objects"]["lisa_cIoU"]
     assert TRIVIAL(suite, tmp_path, "captioning.BLEU-4") == {}  # not a segmentation metric
+
+
+def test_banner_says_when_the_code_is_not_a_git_checkout(tmp_path):
+    from ntbench.freshness import banner
+
+    rows = pd.DataFrame({"status": ["COMPLETE"], "prov.git_commit": ["a" * 40], "prov.git_dirty": [False]})
+    (text, _) = banner(rows, "tiny-random", tmp_path)  # tmp_path: no repository
+    assert "not a git checkout" in text and "does not have" not in text
