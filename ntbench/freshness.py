@@ -4,8 +4,8 @@ Every trial row carries ``prov.git_commit`` and ``prov.git_dirty`` (:mod:`ntbenc
 A row is *stale* when the code at its commit differs from HEAD's (files under ``results/`` do
 not count: committing results must not age them), when it came from a dirty tree, or when the
 micro backbone it used has another version than HEAD's. Rows carry no backbone version, but the
-version is a constant in the code (``MICRO_VERSION`` in ``ntbench/micro/recipe.py``, earlier ``ntbench/micro.py``), so it is
-read from the row's commit in git. A report with stale rows says so in a banner at the top.
+version is a constant in the code (``MICRO_VERSION`` in ``ntbench/micro/recipe.py``, earlier
+``ntbench/micro.py``), so it is read from the row's commit in git. A report with stale rows says so in a banner at the top.
 """
 from __future__ import annotations
 
@@ -69,7 +69,8 @@ def stale_rows(df: pd.DataFrame, backbone: str | None, root: Path = CODE_ROOT) -
     head = _git(root, "rev-parse", "HEAD").stdout.strip() or None
     commits = done["prov.git_commit"] if "prov.git_commit" in done else pd.Series([None] * len(done), index=done.index)
     dirty = int(done["prov.git_dirty"].astype(str).str.lower().eq("true").sum()) if "prov.git_dirty" in done else 0
-    backbones = done["param.backbone"] if "param.backbone" in done else pd.Series([backbone] * len(done), index=done.index)
+    backbones = done["param.backbone"] if "param.backbone" in done else \
+        pd.Series([backbone] * len(done), index=done.index)
     micro_now = _micro_version_now(root)
     differs, versions = {}, {}
     other, unknown, micro_other = Counter(), Counter(), Counter()

@@ -105,7 +105,8 @@ def _records(frame: pd.DataFrame):
 
 def _cell(r) -> str:
     # one seed: the mean and n = 1, never an interval the data cannot give
-    text = f"{r['mean']:.3f} (n = {int(r['count'])})" if math.isnan(r["ci95"]) else f"{r['mean']:.3f} ± {r['ci95']:.3f}"
+    no_interval = math.isnan(r["ci95"])
+    text = f"{r['mean']:.3f} (n = {int(r['count'])})" if no_interval else f"{r['mean']:.3f} ± {r['ci95']:.3f}"
     marks = {"≈": " ≈", "best": " ★", "(no interval)": " (no interval)"}
     return text + marks.get(r["vs_best"], "")
 

@@ -195,7 +195,8 @@ def test_trivial_baselines_are_scored_on_the_trials_samples_and_cached(tmp_path,
     want = trivial_mask_baselines(SampleDataset(resolve_data("microworld:16"), "val"), ["reasoning"], 5, 3)
     assert got == {m: want["reasoning"][m]["paper_oIoU"] for m in ("all_objects", "largest_object")}
     assert (tmp_path / "trivial_baselines.json").is_file()
-    assert TRIVIAL(suite, tmp_path, "reasoning.tf_lisa_cIoU")["all_objects"] == want["reasoning"]["all_objects"]["lisa_cIoU"]
+    cious = TRIVIAL(suite, tmp_path, "reasoning.tf_lisa_cIoU")
+    assert cious["all_objects"] == want["reasoning"]["all_objects"]["lisa_cIoU"]
     assert TRIVIAL(suite, tmp_path, "captioning.BLEU-4") == {}  # not a segmentation metric
 
 

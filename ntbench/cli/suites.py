@@ -64,7 +64,8 @@ def _summary_table(suite, df) -> None:
         out.print(f"{suite.name}: no completed trials with {suite.objective}")
         return
     _, table = suite_table(suite, df, suite.objective)
-    t = Table(title=f"{suite.name}: {suite.objective} (mean ± 95% t interval, n = 1: none; ★ best, ≈ difference to the best not distinguishable from 0)")
+    t = Table(title=f"{suite.name}: {suite.objective} (mean ± 95% t interval, none for n = 1; ★ best, "
+                    "≈ difference to the best not distinguishable from 0)")
     t.add_column(str(table.index.name or ""))
     for c in table.columns:
         t.add_column(str(c))
@@ -131,6 +132,8 @@ def compare(
     csv: Optional[Path] = typer.Option(None, help="CSV of the side-by-side table (default: RESULTS/compare-.../compare.csv)"),
 ) -> None:
     """The same backbone, data, budget and seeds for each adapter, side by side."""
+    import pandas as pd
+
     from ntbench.compare import compare_suite, paired_differences, side_by_side
 
     try:
@@ -163,9 +166,10 @@ def compare(
         for col in ("adapter", "metric", "seeds", "Δ", "95% CI", "MDE"):
             d.add_column(col, justify="right")
         for r in diffs.to_dict("records"):
-            ci = "no interval" if r["low"] != r["low"] else f"[{r['low']:+.4g}, {r['high']:+.4g}]"
-            d.add_row(f"{r['adapter']} − {adapters[0]}", r["metric"], f"{r['n']} ({'paired' if r['paired'] else 'Welch'})",
-                      f"{r['mean']:+.4g}", ci, "-" if r["mde"] != r["mde"] else f"{r['mde']:.3g}")
+            ci = "no interval" if pd.isna(r["low"]) else f"[{r['low']:+.4g}, {r['high']:+.4g}]"
+            kind = "paired" if r["paired"] else "Welch"
+            d.add_row(f"{r['adapter']} − {adapters[0]}", r["metric"], f"{r['n']} ({kind})", f"{r['mean']:+.4g}", ci,
+                      "-" if pd.isna(r["mde"]) else f"{r['mde']:.3g}")
         out.print(d)
     out.print(f"wrote {path}")
 
