@@ -31,7 +31,8 @@ import pandas as pd
 import yaml
 
 from ntbench.atomic import write_csv, write_text
-from ntbench.claims import Claims, retry_callback, superseded
+from ntbench.claims import Claims, superseded
+from ntbench.storage import HEARTBEAT, make_storage
 from ntbench.suite import Suite, label, trial_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -39,32 +40,11 @@ log = logging.getLogger(__name__)
 # fail_reason of a trial stopped by Ctrl-C (and, before heartbeats, of one whose process died):
 # its cell is enqueued again by the next run
 INTERRUPTED = "interrupted"
-# (interval, grace period) in seconds: a killed worker's trial is taken over within ~grace + interval
-HEARTBEAT = (60, 180)
 POLL_S = 1.0  # how often a worker with nothing to take looks at the other workers' RUNNING trials
 
 
 def suite_dir(suite: Suite, results: Path) -> Path:
     return results / suite.name
-
-
-def make_storage(url: str | None, folder: Path, heartbeat: tuple[int, int] = HEARTBEAT):
-    """The journal in ``folder`` (default), ``journal:PATH``, or a database URL with heartbeats."""
-    if url and not url.startswith("journal:"):
-        with warnings.catch_warnings():  # heartbeat_interval is "experimental" since Optuna 2.9
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat[0], grace_period=heartbeat[1],
-                                              heartbeat_stale_trial_callback=retry_callback())
-    if url:
-        return _journal(Path(url[len("journal:"):]))
-    folder.mkdir(parents=True, exist_ok=True)
-    return _journal(folder / "optuna.journal")
-
-
-def _journal(path: Path):
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-    return JournalStorage(JournalFileBackend(str(path)))
 
 
 def _labels(suite: Suite) -> dict[str, dict[Any, Any]]:

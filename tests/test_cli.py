@@ -155,3 +155,25 @@ def test_train_that_diverges_says_so_and_exits_1(tmp_path):
 def test_data_make_refuses_an_empty_dataset(tmp_path):
     result = runner.invoke(app, ["data", "make", "--out", str(tmp_path / "d"), "--train", "0", "--val", "0", "--test", "0"])
     assert result.exit_code == 2 and "empty dataset" in result.output and not (tmp_path / "d").exists()
+
+
+def test_bad_storage_is_one_line_naming_the_url_and_writes_nothing(tmp_path):
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: s\ndefaults: {backbone: tiny-random, data: 'microworld:40', eval_samples: 2, "
+                     "train: {steps: 1, tasks: {reasoning: 1}}}\naxes: {train.seed: [0]}\n"
+                     "objective: reasoning.tf_paper_oIoU\n")
+    cases = [("garbage", 2), ("nosuchdialect://x", 2), ("journal:", 2),
+             (f"sqlite:///{tmp_path}/missing/dir/x.db", 1), (f"journal:{tmp_path}/missing/x.journal", 1),
+             ("postgresql+psycopg2://u:secret@127.0.0.1:1/db", 1)]
+    try:
+        import psycopg  # noqa: F401  (SQLAlchemy 2.1's default PostgreSQL driver)
+    except ImportError:
+        cases.append(("postgresql://u@127.0.0.1:1/db", 2))
+    for url, code in cases:
+        result = runner.invoke(app, ["run", str(suite), "--results", str(tmp_path / "res"), "--storage", url])
+        assert result.exit_code == code, (url, result.output)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: --storage"), (url, result.stderr)
+        assert url.split("//")[0].split(":")[0] in lines[0] and "secret" not in lines[0]
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "res").exists() and not (tmp_path / "missing").exists()

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ntbench.cli.apps import app
-from ntbench.cli.ui import SUITE_HAD_FAILURES, _fail, _parse_task_mix, err, out, progress_bar
+from ntbench.cli.ui import SUITE_HAD_FAILURES, _check_storage, _fail, _parse_task_mix, err, out, progress_bar
 
 
 def _load_suites(paths: list[Path]):
@@ -78,7 +78,9 @@ def run(
     path: Path = typer.Argument(..., help="suite YAML, e.g. suites/beta_grid.yaml"),
     results: Path = typer.Option(Path("runs"), help="results root; the suite writes RESULTS/<name>/ (the committed "
                                  "reference results live in results/)"),
-    storage: Optional[str] = typer.Option(None, help="Optuna storage URL (postgresql://...) shared by workers"),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage shared by workers: a database URL "
+                                          "(postgresql+psycopg2://USER@HOST/DB, sqlite:///PATH) or journal:PATH "
+                                          "(default: a journal file in RESULTS/<suite>/)"),
     workers: int = typer.Option(1, min=1, help="parallel worker processes on this machine"),
     recover_running: bool = typer.Option(
         False, "--recover-running",
@@ -92,6 +94,7 @@ def run(
     Exit codes: 0 every cell complete; 2 a usage or validation error (nothing run); 3 the suite
     finished but some trials failed (their reasons are in trials.csv and the report); 1 a crash."""
     (suite,) = _load_suites([path])
+    _check_storage(storage)
     df = _run_suite_with_bars(suite, results, storage, workers, recover_running)
     failed = int((df.status == "FAIL").sum()) if len(df) else 0
     if as_json:

@@ -21,6 +21,19 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _check_storage(url: Optional[str]) -> None:
+    """A malformed ``--storage`` URL exits 2, an unreachable one 1: one line naming it, nothing written."""
+    from ntbench.storage import StorageError, check_storage
+
+    try:
+        check_storage(url)
+    except StorageError as exc:
+        from rich.markup import escape
+
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2 if exc.usage else 1)
+
+
 def progress_bar(*fields: str) -> Progress:
     """The one progress bar of every long command: description, bar, done/total, extra ``fields``
     (rich format strings such as "loss {task.fields[loss]}"), time left; drawn on stderr."""
