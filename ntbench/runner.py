@@ -55,8 +55,10 @@ def _cell_key(params: dict[str, Any]) -> str:
     return json.dumps(params, sort_keys=True, default=str)
 
 
-def prepare_study(suite: Suite, storage, folder: Path, recover_running: bool = False) -> tuple[optuna.Study, int]:
-    """Create/load the study, take over dead workers' trials, enqueue missing grid cells.
+def prepare_study(suite: Suite, storage, folder: Path, recover_running: bool = False,
+                  retry_failed: bool = False) -> tuple[optuna.Study, int]:
+    """Create/load the study, take over dead workers' trials, enqueue missing grid cells (and,
+    with ``retry_failed``, the cells or sampled parameters of failed trials).
 
     All of it under the folder's claim lock: a second run on the folder waits, then finds the
     cells already enqueued or held by the first run's live workers.
@@ -67,6 +69,8 @@ def prepare_study(suite: Suite, storage, folder: Path, recover_running: bool = F
         folder: the suite's results folder (holds the claim lock).
         recover_running: also take over RUNNING trials whose owner cannot be seen to be dead (a
             trial left on a server by an ntbench without heartbeats). Only when no other worker lives.
+        retry_failed: run failed trials again (their last attempt of each cell); the retry replaces
+            the failed row in ``trials.csv`` and, for a sampled suite, its place in the budget.
 
     Returns:
         The study and the number of trials still to run.
@@ -81,6 +85,9 @@ def prepare_study(suite: Suite, storage, folder: Path, recover_running: bool = F
         claims.recover(study, force=recover_running)
         live = optuna.trial.TrialState
         trials = study.get_trials(deepcopy=False)
+        if retry_failed:
+            _enqueue_retries(study, trials, grid=suite.sampler.type == "grid")
+            trials = study.get_trials(deepcopy=False)
         if suite.sampler.type != "grid":
             return study, max(0, suite.sampler.n_trials - len(_counted(trials)))
         # a cell stopped by Ctrl-C was left without a retry: enqueue it again
@@ -95,13 +102,35 @@ def prepare_study(suite: Suite, storage, folder: Path, recover_running: bool = F
     return study, len(waiting)
 
 
+def _enqueue_retries(study: optuna.Study, trials: list[optuna.trial.FrozenTrial], grid: bool) -> None:
+    """Enqueue again each failed trial that nothing re-runs yet, naming it in ``retry_of``."""
+    live = optuna.trial.TrialState
+    gone = superseded(trials) | retried(trials)
+    # a grid cell some other trial completed, runs or waits for needs no retry
+    busy = {t.user_attrs.get("cell") for t in trials if t.state != live.FAIL}
+    for t in trials:
+        if t.state != live.FAIL or t.number in gone or _interrupted(t) or t.user_attrs.get("surplus"):
+            continue
+        if not grid:
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+        elif t.user_attrs.get("cell") not in busy:
+            busy.add(t.user_attrs["cell"])
+            cell = t.user_attrs["cell"]
+            study.enqueue_trial(json.loads(cell), user_attrs={"cell": cell, "retry_of": t.number})
+
+
+def retried(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
+    """Numbers of failed trials that ``--retry-failed`` enqueued again (a later trial re-runs them)."""
+    return {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
+
+
 def _interrupted(t: optuna.trial.FrozenTrial) -> bool:
     return t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("fail_reason") == INTERRUPTED
 
 
 def _counted(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
     """The trials that spend a TPE/random budget: taken (running or done), not re-run elsewhere."""
-    gone = superseded(trials)
+    gone = superseded(trials) | retried(trials)
     return [t for t in trials if t.state != optuna.trial.TrialState.WAITING and t.number not in gone
             and not _interrupted(t) and not t.user_attrs.get("surplus")]
 
@@ -291,17 +320,18 @@ def _worker_main(args) -> int:
 def run_suite(suite: Suite, results: Path = Path("runs"), storage_url: str | None = None, workers: int = 1,
               progress: Callable | None = None, on_trial: Callable | None = None,
               on_total: Callable[[int], None] | None = None, recover_running: bool = False,
-              heartbeat: tuple[int, int] = HEARTBEAT) -> pd.DataFrame:
+              heartbeat: tuple[int, int] = HEARTBEAT, retry_failed: bool = False) -> pd.DataFrame:
     """Run what is missing of ``suite``; write ``trials.csv`` and the resolved suite; return the rows.
 
     ``recover_running``: see ``prepare_study``; dead workers' trials are taken over without it.
     ``heartbeat``: (interval, grace period) in seconds on a database storage.
+    ``retry_failed``: also re-run the cells whose trials failed (see ``prepare_study``).
     """
     folder = suite_dir(suite, results)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "suite.resolved.yaml").write_text(yaml.safe_dump(suite.model_dump(), sort_keys=False))
     storage = make_storage(storage_url, folder, heartbeat)
-    study, todo = prepare_study(suite, storage, folder, recover_running)
+    study, todo = prepare_study(suite, storage, folder, recover_running, retry_failed)
     if on_total:
         on_total(todo)
     if todo:
@@ -329,7 +359,7 @@ def trial_rows(suite: Suite, study: optuna.Study) -> pd.DataFrame:
     """One row per trial: parameters, every metric, status, timing, cost and provenance."""
     rows = []
     trials = study.get_trials(deepcopy=False)
-    rerun = superseded(trials)  # a dead worker's attempt, re-run as a later trial
+    rerun = superseded(trials) | retried(trials)  # a dead worker's or a failed attempt, re-run as a later trial
     for t in trials:
         if t.user_attrs.get("surplus") or t.state == optuna.trial.TrialState.WAITING or t.number in rerun:
             continue

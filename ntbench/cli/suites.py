@@ -36,7 +36,8 @@ def validate(paths: list[Path] = typer.Argument(..., help="suite YAML files")) -
         out.print(f"[green]ok[/] {suite.name}: {n} trials ({suite.sampler.type}), objective {suite.objective}")
 
 
-def _run_suite_with_bars(suite, results: Path, storage: Optional[str], workers: int, recover: bool = False):
+def _run_suite_with_bars(suite, results: Path, storage: Optional[str], workers: int, recover: bool = False,
+                         retry_failed: bool = False):
 
     from ntbench.runner import run_suite
 
@@ -54,7 +55,7 @@ def _run_suite_with_bars(suite, results: Path, storage: Optional[str], workers: 
         def step(s: int, rec: dict) -> None:
             bar.update(trial_bar, completed=s, info=f"loss {rec['loss']:.3f}")
         return run_suite(suite, results, storage, workers, progress=step, on_trial=on_trial, on_total=on_total,
-                         recover_running=recover)
+                         recover_running=recover, retry_failed=retry_failed)
 
 
 def _summary_table(suite, df) -> None:
@@ -87,15 +88,19 @@ def run(
         help="also rerun RUNNING trials no heartbeat vouches for (left on a server by an ntbench "
              "without heartbeats); only when no other worker lives. A dead worker's trials are "
              "rerun without it"),
+    retry_failed: bool = typer.Option(False, "--retry-failed",
+                                      help="also run again the cells whose trials failed (a plain rerun "
+                                           "runs only the missing cells)"),
     as_json: bool = typer.Option(False, "--json", help="print the trial rows as JSON"),
 ) -> None:
-    """Run a suite (resumable: only missing cells run) and write results/<suite>/trials.csv.
+    """Run a suite (resumable: only missing cells run; --retry-failed also reruns failed ones) and write
+    RESULTS/<suite>/trials.csv.
 
     Exit codes: 0 every cell complete; 2 a usage or validation error (nothing run); 3 the suite
     finished but some trials failed (their reasons are in trials.csv and the report); 1 a crash."""
     (suite,) = _load_suites([path])
     _check_storage(storage)
-    df = _run_suite_with_bars(suite, results, storage, workers, recover_running)
+    df = _run_suite_with_bars(suite, results, storage, workers, recover_running, retry_failed)
     failed = int((df.status == "FAIL").sum()) if len(df) else 0
     if as_json:
         print(df.to_json(orient="records"))
@@ -103,7 +108,8 @@ def run(
         _summary_table(suite, df)
         out.print(f"{len(df)} trials in {results / suite.name / 'trials.csv'}" + (f", {failed} failed" if failed else ""))
     if failed:
-        err.print(f"[bold red]{failed} trial(s) failed[/]: see fail_reason in {results / suite.name / 'trials.csv'}")
+        err.print(f"[bold red]{failed} trial(s) failed[/]: see fail_reason in {results / suite.name / 'trials.csv'}; "
+                  "rerun with --retry-failed to run them again")
         raise typer.Exit(SUITE_HAD_FAILURES)
 
 
