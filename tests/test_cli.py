@@ -177,3 +177,73 @@ def test_bad_storage_is_one_line_naming_the_url_and_writes_nothing(tmp_path):
         assert url.split("//")[0].split(":")[0] in lines[0] and "secret" not in lines[0]
         assert "Traceback" not in result.output
     assert not (tmp_path / "res").exists() and not (tmp_path / "missing").exists()
+
+
+def _leaf_commands(group, prefix=()):
+    for name, cmd in group.commands.items():
+        if hasattr(cmd, "commands"):  # a group (typer's own click may not be the installed click)
+            yield from _leaf_commands(cmd, prefix + (name,))
+        else:
+            yield " ".join(prefix + (name,)), cmd
+
+
+def test_every_command_has_json():
+    import typer
+    commands = dict(_leaf_commands(typer.main.get_command(app)))
+    assert {"run", "train", "data make", "bench step"} <= set(commands)  # the walk sees nested groups
+    missing = [name for name, cmd in commands.items() if not any("--json" in p.opts for p in cmd.params)]
+    assert missing == []
+
+
+def test_json_mode_prints_only_json_on_stdout(tmp_path, monkeypatch):
+    monkeypatch.setenv("NTBENCH_HOME", str(tmp_path / "home"))
+    mw = tmp_path / "mw"
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: s\ndefaults: {backbone: tiny-random, data: 'microworld:40', eval_samples: 2, "
+                     "train: {steps: 1, tasks: {reasoning: 1}}}\naxes: {train.seed: [0, 1]}\n"
+                     "objective: reasoning.tf_paper_oIoU\n")
+    calls = {
+        "data make": ["data", "make", "--out", str(mw), "--train", "6", "--val", "2", "--test", "0", "--workers", "1"],
+        "data stats": ["data", "stats", str(mw)],
+        "bench data": ["bench", "data", str(mw), "--workers", "0", "--batch", "4"],
+        "validate": ["validate", str(suite)],
+    }
+    got = {}
+    for name, args in calls.items():
+        result = runner.invoke(app, args + ["--json"])
+        assert result.exit_code == 0, (name, result.output)
+        got[name] = json.loads(result.stdout)  # nothing but the JSON on stdout
+    assert got["data make"]["counts"] == {"train": 6, "val": 2, "test": 0}
+    assert got["data stats"]["splits"]["train"]["samples"] == 6
+    assert got["bench data"]["samples"] == 6
+    assert got["validate"] == [{"path": str(suite), "name": "s", "trials": 2, "sampler": "grid",
+                                "objective": "reasoning.tf_paper_oIoU", "direction": "maximize"}]
+
+
+def test_compare_and_report_json(tmp_path, monkeypatch):
+    monkeypatch.setenv("NTBENCH_HOME", str(tmp_path / "home"))
+    res = tmp_path / "res"
+    result = runner.invoke(app, ["compare", "lora", "neural", "--backbone", "tiny-random", "--steps", "1", "--seeds", "0",
+                                 "--data", "microworld:40", "--eval-samples", "2", "--tasks", "reasoning",
+                                 "--results", str(res), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert set(data["table"]["reasoning.tf_paper_oIoU"]) == {"lora", "neural"}
+    assert len(data["trials"]) == 2 and data["csv"].endswith("compare.csv")
+    result = runner.invoke(app, ["report", "--results", str(res), "--json"])
+    assert result.exit_code == 0, result.output
+    made = json.loads(result.stdout)
+    (suite,) = made["suites"].values()
+    assert suite["report"].endswith("report.md") and suite["tables"] and made["index"].endswith("README.md")
+
+
+def test_evidence_json(tmp_path, monkeypatch):
+    import ntbench.evidence
+    from tests.test_evidence_summary import _frame
+
+    monkeypatch.setattr(ntbench.evidence, "run_evidence", lambda *a, **k: _frame([0.5, 0.55, 0.6], [0.3, 0.31, 0.29]))
+    result = runner.invoke(app, ["evidence", "--seeds", "0,1,2", "--out", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert len(data["checks"]) == 7 and len(data["trials"]) == 12
+    assert data["summary"] == str(tmp_path / "summary.md") and (tmp_path / "summary.md").is_file()

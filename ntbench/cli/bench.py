@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from ntbench.cli.apps import bench_app
-from ntbench.cli.ui import _fail, _parse_options, err, out
+from ntbench.cli.ui import _fail, _parse_options, err, out, print_json
 
 
 @bench_app.command("step")
@@ -187,6 +187,7 @@ def bench_data(
     root: Path = typer.Argument(..., help="dataset folder"), split: str = typer.Option("train"),
     workers: int = typer.Option(2, min=0), batch: int = typer.Option(64, min=1),
     limit: int = typer.Option(0, min=0, help="stop after this many samples (0: whole split)"),
+    as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """DataLoader throughput (samples/s) over a dataset in the open layout."""
     import time
@@ -203,5 +204,9 @@ def bench_data(
         if limit and n >= limit:
             break
     elapsed = time.perf_counter() - start
+    if as_json:
+        print_json({"root": str(root), "split": split, "samples": n, "seconds": elapsed,
+                    "samples_per_s": n / elapsed, "batch": batch, "workers": workers})
+        return
     out.print(f"{n} samples in {elapsed:.2f} s: {n / elapsed:.0f} samples/s "
               f"(batch {batch}, {workers} workers, including worker start-up)")

@@ -21,6 +21,13 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def print_json(obj) -> None:
+    """The one thing a ``--json`` command writes on stdout (its messages and bars go to stderr)."""
+    import json
+
+    print(json.dumps(obj, indent=2, default=str))
+
+
 def _check_storage(url: Optional[str]) -> None:
     """A malformed ``--storage`` URL exits 2, an unreachable one 1: one line naming it, nothing written."""
     from ntbench.storage import StorageError, check_storage
