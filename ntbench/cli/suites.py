@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ntbench.cli.apps import app
 from ntbench.cli.ui import (SUITE_HAD_FAILURES, _check_storage, _fail, _parse_task_mix, err, out, print_json,
-                            progress_bar)
+                            progress_bar, resolve_suite)
 
 
 def _load_suites(paths: list[Path]):
@@ -19,7 +19,7 @@ def _load_suites(paths: list[Path]):
     suites, failed = [], False
     for path in paths:
         try:
-            suites.append(load_suite(path))
+            suites.append(load_suite(resolve_suite(path)))
         except SuiteError as exc:
             failed = True
             err.print(f"[bold red]invalid suite[/] {exc}")
@@ -29,7 +29,7 @@ def _load_suites(paths: list[Path]):
 
 
 @app.command()
-def validate(paths: list[Path] = typer.Argument(..., help="suite YAML files"),
+def validate(paths: list[Path] = typer.Argument(..., help="suite YAML files or shipped suites' names"),
              as_json: bool = typer.Option(False, "--json", help="print each suite's name, trials and objective "
                                           "as JSON (errors still go to stderr, exit 2)")) -> None:
     """Check suite files (every cell as a full trial config); exit 2 listing every error."""
@@ -38,7 +38,7 @@ def validate(paths: list[Path] = typer.Argument(..., help="suite YAML files"),
     rows = []
     for path, suite in zip(paths, _load_suites(paths)):
         n = len(grid_cells(suite)) if suite.sampler.type == "grid" else suite.sampler.n_trials
-        rows.append({"path": str(path), "name": suite.name, "trials": n, "sampler": suite.sampler.type,
+        rows.append({"path": str(resolve_suite(path)), "name": suite.name, "trials": n, "sampler": suite.sampler.type,
                      "objective": suite.objective, "direction": suite.direction})
         if not as_json:
             out.print(f"[green]ok[/] {suite.name}: {n} trials ({suite.sampler.type}), objective {suite.objective}")
@@ -86,7 +86,8 @@ def _summary_table(suite, df) -> None:
 
 @app.command()
 def run(
-    path: Path = typer.Argument(..., help="suite YAML, e.g. suites/beta_grid.yaml"),
+    path: Path = typer.Argument(..., help="suite YAML, or a shipped suite's name (ntbench list): beta_grid, "
+                                "paper/adapters"),
     results: Path = typer.Option(Path("runs"), help="results root; the suite writes RESULTS/<name>/ (the committed "
                                  "reference results live in results/)"),
     storage: Optional[str] = typer.Option(None, help="Optuna storage shared by workers: a database URL "

@@ -12,7 +12,33 @@ out = Console()
 err = Console(stderr=True, soft_wrap=True)  # error messages stay greppable, unwrapped
 
 SUITE_HAD_FAILURES = 3  # `run` finished, but not every trial completed
-SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"  # the suites shipped in the checkout
+
+
+CHECKOUT_SUITES = Path(__file__).resolve().parents[2] / "suites"  # absent in an installed ntbench
+
+
+def suites_dir() -> Path:
+    """The shipped suites: the checkout's ``suites/`` (the source of truth) or, in an installed
+    ntbench, the copy the wheel holds as ``ntbench/_suites/`` (see pyproject.toml)."""
+    checkout = CHECKOUT_SUITES
+    if checkout.is_dir():
+        return checkout
+    from importlib.resources import files
+
+    return Path(str(files("ntbench") / "_suites"))
+
+
+def resolve_suite(path: Path) -> Path:
+    """A suite file as given, else a shipped suite by name: ``beta_grid``, ``paper/adapters`` or
+    ``suites/beta_grid.yaml`` (the README's form) all name ``suites_dir()/beta_grid.yaml``."""
+    if path.exists():
+        return path
+    shipped = suites_dir()
+    parts = path.parts[1:] if path.parts[:1] == ("suites",) else path.parts
+    for candidate in (shipped.joinpath(*parts), shipped.joinpath(*parts).with_suffix(".yaml")):
+        if parts and candidate.is_file():
+            return candidate
+    return path  # not found: load_suite says so
 
 
 def _fail(message: str) -> None:
