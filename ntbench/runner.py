@@ -31,15 +31,13 @@ import pandas as pd
 import yaml
 
 from ntbench.atomic import write_csv, write_text
-from ntbench.claims import Claims, superseded
+from ntbench.attempts import INTERRUPTED, counted, enqueue_retries, interrupted, replaced
+from ntbench.claims import Claims
 from ntbench.storage import HEARTBEAT, make_storage
 from ntbench.suite import Suite, label, trial_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 log = logging.getLogger(__name__)
-# fail_reason of a trial stopped by Ctrl-C (and, before heartbeats, of one whose process died):
-# its cell is enqueued again by the next run
-INTERRUPTED = "interrupted"
 POLL_S = 1.0  # how often a worker with nothing to take looks at the other workers' RUNNING trials
 
 
@@ -86,12 +84,12 @@ def prepare_study(suite: Suite, storage, folder: Path, recover_running: bool = F
         live = optuna.trial.TrialState
         trials = study.get_trials(deepcopy=False)
         if retry_failed:
-            _enqueue_retries(study, trials, grid=suite.sampler.type == "grid")
+            enqueue_retries(study, trials, grid=suite.sampler.type == "grid")
             trials = study.get_trials(deepcopy=False)
         if suite.sampler.type != "grid":
-            return study, max(0, suite.sampler.n_trials - len(_counted(trials)))
+            return study, max(0, suite.sampler.n_trials - len(counted(trials)))
         # a cell stopped by Ctrl-C was left without a retry: enqueue it again
-        taken = {t.user_attrs.get("cell") for t in trials if not _interrupted(t)}
+        taken = {t.user_attrs.get("cell") for t in trials if not interrupted(t)}
         labels = _labels(suite)
         for combo in _label_grid(labels):
             key = _cell_key(combo)
@@ -100,39 +98,6 @@ def prepare_study(suite: Suite, storage, folder: Path, recover_running: bool = F
                 taken.add(key)
         waiting = study.get_trials(deepcopy=False, states=(live.WAITING,))
     return study, len(waiting)
-
-
-def _enqueue_retries(study: optuna.Study, trials: list[optuna.trial.FrozenTrial], grid: bool) -> None:
-    """Enqueue again each failed trial that nothing re-runs yet, naming it in ``retry_of``."""
-    live = optuna.trial.TrialState
-    gone = superseded(trials) | retried(trials)
-    # a grid cell some other trial completed, runs or waits for needs no retry
-    busy = {t.user_attrs.get("cell") for t in trials if t.state != live.FAIL}
-    for t in trials:
-        if t.state != live.FAIL or t.number in gone or _interrupted(t) or t.user_attrs.get("surplus"):
-            continue
-        if not grid:
-            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
-        elif t.user_attrs.get("cell") not in busy:
-            busy.add(t.user_attrs["cell"])
-            cell = t.user_attrs["cell"]
-            study.enqueue_trial(json.loads(cell), user_attrs={"cell": cell, "retry_of": t.number})
-
-
-def retried(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
-    """Numbers of failed trials that ``--retry-failed`` enqueued again (a later trial re-runs them)."""
-    return {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
-
-
-def _interrupted(t: optuna.trial.FrozenTrial) -> bool:
-    return t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("fail_reason") == INTERRUPTED
-
-
-def _counted(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
-    """The trials that spend a TPE/random budget: taken (running or done), not re-run elsewhere."""
-    gone = superseded(trials) | retried(trials)
-    return [t for t in trials if t.state != optuna.trial.TrialState.WAITING and t.number not in gone
-            and not _interrupted(t) and not t.user_attrs.get("surplus")]
 
 
 def _label_grid(labels: dict[str, dict]) -> list[dict[str, Any]]:
@@ -179,7 +144,9 @@ def run_one(trial: optuna.Trial, suite: Suite, progress: Callable | None = None)
         return None
 
     try:
-        summary = run_trial(cfg, callbacks=[report], progress=progress)
+        steps = cfg.train.steps  # the record says which step; the bar also needs how many
+        summary = run_trial(cfg, callbacks=[report], progress=progress and (
+            lambda s, rec: progress(s, {**rec, "total_steps": steps})))
     except KeyboardInterrupt:  # optimize records it FAIL; the reason makes the next run re-run the cell
         trial.set_user_attr("fail_reason", INTERRUPTED)
         raise
@@ -204,7 +171,7 @@ def _next_step(suite: Suite, study: optuna.Study) -> str:
     live = optuna.trial.TrialState
     work = live.WAITING in states
     if suite.sampler.type != "grid":
-        work = work or len(_counted(trials)) < suite.sampler.n_trials
+        work = work or len(counted(trials)) < suite.sampler.n_trials
     return CLAIM if work else WAIT if live.RUNNING in states else DONE
 
 
@@ -296,15 +263,18 @@ def _sampler(suite: Suite):
     return optuna.samplers.RandomSampler(seed=suite.sampler.seed)  # grid cells are enqueued
 
 
-def prepare_inputs(suite: Suite) -> None:
-    """Generate the micro-world data and prepare the micro backbone if any cell needs them."""
+def prepare_inputs(suite: Suite, make_data: Callable[[str | None], Any] | None = None) -> None:
+    """Generate the micro-world data and prepare the micro backbone if any cell needs them.
+
+    ``make_data``: makes a micro world by its data spec (default ``resolve_data``; the CLI's shows a bar).
+    """
     from ntbench.data.cache import resolve_data
 
     cells = [{}] + [{k: v} for k, vs in suite.axes.items() for v in vs]
     for cell in cells:
         cfg = trial_config(suite, cell)
         if cfg.data is None or str(cfg.data).startswith("microworld:"):
-            resolve_data(cfg.data)
+            (make_data or resolve_data)(cfg.data)
         if cfg.backbone == "micro":
             from ntbench.micro import ensure_micro
             ensure_micro()
@@ -320,12 +290,16 @@ def _worker_main(args) -> int:
 def run_suite(suite: Suite, results: Path = Path("runs"), storage_url: str | None = None, workers: int = 1,
               progress: Callable | None = None, on_trial: Callable | None = None,
               on_total: Callable[[int], None] | None = None, recover_running: bool = False,
-              heartbeat: tuple[int, int] = HEARTBEAT, retry_failed: bool = False) -> pd.DataFrame:
+              heartbeat: tuple[int, int] = HEARTBEAT, retry_failed: bool = False,
+              make_data: Callable[[str | None], Any] | None = None) -> pd.DataFrame:
     """Run what is missing of ``suite``; write ``trials.csv`` and the resolved suite; return the rows.
 
+    ``on_trial`` is called once per finished trial, by any worker (with ``workers > 1`` the parent
+    watches the storage); ``progress(step, record)`` per training step (one worker only).
     ``recover_running``: see ``prepare_study``; dead workers' trials are taken over without it.
     ``heartbeat``: (interval, grace period) in seconds on a database storage.
     ``retry_failed``: also re-run the cells whose trials failed (see ``prepare_study``).
+    ``make_data``: see ``prepare_inputs``.
     """
     folder = suite_dir(suite, results)
     folder.mkdir(parents=True, exist_ok=True)
@@ -335,7 +309,7 @@ def run_suite(suite: Suite, results: Path = Path("runs"), storage_url: str | Non
     if on_total:
         on_total(todo)
     if todo:
-        prepare_inputs(suite)  # data and backbones are made once here, not raced by the workers
+        prepare_inputs(suite, make_data)  # data and backbones are made once here, not raced by the workers
     if workers <= 1:
         # also with nothing left to take: another run's RUNNING trials are waited for (or re-run)
         worker_loop(suite, storage_url, folder, progress=progress, on_trial=on_trial, heartbeat=heartbeat)
@@ -346,8 +320,7 @@ def run_suite(suite: Suite, results: Path = Path("runs"), storage_url: str | Non
                  for _ in range(workers)]
         for p in procs:
             p.start()
-        for p in procs:
-            p.join()
+        _watch(study, procs, on_trial)
         bad = [p.exitcode for p in procs if p.exitcode]
         if bad:
             raise RuntimeError(f"{len(bad)} worker process(es) exited with codes {bad}; "
@@ -355,11 +328,24 @@ def run_suite(suite: Suite, results: Path = Path("runs"), storage_url: str | Non
     return write_trials_csv(suite, study, folder)
 
 
+def _watch(study: optuna.Study, procs: list, on_trial: Callable | None) -> None:
+    """Wait for the worker processes, calling ``on_trial`` once per trial they finish meanwhile."""
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
+    count = lambda: len(study.get_trials(deepcopy=False, states=done))  # noqa: E731
+    start, told, alive = count(), 0, list(procs)
+    while alive:
+        alive[0].join(timeout=POLL_S)
+        alive = [p for p in alive if p.is_alive()]
+        for _ in range(count() - start - told if on_trial else 0):
+            told += 1
+            on_trial()
+
+
 def trial_rows(suite: Suite, study: optuna.Study) -> pd.DataFrame:
     """One row per trial: parameters, every metric, status, timing, cost and provenance."""
     rows = []
     trials = study.get_trials(deepcopy=False)
-    rerun = superseded(trials) | retried(trials)  # a dead worker's or a failed attempt, re-run as a later trial
+    rerun = replaced(trials)  # a dead worker's or a failed attempt, re-run as a later trial
     for t in trials:
         if t.user_attrs.get("surplus") or t.state == optuna.trial.TrialState.WAITING or t.number in rerun:
             continue

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ntbench.cli.apps import app
 from ntbench.cli.ui import (SUITE_HAD_FAILURES, _check_storage, _fail, _parse_task_mix, err, out, print_json,
-                            progress_bar, resolve_suite)
+                            make_data_with_bar, progress_bar, resolve_suite)
 
 
 def _load_suites(paths: list[Path]):
@@ -63,9 +63,10 @@ def _run_suite_with_bars(suite, results: Path, storage: Optional[str], workers: 
             bar.reset(trial_bar)
 
         def step(s: int, rec: dict) -> None:
-            bar.update(trial_bar, completed=s, info=f"loss {rec['loss']:.3f}")
+            bar.update(trial_bar, completed=s, total=rec.get("total_steps"), info=f"loss {rec['loss']:.3f}")
         return run_suite(suite, results, storage, workers, progress=step, on_trial=on_trial, on_total=on_total,
-                         recover_running=recover, retry_failed=retry_failed)
+                         recover_running=recover, retry_failed=retry_failed,
+                         make_data=make_data_with_bar(bar, info=""))
 
 
 def _summary_table(suite, df) -> None:

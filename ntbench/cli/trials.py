@@ -9,7 +9,8 @@ import typer
 from rich.table import Table
 
 from ntbench.cli.apps import app
-from ntbench.cli.ui import _fail, _parse_options, _parse_task_mix, _trial_fields, err, out, print_json, progress_bar
+from ntbench.cli.ui import (_fail, _parse_options, _parse_task_mix, _trial_fields, err, make_data_with_bar, out,
+                            print_json, progress_bar)
 
 
 @app.command("train")
@@ -75,6 +76,7 @@ def train_cmd(
     except DeviceError as exc:
         _fail(f"--device: {exc}")
     with progress_bar("loss {task.fields[loss]}") as bar:
+        make_data_with_bar(bar, loss="")(cfg.data)  # the default world is made once, on its own bar
         task = bar.add_task(f"{adapter} on {backbone}", total=cfg.train.steps, loss="-")
         try:
             summary = run_trial(cfg, out_dir, progress=lambda s, rec: bar.update(task, completed=s,

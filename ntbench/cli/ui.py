@@ -54,6 +54,21 @@ def print_json(obj) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
 
+def make_data_with_bar(bar: Progress, **fields):
+    """A ``make_data`` for ``run_suite``: a micro world not yet generated gets its own line on
+    ``bar``, saying what it generates (``fields``: the bar's extra fields)."""
+    def make(spec: Optional[str]) -> Path:
+        from ntbench.data.cache import resolve_data, samples_to_generate
+
+        n = samples_to_generate(spec)
+        if not n:
+            return resolve_data(spec)
+        what = "the default micro world" if spec is None else f"the micro world {spec}"
+        task = bar.add_task(f"generating {what} ({n:,} samples, once)", total=n, **fields)
+        return resolve_data(spec, progress=lambda k: bar.advance(task, k))
+    return make
+
+
 def _check_storage(url: Optional[str]) -> None:
     """A malformed ``--storage`` URL exits 2, an unreachable one 1: one line naming it, nothing written."""
     from ntbench.storage import StorageError, check_storage
