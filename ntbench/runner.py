@@ -280,8 +280,21 @@ def prepare_inputs(suite: Suite, make_data: Callable[[str | None], Any] | None =
             ensure_micro()
 
 
+def _filters() -> list:
+    """This process's warning filters that can travel to a spawned worker."""
+    import pickle
+
+    def travels(f) -> bool:
+        try:
+            return bool(pickle.dumps(f))
+        except Exception:  # a filter on a class defined in a function, say
+            return False
+    return [f for f in warnings.filters if travels(f)]
+
+
 def _worker_main(args) -> int:
-    suite_json, storage_url, folder, heartbeat = args
+    suite_json, storage_url, folder, heartbeat, filters = args
+    warnings.filters[:] = filters  # the parent's warning filters (the CLI's quiet ones), not the defaults
     import torch
     torch.set_num_threads(1)
     return worker_loop(Suite(**json.loads(suite_json)), storage_url, Path(folder), heartbeat=heartbeat)
@@ -316,7 +329,8 @@ def run_suite(suite: Suite, results: Path = Path("runs"), storage_url: str | Non
     else:
         ctx = mp.get_context("spawn")
         procs = [ctx.Process(target=_worker_main,
-                             args=((suite.model_dump_json(), storage_url, str(folder), heartbeat),))
+                             args=((suite.model_dump_json(), storage_url, str(folder), heartbeat,
+                                    _filters()),))
                  for _ in range(workers)]
         for p in procs:
             p.start()

@@ -247,3 +247,28 @@ def test_evidence_json(tmp_path, monkeypatch):
     data = json.loads(result.stdout)
     assert len(data["checks"]) == 7 and len(data["trials"]) == 12
     assert data["summary"] == str(tmp_path / "summary.md") and (tmp_path / "summary.md").is_file()
+
+
+def test_known_third_party_warnings_stay_quiet_and_others_are_one_line(monkeypatch):
+    import warnings
+
+    def noisy():  # what torch, pycocotools and optuna say during a command, and one unknown warning
+        warnings.warn("Converting a tensor with requires_grad=True to a scalar may lead to unexpected behavior.\n"
+                      "Consider using tensor.detach() first.", UserWarning)
+        warnings.warn("__array__ implementation doesn't accept a copy keyword, so passing copy=False failed.",
+                      DeprecationWarning)
+        warnings.warn("set_metric_names is experimental (supported from v3.2.0). The interface can change.",
+                      type("ExperimentalWarning", (Warning,), {}))
+        warnings.warn("something new\nsecond line", RuntimeWarning)
+        return []
+    monkeypatch.setattr("ntbench.strategies.discover_strategies", noisy)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = runner.invoke(app, ["list", "--json"])
+        assert result.exit_code == 0, result.output
+        json.loads(result.stdout)
+        after = list(warnings.filters)
+    assert caught == []  # nothing reached the default handler (pytest's recorder here)
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("warning: RuntimeWarning: something new (") and "second" not in lines[0]
+    assert after[0][0] == "always"  # the command's filters ended with it

@@ -1,11 +1,14 @@
 """What the command modules share: the consoles, the one-line error, the progress bar and option parsing."""
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 out = Console()
@@ -15,6 +18,32 @@ SUITE_HAD_FAILURES = 3  # `run` finished, but not every trial completed
 
 
 CHECKOUT_SUITES = Path(__file__).resolve().parents[2] / "suites"  # absent in an installed ntbench
+
+
+# (category, message regex) of third-party notices a user cannot act on, silenced while a command runs
+KNOWN_WARNINGS = [
+    (DeprecationWarning, r"__array__ implementation doesn't accept a copy keyword"),  # pycocotools on numpy 2
+    (FutureWarning, r"`past_key_values` is deprecated"),  # transformers, from its own generate()
+    (FutureWarning, r"`is_gradient_checkpointing` is deprecated"),  # transformers, from peft
+    (UserWarning, r"Converting a tensor with requires_grad=True to a scalar"),  # torch: float(loss) in a message
+    (Warning, r".* is experimental \(supported from v"),  # optuna's ExperimentalWarning on stable APIs
+]
+
+
+@contextmanager
+def quiet_warnings() -> Iterator[None]:
+    """While a command runs: the known third-party warnings are dropped and any other warning is one
+    line on stderr ("warning: ..."), not a source excerpt printed ahead of the command's output.
+    Spawned workers inherit these filters (``ntbench.runner`` hands them on)."""
+    with warnings.catch_warnings():  # restored afterwards: the library and its callers keep theirs
+        for category, message in KNOWN_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=category)
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            err.print(f"[yellow]warning:[/] {category.__name__}: {escape(str(message).splitlines()[0])} "
+                      f"({Path(filename).name}:{lineno})", highlight=False)
+        warnings.showwarning = show
+        yield
 
 
 def suites_dir() -> Path:
@@ -76,8 +105,6 @@ def _check_storage(url: Optional[str]) -> None:
     try:
         check_storage(url)
     except StorageError as exc:
-        from rich.markup import escape
-
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2 if exc.usage else 1)
 
