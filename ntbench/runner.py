@@ -30,8 +30,8 @@ import optuna
 import pandas as pd
 import yaml
 
-from ntbench.atomic import write_csv, write_text
-from ntbench.attempts import INTERRUPTED, counted, enqueue_retries, interrupted, replaced
+from ntbench.attempts import INTERRUPTED, counted, enqueue_retries, interrupted
+from ntbench.records import record_trial, trial_rows, write_trials_csv  # noqa: F401  (trial_rows: public here too)
 from ntbench.claims import Claims
 from ntbench.storage import HEARTBEAT, make_storage
 from ntbench.suite import Suite, label, trial_config
@@ -126,7 +126,9 @@ def _suggest(trial: optuna.Trial, suite: Suite) -> dict[str, Any]:
     return overrides
 
 
-def run_one(trial: optuna.Trial, suite: Suite, progress: Callable | None = None) -> float:
+def run_one(trial: optuna.Trial, suite: Suite, progress: Callable | None = None, folder: Path | None = None) -> float:
+    """Run the trial's cell; its summary goes to the user attributes, its large parts to files in
+    ``folder`` (see ``ntbench.records``). Returns the objective."""
     from ntbench.train.trial import run_trial
 
     overrides = _suggest(trial, suite)
@@ -154,10 +156,7 @@ def run_one(trial: optuna.Trial, suite: Suite, progress: Callable | None = None)
         trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:2000])
         trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
         raise
-    trial.set_user_attr("summary", json.loads(json.dumps(
-        {k: v for k, v in summary.items() if k != "config"}, default=str)))
-    trial.set_user_attr("config", json.loads(json.dumps(summary["config"], default=str)))
-    trial.set_user_attr("duration_s", time.perf_counter() - start)
+    record_trial(trial, summary, folder, time.perf_counter() - start)
     return _objective_value(summary["metrics"], suite.objective)
 
 
@@ -186,7 +185,7 @@ def _quiet_optuna() -> Iterator[None]:
         optuna.logging.set_verbosity(level)
 
 
-def _run_next(study: optuna.Study, suite: Suite, claims: Claims, progress: Callable | None) -> bool:
+def _run_next(study: optuna.Study, suite: Suite, claims: Claims, progress: Callable | None, folder: Path) -> bool:
     """Take the next trial and run it; call with the claim lock held (it is let go once the trial
     is leased). Returns whether a trial ran (False: another worker took it from us)."""
     held: dict[str, Any] = {}
@@ -199,7 +198,7 @@ def _run_next(study: optuna.Study, suite: Suite, claims: Claims, progress: Calla
             # a worker on another results folder (another machine) took the last waiting cell
             trial.set_user_attr("surplus", True)
             raise optuna.TrialPruned()
-        return run_one(trial, suite, progress)
+        return run_one(trial, suite, progress, folder)
 
     try:
         with _quiet_optuna():
@@ -238,7 +237,7 @@ def worker_loop(suite: Suite, storage_url: str | None, folder: Path, progress: C
             if step == DONE:
                 break
             if step == CLAIM:
-                ran += _run_next(study, suite, claims, progress)
+                ran += _run_next(study, suite, claims, progress, folder)
                 if on_trial:
                     on_trial()
                 continue
@@ -353,44 +352,3 @@ def _watch(study: optuna.Study, procs: list, on_trial: Callable | None) -> None:
         for _ in range(count() - start - told if on_trial else 0):
             told += 1
             on_trial()
-
-
-def trial_rows(suite: Suite, study: optuna.Study) -> pd.DataFrame:
-    """One row per trial: parameters, every metric, status, timing, cost and provenance."""
-    rows = []
-    trials = study.get_trials(deepcopy=False)
-    rerun = replaced(trials)  # a dead worker's or a failed attempt, re-run as a later trial
-    for t in trials:
-        if t.user_attrs.get("surplus") or t.state == optuna.trial.TrialState.WAITING or t.number in rerun:
-            continue
-        s = t.user_attrs.get("summary", {})
-        row: dict[str, Any] = {"trial": t.number, "status": t.state.name, **{f"param.{k}": v for k, v in t.params.items()},
-                               "objective": t.value, "fail_reason": t.user_attrs.get("fail_reason"),
-                               "duration_s": t.user_attrs.get("duration_s")}
-        train = s.get("train", {})
-        row.update({"step_time_s": train.get("step_time_s"), "peak_memory_mb": train.get("peak_memory_mb"),
-                    "tokens_per_s": train.get("tokens_per_s"), "trainable_params": s.get("trainable_params"),
-                    "adapter_params": s.get("adapter_params"), "tflops_per_step": train.get("tflops_per_step")})
-        for task, metrics in (s.get("metrics") or {}).items():
-            if task == "activation_frequency":
-                continue
-            for key, value in metrics.items():
-                if isinstance(value, (int, float)) or value is None:
-                    row[f"{task}.{key}"] = value
-        for key, value in (s.get("provenance") or {}).items():
-            row[f"prov.{key}"] = value
-        rows.append(row)
-    df = pd.DataFrame(rows)
-    if len(df):  # interrupted attempts are superseded by the rerun of their cell
-        df = df[~((df.status == "FAIL") & (df.fail_reason == INTERRUPTED))]
-    return df.reset_index(drop=True)
-
-
-def write_trials_csv(suite: Suite, study: optuna.Study, folder: Path) -> pd.DataFrame:
-    df = trial_rows(suite, study)
-    write_csv(folder / "trials.csv", df)  # a kill never leaves a half-written file
-    freqs = {t.number: t.user_attrs["summary"]["metrics"]["activation_frequency"] for t in study.get_trials(deepcopy=False)
-             if "activation_frequency" in (t.user_attrs.get("summary", {}).get("metrics") or {})}
-    if freqs:
-        write_text(folder / "activation_frequency.json", json.dumps(freqs))
-    return df
