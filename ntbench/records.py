@@ -1,9 +1,13 @@
-"""What a suite records: each trial's summary as small Optuna user attributes, its large parts
-(activation maps, intermediate evaluations) as files in the suite's folder, and ``trials.csv``.
+"""What a suite records, and which attempts count.
+
+Each trial's summary is stored as small Optuna user attributes, its large parts (activation maps,
+intermediate evaluations) as files in the suite's folder, and the rows in ``trials.csv``. A
+cell's trial may be interrupted, superseded by a dead worker's re-run (``ntbench.claims``) or
+retried by ``--retry-failed``; the later attempt replaces it in the table and in a TPE budget.
 
 User attributes are stored with every trial (and shown by optuna-dashboard), so they keep
-scalars and paths: ``trials/<number>/activation_frequency.json`` holds a trial's map (per task,
-layer and neuron: about 0.5 MB for a 32-layer model), ``trials/<number>/evaluations.json`` its
+scalars and paths: ``trials/<number>/activation_frequency.json`` holds a trial's map (a frequency per
+task, layer and neuron: 4 x 32 x 128 numbers, some 300 kB of JSON, at the paper's scale), ``trials/<number>/evaluations.json`` its
 evaluations during training (``eval_every``; the objective's values are also Optuna's
 intermediate values).
 """
@@ -18,10 +22,13 @@ import optuna
 import pandas as pd
 
 from ntbench.atomic import write_csv, write_text
-from ntbench.attempts import INTERRUPTED, replaced
+from ntbench.claims import superseded
 from ntbench.suite import Suite
 
 log = logging.getLogger(__name__)
+# fail_reason of a trial stopped by Ctrl-C (and, before heartbeats, of one whose process died):
+# its cell is enqueued again by the next run
+INTERRUPTED = "interrupted"
 
 
 def record_trial(trial: optuna.Trial, summary: dict[str, Any], folder: Path | None, duration_s: float) -> None:
@@ -97,3 +104,41 @@ def write_trials_csv(suite: Suite, study: optuna.Study, folder: Path) -> pd.Data
     if freqs:
         write_text(folder / "activation_frequency.json", json.dumps(freqs))
     return df
+
+
+def enqueue_retries(study: optuna.Study, trials: list[optuna.trial.FrozenTrial], grid: bool) -> None:
+    """Enqueue again each failed trial that nothing re-runs yet, naming it in ``retry_of``."""
+    live = optuna.trial.TrialState
+    gone = replaced(trials)
+    # a grid cell some other trial completed, runs or waits for needs no retry
+    busy = {t.user_attrs.get("cell") for t in trials if t.state != live.FAIL}
+    for t in trials:
+        if t.state != live.FAIL or t.number in gone or interrupted(t) or t.user_attrs.get("surplus"):
+            continue
+        if not grid:
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+        elif t.user_attrs.get("cell") not in busy:
+            busy.add(t.user_attrs["cell"])
+            cell = t.user_attrs["cell"]
+            study.enqueue_trial(json.loads(cell), user_attrs={"cell": cell, "retry_of": t.number})
+
+
+def retried(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
+    """Numbers of failed trials that ``--retry-failed`` enqueued again (a later trial re-runs them)."""
+    return {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
+
+
+def interrupted(t: optuna.trial.FrozenTrial) -> bool:
+    return t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("fail_reason") == INTERRUPTED
+
+
+def counted(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    """The trials that spend a TPE/random budget: taken (running or done), not re-run elsewhere."""
+    gone = replaced(trials)
+    return [t for t in trials if t.state != optuna.trial.TrialState.WAITING and t.number not in gone
+            and not interrupted(t) and not t.user_attrs.get("surplus")]
+
+
+def replaced(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
+    """Numbers of attempts a later trial re-runs: a dead worker's, or a failed one retried."""
+    return superseded(trials) | retried(trials)

@@ -30,9 +30,9 @@ import optuna
 import pandas as pd
 import yaml
 
-from ntbench.attempts import INTERRUPTED, counted, enqueue_retries, interrupted
 from ntbench.claims import Claims
-from ntbench.records import record_trial, trial_rows, write_trials_csv  # noqa: F401  (trial_rows: public here too)
+from ntbench.records import (INTERRUPTED, counted, enqueue_retries, interrupted, record_trial,  # noqa: F401
+                             trial_rows, write_trials_csv)  # (trial_rows: public here too)
 from ntbench.storage import HEARTBEAT, make_storage
 from ntbench.suite import Suite, label, trial_config
 
