@@ -34,3 +34,16 @@ def test_the_trial_bar_gets_the_trial_s_step_count(tmp_path, monkeypatch):
               make_data=lambda spec: made.append(spec) or resolve_data(spec))
     assert sorted(seen) == [(1, 2), (1, 3), (2, 2), (2, 3), (3, 3)]
     assert set(made) == {"microworld:40"}
+
+
+def test_train_says_it_generates_missing_data(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from ntbench.cli import app
+
+    monkeypatch.setenv("NTBENCH_HOME", str(tmp_path / "home"))
+    result = CliRunner().invoke(app, ["train", "--data", "microworld:8", "--steps", "1", "--batch-size", "2",
+                                      "--tasks", "reasoning", "--eval-samples", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "generating the micro world microworld:8 (24 samples, once)" in result.stderr
+    assert result.stdout.lstrip().startswith("{")
