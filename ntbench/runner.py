@@ -30,41 +30,19 @@ import optuna
 import pandas as pd
 import yaml
 
-from ntbench.atomic import write_csv, write_text
-from ntbench.claims import Claims, retry_callback, superseded
+from ntbench.claims import Claims
+from ntbench.records import (INTERRUPTED, counted, enqueue_retries, interrupted, record_trial,  # noqa: F401
+                             trial_rows, write_trials_csv)  # (trial_rows: public here too)
+from ntbench.storage import HEARTBEAT, make_storage
 from ntbench.suite import Suite, label, trial_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 log = logging.getLogger(__name__)
-# fail_reason of a trial stopped by Ctrl-C (and, before heartbeats, of one whose process died):
-# its cell is enqueued again by the next run
-INTERRUPTED = "interrupted"
-# (interval, grace period) in seconds: a killed worker's trial is taken over within ~grace + interval
-HEARTBEAT = (60, 180)
 POLL_S = 1.0  # how often a worker with nothing to take looks at the other workers' RUNNING trials
 
 
 def suite_dir(suite: Suite, results: Path) -> Path:
     return results / suite.name
-
-
-def make_storage(url: str | None, folder: Path, heartbeat: tuple[int, int] = HEARTBEAT):
-    """The journal in ``folder`` (default), ``journal:PATH``, or a database URL with heartbeats."""
-    if url and not url.startswith("journal:"):
-        with warnings.catch_warnings():  # heartbeat_interval is "experimental" since Optuna 2.9
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat[0], grace_period=heartbeat[1],
-                                              heartbeat_stale_trial_callback=retry_callback())
-    if url:
-        return _journal(Path(url[len("journal:"):]))
-    folder.mkdir(parents=True, exist_ok=True)
-    return _journal(folder / "optuna.journal")
-
-
-def _journal(path: Path):
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-    return JournalStorage(JournalFileBackend(str(path)))
 
 
 def _labels(suite: Suite) -> dict[str, dict[Any, Any]]:
@@ -75,8 +53,10 @@ def _cell_key(params: dict[str, Any]) -> str:
     return json.dumps(params, sort_keys=True, default=str)
 
 
-def prepare_study(suite: Suite, storage, folder: Path, recover_running: bool = False) -> tuple[optuna.Study, int]:
-    """Create/load the study, take over dead workers' trials, enqueue missing grid cells.
+def prepare_study(suite: Suite, storage, folder: Path, recover_running: bool = False,
+                  retry_failed: bool = False) -> tuple[optuna.Study, int]:
+    """Create/load the study, take over dead workers' trials, enqueue missing grid cells (and,
+    with ``retry_failed``, the cells or sampled parameters of failed trials).
 
     All of it under the folder's claim lock: a second run on the folder waits, then finds the
     cells already enqueued or held by the first run's live workers.
@@ -87,6 +67,8 @@ def prepare_study(suite: Suite, storage, folder: Path, recover_running: bool = F
         folder: the suite's results folder (holds the claim lock).
         recover_running: also take over RUNNING trials whose owner cannot be seen to be dead (a
             trial left on a server by an ntbench without heartbeats). Only when no other worker lives.
+        retry_failed: run failed trials again (their last attempt of each cell); the retry replaces
+            the failed row in ``trials.csv`` and, for a sampled suite, its place in the budget.
 
     Returns:
         The study and the number of trials still to run.
@@ -101,10 +83,13 @@ def prepare_study(suite: Suite, storage, folder: Path, recover_running: bool = F
         claims.recover(study, force=recover_running)
         live = optuna.trial.TrialState
         trials = study.get_trials(deepcopy=False)
+        if retry_failed:
+            enqueue_retries(study, trials, grid=suite.sampler.type == "grid")
+            trials = study.get_trials(deepcopy=False)
         if suite.sampler.type != "grid":
-            return study, max(0, suite.sampler.n_trials - len(_counted(trials)))
+            return study, max(0, suite.sampler.n_trials - len(counted(trials)))
         # a cell stopped by Ctrl-C was left without a retry: enqueue it again
-        taken = {t.user_attrs.get("cell") for t in trials if not _interrupted(t)}
+        taken = {t.user_attrs.get("cell") for t in trials if not interrupted(t)}
         labels = _labels(suite)
         for combo in _label_grid(labels):
             key = _cell_key(combo)
@@ -113,17 +98,6 @@ def prepare_study(suite: Suite, storage, folder: Path, recover_running: bool = F
                 taken.add(key)
         waiting = study.get_trials(deepcopy=False, states=(live.WAITING,))
     return study, len(waiting)
-
-
-def _interrupted(t: optuna.trial.FrozenTrial) -> bool:
-    return t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("fail_reason") == INTERRUPTED
-
-
-def _counted(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
-    """The trials that spend a TPE/random budget: taken (running or done), not re-run elsewhere."""
-    gone = superseded(trials)
-    return [t for t in trials if t.state != optuna.trial.TrialState.WAITING and t.number not in gone
-            and not _interrupted(t) and not t.user_attrs.get("surplus")]
 
 
 def _label_grid(labels: dict[str, dict]) -> list[dict[str, Any]]:
@@ -152,7 +126,9 @@ def _suggest(trial: optuna.Trial, suite: Suite) -> dict[str, Any]:
     return overrides
 
 
-def run_one(trial: optuna.Trial, suite: Suite, progress: Callable | None = None) -> float:
+def run_one(trial: optuna.Trial, suite: Suite, progress: Callable | None = None, folder: Path | None = None) -> float:
+    """Run the trial's cell; its summary goes to the user attributes, its large parts to files in
+    ``folder`` (see ``ntbench.records``). Returns the objective."""
     from ntbench.train.trial import run_trial
 
     overrides = _suggest(trial, suite)
@@ -170,7 +146,9 @@ def run_one(trial: optuna.Trial, suite: Suite, progress: Callable | None = None)
         return None
 
     try:
-        summary = run_trial(cfg, callbacks=[report], progress=progress)
+        steps = cfg.train.steps  # the record says which step; the bar also needs how many
+        summary = run_trial(cfg, callbacks=[report], progress=progress and (
+            lambda s, rec: progress(s, {**rec, "total_steps": steps})))
     except KeyboardInterrupt:  # optimize records it FAIL; the reason makes the next run re-run the cell
         trial.set_user_attr("fail_reason", INTERRUPTED)
         raise
@@ -178,10 +156,7 @@ def run_one(trial: optuna.Trial, suite: Suite, progress: Callable | None = None)
         trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:2000])
         trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
         raise
-    trial.set_user_attr("summary", json.loads(json.dumps(
-        {k: v for k, v in summary.items() if k != "config"}, default=str)))
-    trial.set_user_attr("config", json.loads(json.dumps(summary["config"], default=str)))
-    trial.set_user_attr("duration_s", time.perf_counter() - start)
+    record_trial(trial, summary, folder, time.perf_counter() - start)
     return _objective_value(summary["metrics"], suite.objective)
 
 
@@ -195,7 +170,7 @@ def _next_step(suite: Suite, study: optuna.Study) -> str:
     live = optuna.trial.TrialState
     work = live.WAITING in states
     if suite.sampler.type != "grid":
-        work = work or len(_counted(trials)) < suite.sampler.n_trials
+        work = work or len(counted(trials)) < suite.sampler.n_trials
     return CLAIM if work else WAIT if live.RUNNING in states else DONE
 
 
@@ -210,7 +185,7 @@ def _quiet_optuna() -> Iterator[None]:
         optuna.logging.set_verbosity(level)
 
 
-def _run_next(study: optuna.Study, suite: Suite, claims: Claims, progress: Callable | None) -> bool:
+def _run_next(study: optuna.Study, suite: Suite, claims: Claims, progress: Callable | None, folder: Path) -> bool:
     """Take the next trial and run it; call with the claim lock held (it is let go once the trial
     is leased). Returns whether a trial ran (False: another worker took it from us)."""
     held: dict[str, Any] = {}
@@ -223,7 +198,7 @@ def _run_next(study: optuna.Study, suite: Suite, claims: Claims, progress: Calla
             # a worker on another results folder (another machine) took the last waiting cell
             trial.set_user_attr("surplus", True)
             raise optuna.TrialPruned()
-        return run_one(trial, suite, progress)
+        return run_one(trial, suite, progress, folder)
 
     try:
         with _quiet_optuna():
@@ -262,7 +237,7 @@ def worker_loop(suite: Suite, storage_url: str | None, folder: Path, progress: C
             if step == DONE:
                 break
             if step == CLAIM:
-                ran += _run_next(study, suite, claims, progress)
+                ran += _run_next(study, suite, claims, progress, folder)
                 if on_trial:
                     on_trial()
                 continue
@@ -287,22 +262,38 @@ def _sampler(suite: Suite):
     return optuna.samplers.RandomSampler(seed=suite.sampler.seed)  # grid cells are enqueued
 
 
-def prepare_inputs(suite: Suite) -> None:
-    """Generate the micro-world data and prepare the micro backbone if any cell needs them."""
+def prepare_inputs(suite: Suite, make_data: Callable[[str | None], Any] | None = None) -> None:
+    """Generate the micro-world data and prepare the micro backbone if any cell needs them.
+
+    ``make_data``: makes a micro world by its data spec (default ``resolve_data``; the CLI's shows a bar).
+    """
     from ntbench.data.cache import resolve_data
 
     cells = [{}] + [{k: v} for k, vs in suite.axes.items() for v in vs]
     for cell in cells:
         cfg = trial_config(suite, cell)
         if cfg.data is None or str(cfg.data).startswith("microworld:"):
-            resolve_data(cfg.data)
+            (make_data or resolve_data)(cfg.data)
         if cfg.backbone == "micro":
             from ntbench.micro import ensure_micro
             ensure_micro()
 
 
+def _filters() -> list:
+    """This process's warning filters that can travel to a spawned worker."""
+    import pickle
+
+    def travels(f) -> bool:
+        try:
+            return bool(pickle.dumps(f))
+        except Exception:  # a filter on a class defined in a function, say
+            return False
+    return [f for f in warnings.filters if travels(f)]
+
+
 def _worker_main(args) -> int:
-    suite_json, storage_url, folder, heartbeat = args
+    suite_json, storage_url, folder, heartbeat, filters = args
+    warnings.filters[:] = filters  # the parent's warning filters (the CLI's quiet ones), not the defaults
     import torch
     torch.set_num_threads(1)
     return worker_loop(Suite(**json.loads(suite_json)), storage_url, Path(folder), heartbeat=heartbeat)
@@ -311,33 +302,38 @@ def _worker_main(args) -> int:
 def run_suite(suite: Suite, results: Path = Path("runs"), storage_url: str | None = None, workers: int = 1,
               progress: Callable | None = None, on_trial: Callable | None = None,
               on_total: Callable[[int], None] | None = None, recover_running: bool = False,
-              heartbeat: tuple[int, int] = HEARTBEAT) -> pd.DataFrame:
+              heartbeat: tuple[int, int] = HEARTBEAT, retry_failed: bool = False,
+              make_data: Callable[[str | None], Any] | None = None) -> pd.DataFrame:
     """Run what is missing of ``suite``; write ``trials.csv`` and the resolved suite; return the rows.
 
+    ``on_trial`` is called once per finished trial, by any worker (with ``workers > 1`` the parent
+    watches the storage); ``progress(step, record)`` per training step (one worker only).
     ``recover_running``: see ``prepare_study``; dead workers' trials are taken over without it.
     ``heartbeat``: (interval, grace period) in seconds on a database storage.
+    ``retry_failed``: also re-run the cells whose trials failed (see ``prepare_study``).
+    ``make_data``: see ``prepare_inputs``.
     """
     folder = suite_dir(suite, results)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "suite.resolved.yaml").write_text(yaml.safe_dump(suite.model_dump(), sort_keys=False))
     storage = make_storage(storage_url, folder, heartbeat)
-    study, todo = prepare_study(suite, storage, folder, recover_running)
+    study, todo = prepare_study(suite, storage, folder, recover_running, retry_failed)
     if on_total:
         on_total(todo)
     if todo:
-        prepare_inputs(suite)  # data and backbones are made once here, not raced by the workers
+        prepare_inputs(suite, make_data)  # data and backbones are made once here, not raced by the workers
     if workers <= 1:
         # also with nothing left to take: another run's RUNNING trials are waited for (or re-run)
         worker_loop(suite, storage_url, folder, progress=progress, on_trial=on_trial, heartbeat=heartbeat)
     else:
         ctx = mp.get_context("spawn")
         procs = [ctx.Process(target=_worker_main,
-                             args=((suite.model_dump_json(), storage_url, str(folder), heartbeat),))
+                             args=((suite.model_dump_json(), storage_url, str(folder), heartbeat,
+                                    _filters()),))
                  for _ in range(workers)]
         for p in procs:
             p.start()
-        for p in procs:
-            p.join()
+        _watch(study, procs, on_trial)
         bad = [p.exitcode for p in procs if p.exitcode]
         if bad:
             raise RuntimeError(f"{len(bad)} worker process(es) exited with codes {bad}; "
@@ -345,42 +341,14 @@ def run_suite(suite: Suite, results: Path = Path("runs"), storage_url: str | Non
     return write_trials_csv(suite, study, folder)
 
 
-def trial_rows(suite: Suite, study: optuna.Study) -> pd.DataFrame:
-    """One row per trial: parameters, every metric, status, timing, cost and provenance."""
-    rows = []
-    trials = study.get_trials(deepcopy=False)
-    rerun = superseded(trials)  # a dead worker's attempt, re-run as a later trial
-    for t in trials:
-        if t.user_attrs.get("surplus") or t.state == optuna.trial.TrialState.WAITING or t.number in rerun:
-            continue
-        s = t.user_attrs.get("summary", {})
-        row: dict[str, Any] = {"trial": t.number, "status": t.state.name, **{f"param.{k}": v for k, v in t.params.items()},
-                               "objective": t.value, "fail_reason": t.user_attrs.get("fail_reason"),
-                               "duration_s": t.user_attrs.get("duration_s")}
-        train = s.get("train", {})
-        row.update({"step_time_s": train.get("step_time_s"), "peak_memory_mb": train.get("peak_memory_mb"),
-                    "tokens_per_s": train.get("tokens_per_s"), "trainable_params": s.get("trainable_params"),
-                    "adapter_params": s.get("adapter_params"), "tflops_per_step": train.get("tflops_per_step")})
-        for task, metrics in (s.get("metrics") or {}).items():
-            if task == "activation_frequency":
-                continue
-            for key, value in metrics.items():
-                if isinstance(value, (int, float)) or value is None:
-                    row[f"{task}.{key}"] = value
-        for key, value in (s.get("provenance") or {}).items():
-            row[f"prov.{key}"] = value
-        rows.append(row)
-    df = pd.DataFrame(rows)
-    if len(df):  # interrupted attempts are superseded by the rerun of their cell
-        df = df[~((df.status == "FAIL") & (df.fail_reason == INTERRUPTED))]
-    return df.reset_index(drop=True)
-
-
-def write_trials_csv(suite: Suite, study: optuna.Study, folder: Path) -> pd.DataFrame:
-    df = trial_rows(suite, study)
-    write_csv(folder / "trials.csv", df)  # a kill never leaves a half-written file
-    freqs = {t.number: t.user_attrs["summary"]["metrics"]["activation_frequency"] for t in study.get_trials(deepcopy=False)
-             if "activation_frequency" in (t.user_attrs.get("summary", {}).get("metrics") or {})}
-    if freqs:
-        write_text(folder / "activation_frequency.json", json.dumps(freqs))
-    return df
+def _watch(study: optuna.Study, procs: list, on_trial: Callable | None) -> None:
+    """Wait for the worker processes, calling ``on_trial`` once per trial they finish meanwhile."""
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
+    count = lambda: len(study.get_trials(deepcopy=False, states=done))  # noqa: E731
+    start, told, alive = count(), 0, list(procs)
+    while alive:
+        alive[0].join(timeout=POLL_S)
+        alive = [p for p in alive if p.is_alive()]
+        for _ in range(count() - start - told if on_trial else 0):
+            told += 1
+            on_trial()

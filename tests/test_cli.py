@@ -155,3 +155,120 @@ def test_train_that_diverges_says_so_and_exits_1(tmp_path):
 def test_data_make_refuses_an_empty_dataset(tmp_path):
     result = runner.invoke(app, ["data", "make", "--out", str(tmp_path / "d"), "--train", "0", "--val", "0", "--test", "0"])
     assert result.exit_code == 2 and "empty dataset" in result.output and not (tmp_path / "d").exists()
+
+
+def test_bad_storage_is_one_line_naming_the_url_and_writes_nothing(tmp_path):
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: s\ndefaults: {backbone: tiny-random, data: 'microworld:40', eval_samples: 2, "
+                     "train: {steps: 1, tasks: {reasoning: 1}}}\naxes: {train.seed: [0]}\n"
+                     "objective: reasoning.tf_paper_oIoU\n")
+    cases = [("garbage", 2), ("nosuchdialect://x", 2), ("journal:", 2),
+             (f"sqlite:///{tmp_path}/missing/dir/x.db", 1), (f"journal:{tmp_path}/missing/x.journal", 1),
+             ("postgresql+psycopg2://u:secret@127.0.0.1:1/db", 1)]
+    try:
+        import psycopg  # noqa: F401  (SQLAlchemy 2.1's default PostgreSQL driver)
+    except ImportError:
+        cases.append(("postgresql://u@127.0.0.1:1/db", 2))
+    for url, code in cases:
+        result = runner.invoke(app, ["run", str(suite), "--results", str(tmp_path / "res"), "--storage", url])
+        assert result.exit_code == code, (url, result.output)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: --storage"), (url, result.stderr)
+        assert url.split("//")[0].split(":")[0] in lines[0] and "secret" not in lines[0]
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "res").exists() and not (tmp_path / "missing").exists()
+
+
+def _leaf_commands(group, prefix=()):
+    for name, cmd in group.commands.items():
+        if hasattr(cmd, "commands"):  # a group (typer's own click may not be the installed click)
+            yield from _leaf_commands(cmd, prefix + (name,))
+        else:
+            yield " ".join(prefix + (name,)), cmd
+
+
+def test_every_command_has_json():
+    import typer
+    commands = dict(_leaf_commands(typer.main.get_command(app)))
+    assert {"run", "train", "data make", "bench step"} <= set(commands)  # the walk sees nested groups
+    missing = [name for name, cmd in commands.items() if not any("--json" in p.opts for p in cmd.params)]
+    assert missing == []
+
+
+def test_json_mode_prints_only_json_on_stdout(tmp_path, monkeypatch):
+    monkeypatch.setenv("NTBENCH_HOME", str(tmp_path / "home"))
+    mw = tmp_path / "mw"
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: s\ndefaults: {backbone: tiny-random, data: 'microworld:40', eval_samples: 2, "
+                     "train: {steps: 1, tasks: {reasoning: 1}}}\naxes: {train.seed: [0, 1]}\n"
+                     "objective: reasoning.tf_paper_oIoU\n")
+    calls = {
+        "data make": ["data", "make", "--out", str(mw), "--train", "6", "--val", "2", "--test", "0", "--workers", "1"],
+        "data stats": ["data", "stats", str(mw)],
+        "bench data": ["bench", "data", str(mw), "--workers", "0", "--batch", "4"],
+        "validate": ["validate", str(suite)],
+    }
+    got = {}
+    for name, args in calls.items():
+        result = runner.invoke(app, args + ["--json"])
+        assert result.exit_code == 0, (name, result.output)
+        got[name] = json.loads(result.stdout)  # nothing but the JSON on stdout
+    assert got["data make"]["counts"] == {"train": 6, "val": 2, "test": 0}
+    assert got["data stats"]["splits"]["train"]["samples"] == 6
+    assert got["bench data"]["samples"] == 6
+    assert got["validate"] == [{"path": str(suite), "name": "s", "trials": 2, "sampler": "grid",
+                                "objective": "reasoning.tf_paper_oIoU", "direction": "maximize"}]
+
+
+def test_compare_and_report_json(tmp_path, monkeypatch):
+    monkeypatch.setenv("NTBENCH_HOME", str(tmp_path / "home"))
+    res = tmp_path / "res"
+    result = runner.invoke(app, ["compare", "lora", "neural", "--backbone", "tiny-random", "--steps", "1", "--seeds", "0",
+                                 "--data", "microworld:40", "--eval-samples", "2", "--tasks", "reasoning",
+                                 "--results", str(res), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert set(data["table"]["reasoning.tf_paper_oIoU"]) == {"lora", "neural"}
+    assert len(data["trials"]) == 2 and data["csv"].endswith("compare.csv")
+    result = runner.invoke(app, ["report", "--results", str(res), "--json"])
+    assert result.exit_code == 0, result.output
+    made = json.loads(result.stdout)
+    (suite,) = made["suites"].values()
+    assert suite["report"].endswith("report.md") and suite["tables"] and made["index"].endswith("README.md")
+
+
+def test_evidence_json(tmp_path, monkeypatch):
+    import ntbench.evidence
+    from tests.test_evidence_summary import _frame
+
+    monkeypatch.setattr(ntbench.evidence, "run_evidence", lambda *a, **k: _frame([0.5, 0.55, 0.6], [0.3, 0.31, 0.29]))
+    result = runner.invoke(app, ["evidence", "--seeds", "0,1,2", "--out", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert len(data["checks"]) == 7 and len(data["trials"]) == 12
+    assert data["summary"] == str(tmp_path / "summary.md") and (tmp_path / "summary.md").is_file()
+
+
+def test_known_third_party_warnings_stay_quiet_and_others_are_one_line(monkeypatch):
+    import warnings
+
+    def noisy():  # what torch, pycocotools and optuna say during a command, and one unknown warning
+        warnings.warn("Converting a tensor with requires_grad=True to a scalar may lead to unexpected behavior.\n"
+                      "Consider using tensor.detach() first.", UserWarning)
+        warnings.warn("__array__ implementation doesn't accept a copy keyword, so passing copy=False failed.",
+                      DeprecationWarning)
+        warnings.warn("set_metric_names is experimental (supported from v3.2.0). The interface can change.",
+                      type("ExperimentalWarning", (Warning,), {}))
+        warnings.warn("something new\nsecond line", RuntimeWarning)
+        return []
+    monkeypatch.setattr("ntbench.strategies.discover_strategies", noisy)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = runner.invoke(app, ["list", "--json"])
+        assert result.exit_code == 0, result.output
+        json.loads(result.stdout)
+        after = list(warnings.filters)
+    assert caught == []  # nothing reached the default handler (pytest's recorder here)
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("warning: RuntimeWarning: something new (") and "second" not in lines[0]
+    assert after[0][0] == "always"  # the command's filters ended with it

@@ -114,3 +114,25 @@ def test_refcoco_converts_every_split_through_the_cli(refer, tmp_path):
     bad = CliRunner().invoke(app, ["data", "convert", "refcoco", str(refer), str(tmp_path / "x"), "--split-by", "xyz",
                                    "--trust-pickle"])
     assert bad.exit_code == 2 and "unc, umd" in bad.output
+
+
+@pytest.mark.parametrize("content", [pickle.dumps([]), b"", b"\x80\x04 not a pickle"], ids=["empty-list", "zero-bytes", "corrupt"])
+@pytest.mark.parametrize("fmt", ["mmud", "refcoco"])
+def test_convert_an_empty_or_corrupt_pickle_is_one_line_naming_the_file(tmp_path, fmt, content):
+    from typer.testing import CliRunner
+
+    from ntbench.cli import app
+
+    if fmt == "mmud":
+        src, bad = tmp_path / "src", tmp_path / "src" / "train.pkl"
+    else:
+        src, bad = tmp_path / "src", tmp_path / "src" / "refcoco" / "refs(unc).p"
+        bad.parent.mkdir(parents=True)
+        (bad.parent / "instances.json").write_text('{"images": [], "annotations": [], "categories": []}')
+    bad.parent.mkdir(parents=True, exist_ok=True)
+    bad.write_bytes(content)
+    result = CliRunner().invoke(app, ["data", "convert", fmt, str(src), str(tmp_path / "dst"), "--trust-pickle"])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(bad) in lines[0], result.stderr
+    assert not (tmp_path / "dst").exists()

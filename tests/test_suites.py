@@ -121,8 +121,9 @@ def cells(df):
 
 def test_two_workers_run_each_cell_once_and_rerun_runs_nothing(tmp_path):
     suite = load_suite(write_suite(tmp_path / "w2.yaml"))
-    df = run_suite(suite, tmp_path / "res", workers=2)
-    assert cells(df) == [(0.3, 0), (0.3, 1), (0.7, 0), (0.7, 1)]
+    ticks = []  # the suite bar advances as the worker processes finish trials (it stood at 0/4)
+    df = run_suite(suite, tmp_path / "res", workers=2, on_trial=lambda: ticks.append(1))
+    assert cells(df) == [(0.3, 0), (0.3, 1), (0.7, 0), (0.7, 1)] and len(ticks) == 4
     assert len(df) == 4 and (df.status == "COMPLETE").all()
     totals = []
     again = run_suite(suite, tmp_path / "res", on_total=totals.append)

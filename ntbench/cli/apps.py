@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typer
 
-from ntbench.cli.ui import out
+from ntbench.cli.ui import out, quiet_warnings
 
 app = typer.Typer(help="ntbench: ablations and benchmarks for neural tuning of frozen large models.",
                   no_args_is_help=True, add_completion=False)
@@ -23,6 +23,8 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+def _main(ctx: typer.Context,
+          version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                        help="print the version and exit")) -> None:
     """ntbench: ablations and benchmarks for neural tuning of frozen large models."""
+    ctx.with_resource(quiet_warnings())  # for the command's duration, not for the library

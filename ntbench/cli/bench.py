@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from ntbench.cli.apps import bench_app
-from ntbench.cli.ui import _fail, _parse_options, err, out
+from ntbench.cli.ui import _fail, _parse_options, err, out, print_json, resolve_suite
 
 
 @bench_app.command("step")
@@ -106,7 +106,8 @@ def bench_latency(
 
 @bench_app.command("paper-trial")
 def bench_paper_trial(
-    suite: Path = typer.Argument(Path("suites/paper/adapters.yaml"), help="paper suite whose adapter axis to run"),
+    suite: Path = typer.Argument(Path("paper/adapters"), help="paper suite (file or shipped name) whose adapter "
+                                                               "axis to run"),
     backbone: str = typer.Option("random-7b"), steps: int = typer.Option(20, min=1),
     data: str = typer.Option("microworld:64", help="dataset folder or microworld:N"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="folder for each trial's output and smoke.csv"),
@@ -118,7 +119,7 @@ def bench_paper_trial(
     from ntbench.bench.paper_scale import paper_trial_smoke
 
     with err.status("paper-scale smoke run") as status:
-        rows = paper_trial_smoke(suite, backbone, steps, data, out=out_dir,
+        rows = paper_trial_smoke(resolve_suite(suite), backbone, steps, data, out=out_dir,
                                  progress=lambda msg: status.update(f"paper-trial: {msg}"))
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -187,6 +188,7 @@ def bench_data(
     root: Path = typer.Argument(..., help="dataset folder"), split: str = typer.Option("train"),
     workers: int = typer.Option(2, min=0), batch: int = typer.Option(64, min=1),
     limit: int = typer.Option(0, min=0, help="stop after this many samples (0: whole split)"),
+    as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """DataLoader throughput (samples/s) over a dataset in the open layout."""
     import time
@@ -203,5 +205,9 @@ def bench_data(
         if limit and n >= limit:
             break
     elapsed = time.perf_counter() - start
+    if as_json:
+        print_json({"root": str(root), "split": split, "samples": n, "seconds": elapsed,
+                    "samples_per_s": n / elapsed, "batch": batch, "workers": workers})
+        return
     out.print(f"{n} samples in {elapsed:.2f} s: {n / elapsed:.0f} samples/s "
               f"(batch {batch}, {workers} workers, including worker start-up)")

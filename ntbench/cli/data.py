@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from ntbench.cli.apps import data_app
-from ntbench.cli.ui import _fail, out, progress_bar
+from ntbench.cli.ui import _fail, out, print_json, progress_bar
 
 
 @data_app.command("make")
@@ -17,6 +17,7 @@ def data_make(
     seed: int = typer.Option(0), train: int = typer.Option(20000, min=0), val: int = typer.Option(500, min=0),
     test: int = typer.Option(500, min=0), size: int = typer.Option(64, min=16, help="image side in pixels"),
     workers: Optional[int] = typer.Option(None, min=1, help="processes (default: all cores)"),
+    as_json: bool = typer.Option(False, "--json", help="print the folder, counts and time as JSON"),
 ) -> None:
     """Generate the micro world (deterministic by seed) in the open layout."""
     import time
@@ -35,6 +36,9 @@ def data_make(
         except FileExistsError as exc:
             _fail(f"--out: {exc}")
     elapsed = time.perf_counter() - start
+    if as_json:
+        print_json({"folder": str(out_dir), "counts": {"train": train, "val": val, "test": test}, "seconds": elapsed})
+        return
     out.print(f"wrote {train + val + test} samples to {out_dir} in {elapsed:.1f} s "
               f"({(train + val + test) / max(elapsed, 1e-9):.0f} samples/s)")
 
@@ -43,6 +47,7 @@ def data_make(
 def data_stats(
     root: Path = typer.Argument(..., help="dataset folder (open layout)"),
     plot: Optional[Path] = typer.Option(None, help="PNG path (default: ROOT/stats.png)"),
+    as_json: bool = typer.Option(False, "--json", help="print per-split means, stds, ranges and the plot path as JSON"),
 ) -> None:
     """Caption length, QA length and objects per sample (like the paper's Figure A.7)."""
     import pandas as pd
@@ -58,6 +63,13 @@ def data_stats(
                         if s in meta["counts"] and (root / s / "annotations.jsonl").is_file()])
     except DataError as exc:
         _fail(str(exc))
+    if as_json:
+        cols = ["caption_words", "qa_words", "objects", "answer_objects"]
+        splits = {str(split): {"samples": len(g), **{c: {"mean": float(g[c].mean()), "std": float(g[c].std(ddof=0)),
+                                                        "min": int(g[c].min()), "max": int(g[c].max())} for c in cols}}
+                  for split, g in df.groupby("split", sort=False)}
+        print_json({"root": str(root), "splits": splits, "plot": str(plot_statistics(df, plot or root / "stats.png"))})
+        return
     table = Table(title=f"{root}")
     for col in ("split", "samples", "caption words", "QA words", "objects", "answer objects"):
         table.add_column(col, justify="right")
@@ -79,6 +91,7 @@ def data_convert(
     image_root: Path = typer.Option(Path("."), help="folder the images' paths are relative to"),
     split_by: str = typer.Option("unc", help="refcoco*: the split definition, unc or umd (RefCOCOg: umd)"),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="allow unpickling (runs code: trusted files only)"),
+    as_json: bool = typer.Option(False, "--json", help="print the destination and the counts per split as JSON"),
 ) -> None:
     """Convert an official release (MMUD, RefCOCO, RefCOCO+, RefCOCOg) into ntbench's open layout, once."""
     from ntbench.data.external import convert_mmud, convert_refer
@@ -96,4 +109,7 @@ def data_convert(
             counts = convert_refer(src, dst, fmt, split_by, image_root.resolve(), trust_pickle=trust_pickle)
     except DataError as exc:
         _fail(str(exc))
+    if as_json:
+        print_json({"folder": str(dst), "counts": counts})
+        return
     out.print(f"wrote {dst}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ntbench.cli.apps import app
-from ntbench.cli.ui import SUITES_DIR, _fail, out
+from ntbench.cli.ui import _fail, out, suites_dir
 
 
 @app.command("list")
@@ -24,20 +24,21 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="machine-readabl
 
     discover_strategies()
     groups = {"strategies": STRATEGIES, "adapters": ADAPTERS, "tasks": TASKS, "backbones": BACKBONES}
-    suites = {}
-    for path in sorted(SUITES_DIR.rglob("*.yaml")):
+    suites, shipped = {}, suites_dir()
+    for path in sorted(shipped.rglob("*.yaml")):
         import yaml
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError:
             data = {}
-        suites[str(path.relative_to(SUITES_DIR.parent))] = str(data.get("description", "")).strip()
+        # the name `ntbench run NAME` takes: beta_grid, paper/adapters
+        suites[path.relative_to(shipped).with_suffix("").as_posix()] = str(data.get("description", "")).strip()
     if as_json:
         listing = {k: {e.name: e.description for e in reg} for k, reg in groups.items()}
         print(json.dumps({**listing, "suites": suites}, indent=2))
         return
-    suite_table = Table(title="suites", title_justify="left")
-    suite_table.add_column("file", style="bold")
+    suite_table = Table(title=f"suites (ntbench run NAME; in {shipped})", title_justify="left")
+    suite_table.add_column("name", style="bold")
     suite_table.add_column("description")
     for name, desc in suites.items():
         suite_table.add_row(name, desc)

@@ -9,7 +9,8 @@ import typer
 from rich.table import Table
 
 from ntbench.cli.apps import app
-from ntbench.cli.ui import SUITE_HAD_FAILURES, _fail, _parse_task_mix, err, out, progress_bar
+from ntbench.cli.ui import (SUITE_HAD_FAILURES, _check_storage, _fail, _parse_task_mix, err, out, print_json,
+                            make_data_with_bar, progress_bar, resolve_suite)
 
 
 def _load_suites(paths: list[Path]):
@@ -18,7 +19,7 @@ def _load_suites(paths: list[Path]):
     suites, failed = [], False
     for path in paths:
         try:
-            suites.append(load_suite(path))
+            suites.append(load_suite(resolve_suite(path)))
         except SuiteError as exc:
             failed = True
             err.print(f"[bold red]invalid suite[/] {exc}")
@@ -28,15 +29,25 @@ def _load_suites(paths: list[Path]):
 
 
 @app.command()
-def validate(paths: list[Path] = typer.Argument(..., help="suite YAML files")) -> None:
+def validate(paths: list[Path] = typer.Argument(..., help="suite YAML files or shipped suites' names"),
+             as_json: bool = typer.Option(False, "--json", help="print each suite's name, trials and objective "
+                                          "as JSON (errors still go to stderr, exit 2)")) -> None:
     """Check suite files (every cell as a full trial config); exit 2 listing every error."""
-    for suite in _load_suites(paths):
-        from ntbench.suite import grid_cells
+    from ntbench.suite import grid_cells
+
+    rows = []
+    for path, suite in zip(paths, _load_suites(paths)):
         n = len(grid_cells(suite)) if suite.sampler.type == "grid" else suite.sampler.n_trials
-        out.print(f"[green]ok[/] {suite.name}: {n} trials ({suite.sampler.type}), objective {suite.objective}")
+        rows.append({"path": str(resolve_suite(path)), "name": suite.name, "trials": n, "sampler": suite.sampler.type,
+                     "objective": suite.objective, "direction": suite.direction})
+        if not as_json:
+            out.print(f"[green]ok[/] {suite.name}: {n} trials ({suite.sampler.type}), objective {suite.objective}")
+    if as_json:
+        print_json(rows)
 
 
-def _run_suite_with_bars(suite, results: Path, storage: Optional[str], workers: int, recover: bool = False):
+def _run_suite_with_bars(suite, results: Path, storage: Optional[str], workers: int, recover: bool = False,
+                         retry_failed: bool = False):
 
     from ntbench.runner import run_suite
 
@@ -52,9 +63,10 @@ def _run_suite_with_bars(suite, results: Path, storage: Optional[str], workers: 
             bar.reset(trial_bar)
 
         def step(s: int, rec: dict) -> None:
-            bar.update(trial_bar, completed=s, info=f"loss {rec['loss']:.3f}")
+            bar.update(trial_bar, completed=s, total=rec.get("total_steps"), info=f"loss {rec['loss']:.3f}")
         return run_suite(suite, results, storage, workers, progress=step, on_trial=on_trial, on_total=on_total,
-                         recover_running=recover)
+                         recover_running=recover, retry_failed=retry_failed,
+                         make_data=make_data_with_bar(bar, info=""))
 
 
 def _summary_table(suite, df) -> None:
@@ -76,47 +88,64 @@ def _summary_table(suite, df) -> None:
 
 @app.command()
 def run(
-    path: Path = typer.Argument(..., help="suite YAML, e.g. suites/beta_grid.yaml"),
+    path: Path = typer.Argument(..., help="suite YAML, or a shipped suite's name (ntbench list): beta_grid, "
+                                "paper/adapters"),
     results: Path = typer.Option(Path("runs"), help="results root; the suite writes RESULTS/<name>/ (the committed "
                                  "reference results live in results/)"),
-    storage: Optional[str] = typer.Option(None, help="Optuna storage URL (postgresql://...) shared by workers"),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage shared by workers: a database URL "
+                                          "(postgresql+psycopg2://USER@HOST/DB, sqlite:///PATH) or journal:PATH "
+                                          "(default: a journal file in RESULTS/<suite>/)"),
     workers: int = typer.Option(1, min=1, help="parallel worker processes on this machine"),
     recover_running: bool = typer.Option(
         False, "--recover-running",
         help="also rerun RUNNING trials no heartbeat vouches for (left on a server by an ntbench "
              "without heartbeats); only when no other worker lives. A dead worker's trials are "
              "rerun without it"),
+    retry_failed: bool = typer.Option(False, "--retry-failed",
+                                      help="also run again the cells whose trials failed (a plain rerun "
+                                           "runs only the missing cells)"),
     as_json: bool = typer.Option(False, "--json", help="print the trial rows as JSON"),
 ) -> None:
-    """Run a suite (resumable: only missing cells run) and write results/<suite>/trials.csv.
+    """Run a suite (resumable: only missing cells run; --retry-failed also reruns failed ones) and write
+    RESULTS/<suite>/trials.csv.
 
     Exit codes: 0 every cell complete; 2 a usage or validation error (nothing run); 3 the suite
     finished but some trials failed (their reasons are in trials.csv and the report); 1 a crash."""
     (suite,) = _load_suites([path])
-    df = _run_suite_with_bars(suite, results, storage, workers, recover_running)
+    _check_storage(storage)
+    df = _run_suite_with_bars(suite, results, storage, workers, recover_running, retry_failed)
     failed = int((df.status == "FAIL").sum()) if len(df) else 0
     if as_json:
-        print(df.to_json(orient="records"))
+        print(df.to_json(orient="records"))  # pandas' own JSON: NaN as null, numpy numbers as numbers
     else:
         _summary_table(suite, df)
         out.print(f"{len(df)} trials in {results / suite.name / 'trials.csv'}" + (f", {failed} failed" if failed else ""))
     if failed:
-        err.print(f"[bold red]{failed} trial(s) failed[/]: see fail_reason in {results / suite.name / 'trials.csv'}")
+        err.print(f"[bold red]{failed} trial(s) failed[/]: see fail_reason in {results / suite.name / 'trials.csv'}; "
+                  "rerun with --retry-failed to run them again")
         raise typer.Exit(SUITE_HAD_FAILURES)
 
 
 @app.command()
-def report(results: Path = typer.Option(Path("runs"), help="results root (results/ for the committed ones)")) -> None:
+def report(results: Path = typer.Option(Path("runs"), help="results root (results/ for the committed ones)"),
+           as_json: bool = typer.Option(False, "--json", help="print the files written, per suite, as JSON")) -> None:
     """Tables (CSV + markdown) and plots for every suite under RESULTS, plus RESULTS/README.md."""
     from ntbench.report import report_suite, write_index
 
     folders = sorted(p.parent for p in results.glob("*/suite.resolved.yaml") if (p.parent / "trials.csv").is_file())
     if not folders:
         _fail(f"no results/<suite>/trials.csv under {results}; run a suite first")
+    suites = {}
     for folder in folders:
         made = report_suite(folder)
-        out.print(f"{folder.name}: {len(made['tables'])} tables, {len(made['plots'])} plots -> {folder / 'report.md'}")
-    out.print(f"index: {write_index(results)}")
+        suites[folder.name] = {"report": str(folder / "report.md"), **{k: [str(p) for p in v] for k, v in made.items()}}
+        if not as_json:
+            out.print(f"{folder.name}: {len(made['tables'])} tables, {len(made['plots'])} plots -> {folder / 'report.md'}")
+    index = write_index(results)
+    if as_json:
+        print_json({"suites": suites, "index": str(index)})
+    else:
+        out.print(f"index: {index}")
 
 
 @app.command()
@@ -130,6 +159,8 @@ def compare(
     data: Optional[str] = typer.Option(None, help="dataset folder or microworld:N (default: the micro world)"),
     eval_samples: Optional[int] = typer.Option(None, min=1, help="default: the recipe's, else 32"),
     csv: Optional[Path] = typer.Option(None, help="CSV of the side-by-side table (default: RESULTS/compare-.../compare.csv)"),
+    as_json: bool = typer.Option(False, "--json", help="print the table (metric -> adapter -> mean ± std), the "
+                                 "CSV path and the trial rows as JSON"),
 ) -> None:
     """The same backbone, data, budget and seeds for each adapter, side by side."""
     import pandas as pd
@@ -150,6 +181,12 @@ def compare(
     table = side_by_side(df)
     path = csv or results / suite.name / "compare.csv"
     table.to_csv(path)
+    if as_json:
+        import json
+
+        print_json({"table": json.loads(table.to_json(orient="index")), "csv": str(path),
+                    "trials": json.loads(df.to_json(orient="records"))})
+        return
     from ntbench.suite import trial_config
     n_steps = trial_config(suite, {}).train.steps
     t = Table(title=f"{' vs '.join(adapters)} on {backbone}, {n_steps} steps, seeds {seed_list} (mean ± 95% t interval)")
@@ -187,6 +224,7 @@ def evidence(
     lr: Optional[float] = typer.Option(None, min=1e-8, help="peak learning rate (default: the recipe's)"),
     lambda_bce: Optional[float] = typer.Option(None, min=0.0, help="weight of the per-pixel BCE term added to Dice "
                                                "(default: the recipe's)"),
+    as_json: bool = typer.Option(False, "--json", help="print the trial rows, the checks and the summary path as JSON"),
 ) -> None:
     """Neural vs frozen vs trivial masks over seeds on the micro backbone (is the default meaningful?)."""
     import shlex
@@ -212,4 +250,12 @@ def evidence(
                           lr=lr, lambda_bce=lambda_bce,
                           progress=lambda msg: status.update(f"evidence: {msg}"))
     command = "ntbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    out.print(write_summary(df, out_dir, command))
+    text = write_summary(df, out_dir, command)
+    if as_json:
+        import json
+
+        from ntbench.evidence import summarize
+        print_json({"summary": str(out_dir / "summary.md"), "checks": summarize(df)[1],
+                    "trials": json.loads(df.to_json(orient="records"))})
+    else:
+        out.print(text)

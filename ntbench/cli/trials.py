@@ -9,7 +9,8 @@ import typer
 from rich.table import Table
 
 from ntbench.cli.apps import app
-from ntbench.cli.ui import _fail, _parse_options, _parse_task_mix, _trial_fields, err, out, progress_bar
+from ntbench.cli.ui import (_fail, _parse_options, _parse_task_mix, _trial_fields, err, make_data_with_bar, out,
+                            print_json, progress_bar)
 
 
 @app.command("train")
@@ -75,6 +76,7 @@ def train_cmd(
     except DeviceError as exc:
         _fail(f"--device: {exc}")
     with progress_bar("loss {task.fields[loss]}") as bar:
+        make_data_with_bar(bar, loss="")(cfg.data)  # the default world is made once, on its own bar
         task = bar.add_task(f"{adapter} on {backbone}", total=cfg.train.steps, loss="-")
         try:
             summary = run_trial(cfg, out_dir, progress=lambda s, rec: bar.update(task, completed=s,
@@ -158,6 +160,7 @@ def prepare(
     backbone: str = typer.Option("micro", help="the backbone to prepare (only 'micro' needs preparing)"),
     seed: int = typer.Option(0),
     record: Optional[Path] = typer.Option(None, help="also write the manifest (sizes, parameters, losses) to DIR"),
+    as_json: bool = typer.Option(False, "--json", help="print the folder, whether it was built and the time as JSON"),
 ) -> None:
     """Generate the micro world if missing and pretrain the micro backbone (cached; a second run returns at once)."""
     import time
@@ -176,8 +179,15 @@ def prepare(
                 tasks[stage] = bar.add_task(stage, total=total, loss="-")
             bar.update(tasks[stage], completed=step, loss=f"{loss:.3f}")
         folder, built = ensure_micro(seed, progress=tick)
-    verb = "prepared" if built else "found cached"
-    out.print(f"{verb} micro backbone at {folder} ({time.perf_counter() - start:.1f} s)")
+    seconds = time.perf_counter() - start
+    manifest = None
     if record:
         from ntbench.micro import record_manifest
-        out.print(f"recorded {record_manifest(folder, record)}")
+        manifest = record_manifest(folder, record)
+    if as_json:
+        print_json({"folder": str(folder), "built": built, "seconds": seconds,
+                    "manifest": str(manifest) if manifest else None})
+        return
+    out.print(f"{'prepared' if built else 'found cached'} micro backbone at {folder} ({seconds:.1f} s)")
+    if manifest:
+        out.print(f"recorded {manifest}")

@@ -1,24 +1,112 @@
 """What the command modules share: the consoles, the one-line error, the progress bar and option parsing."""
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # error messages stay greppable, unwrapped
 
 SUITE_HAD_FAILURES = 3  # `run` finished, but not every trial completed
-SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"  # the suites shipped in the checkout
+
+
+CHECKOUT_SUITES = Path(__file__).resolve().parents[2] / "suites"  # absent in an installed ntbench
+
+
+# (category, message regex) of third-party notices a user cannot act on, silenced while a command runs
+KNOWN_WARNINGS = [
+    (DeprecationWarning, r"__array__ implementation doesn't accept a copy keyword"),  # pycocotools on numpy 2
+    (FutureWarning, r"`past_key_values` is deprecated"),  # transformers, from its own generate()
+    (FutureWarning, r"`is_gradient_checkpointing` is deprecated"),  # transformers, from peft
+    (UserWarning, r"Converting a tensor with requires_grad=True to a scalar"),  # torch: float(loss) in a message
+    (Warning, r".* is experimental \(supported from v"),  # optuna's ExperimentalWarning on stable APIs
+]
+
+
+@contextmanager
+def quiet_warnings() -> Iterator[None]:
+    """While a command runs: the known third-party warnings are dropped and any other warning is one
+    line on stderr ("warning: ..."), not a source excerpt printed ahead of the command's output.
+    Spawned workers inherit these filters (``ntbench.runner`` hands them on)."""
+    with warnings.catch_warnings():  # restored afterwards: the library and its callers keep theirs
+        for category, message in KNOWN_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=category)
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            err.print(f"[yellow]warning:[/] {category.__name__}: {escape(str(message).splitlines()[0])} "
+                      f"({Path(filename).name}:{lineno})", highlight=False)
+        warnings.showwarning = show
+        yield
+
+
+def suites_dir() -> Path:
+    """The shipped suites: the checkout's ``suites/`` (the source of truth) or, in an installed
+    ntbench, the copy the wheel holds as ``ntbench/_suites/`` (see pyproject.toml)."""
+    checkout = CHECKOUT_SUITES
+    if checkout.is_dir():
+        return checkout
+    from importlib.resources import files
+
+    return Path(str(files("ntbench") / "_suites"))
+
+
+def resolve_suite(path: Path) -> Path:
+    """A suite file as given, else a shipped suite by name: ``beta_grid``, ``paper/adapters`` or
+    ``suites/beta_grid.yaml`` (the README's form) all name ``suites_dir()/beta_grid.yaml``."""
+    if path.exists():
+        return path
+    shipped = suites_dir()
+    parts = path.parts[1:] if path.parts[:1] == ("suites",) else path.parts
+    for candidate in (shipped.joinpath(*parts), shipped.joinpath(*parts).with_suffix(".yaml")):
+        if parts and candidate.is_file():
+            return candidate
+    return path  # not found: load_suite says so
 
 
 def _fail(message: str) -> None:
     """A usage or validation error: one line on stderr, exit code 2."""
     err.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(2)
+
+
+def print_json(obj) -> None:
+    """The one thing a ``--json`` command writes on stdout (its messages and bars go to stderr)."""
+    import json
+
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def make_data_with_bar(bar: Progress, **fields):
+    """A ``make_data`` for ``run_suite``: a micro world not yet generated gets its own line on
+    ``bar``, saying what it generates (``fields``: the bar's extra fields)."""
+    def make(spec: Optional[str]) -> Path:
+        from ntbench.data.cache import resolve_data, samples_to_generate
+
+        n = samples_to_generate(spec)
+        if not n:
+            return resolve_data(spec)
+        what = "the default micro world" if spec is None else f"the micro world {spec}"
+        task = bar.add_task(f"generating {what} ({n:,} samples, once)", total=n, **fields)
+        return resolve_data(spec, progress=lambda k: bar.advance(task, k))
+    return make
+
+
+def _check_storage(url: Optional[str]) -> None:
+    """A malformed ``--storage`` URL exits 2, an unreachable one 1: one line naming it, nothing written."""
+    from ntbench.storage import StorageError, check_storage
+
+    try:
+        check_storage(url)
+    except StorageError as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2 if exc.usage else 1)
 
 
 def progress_bar(*fields: str) -> Progress:

@@ -69,6 +69,8 @@ def load_mmud(pkl: str | Path, image_root: str | Path, split: str, trust_pickle:
     records = _unpickle(pkl, trust_pickle)
     if not isinstance(records, list):
         raise DataError(f"{pkl}: expected a list of 12-tuples, got {type(records).__name__}")
+    if not records:  # a split file with nothing in it: a failed download or export, not a dataset
+        raise DataError(f"{pkl}: empty (no MMUD records); nothing written")
     samples = []
     for k, rec in enumerate(records):
         where = f"{pkl}[{k}]"
@@ -104,6 +106,8 @@ def load_refer(data_root: str | Path, dataset: str = "refcoco", split_by: str = 
                         f"{', '.join(REFER_SPLITS[split_by])}")
     folder = Path(data_root) / dataset
     refs = _unpickle(folder / f"refs({split_by}).p", trust_pickle)
+    if isinstance(refs, (list, tuple, dict)) and not refs:
+        raise DataError(f"{folder / f'refs({split_by}).p'}: empty (no referring expressions); nothing written")
     inst_path = folder / "instances.json"
     if not inst_path.is_file():
         raise DataError(f"{inst_path} not found")

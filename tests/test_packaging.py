@@ -1,0 +1,55 @@
+"""What a non-editable install holds: every package, and the suites as package data."""
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import ntbench
+from ntbench.cli import app, ui
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: import-linter brings tomli
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+SETUPTOOLS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+
+
+def test_every_package_is_listed_for_the_wheel():
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in [*ROOT.glob("ntbench/**/__init__.py"),
+                                                                 *ROOT.glob("strategies/**/__init__.py")]}
+    assert found - set(SETUPTOOLS["packages"]) == set()
+
+
+def test_every_suite_file_ships_as_package_data():
+    src = ROOT / SETUPTOOLS["package-dir"]["ntbench._suites"]
+    assert src == ROOT / "suites"
+    for path in src.rglob("*.yaml"):
+        package = ".".join(("ntbench._suites", *path.parent.relative_to(src).parts))
+        assert package in SETUPTOOLS["packages"], path
+        assert any(path.match(glob) for glob in SETUPTOOLS["package-data"][package]), path
+
+
+def test_the_installed_copy_is_where_the_wheel_puts_it(monkeypatch):
+    assert ui.suites_dir() == ROOT / "suites"  # in a checkout: the source of truth
+    monkeypatch.setattr(ui, "CHECKOUT_SUITES", ROOT / "no-such-folder")
+    assert ui.suites_dir() == Path(ntbench.__file__).parent / "_suites"  # ntbench._suites of the wheel
+
+
+def test_list_and_validate_find_shipped_suites_by_name():
+    import json
+    listed = json.loads(CliRunner().invoke(app, ["list", "--json"]).stdout)["suites"]
+    names = {p.relative_to(ui.suites_dir()).with_suffix("").as_posix() for p in ui.suites_dir().rglob("*.yaml")}
+    assert {"beta_grid", "smoke", "paper/adapters"} <= names and set(listed) == names
+    result = CliRunner().invoke(app, ["validate", "smoke", "paper/adapters", "suites/beta_grid.yaml", "--json"])
+    assert result.exit_code == 0, result.output
+    assert [r["path"] for r in json.loads(result.stdout)] == [
+        str(ui.suites_dir() / "smoke.yaml"), str(ui.suites_dir() / "paper/adapters.yaml"),
+        "suites/beta_grid.yaml" if Path("suites/beta_grid.yaml").exists() else str(ui.suites_dir() / "beta_grid.yaml")]
+
+
+@pytest.mark.parametrize("name", ["nosuch", "paper/nosuch"])
+def test_an_unknown_suite_name_exits_2(name):
+    result = CliRunner().invoke(app, ["run", name, "--results", "/nonexistent-results"])
+    assert result.exit_code == 2 and "not found" in result.output
