@@ -357,7 +357,7 @@ def _claim_cell(done: pd.DataFrame, cell: dict, metric: str) -> dict[int, float]
         col = f"param.{key}"
         if col not in done.columns:
             return {}
-        mask &= [same_label(x, label(value)) for x in done[col]]
+        mask &= pd.Series([same_label(x, label(value)) for x in done[col]], index=done.index, dtype=bool)
     rows = done[mask]
     if SEED in rows.columns and rows[SEED].notna().all():
         return {int(s): float(v) for s, v in rows.groupby(SEED)[metric].mean().items()}
@@ -430,9 +430,9 @@ def paper_section(suite: Suite, df: pd.DataFrame, folder: Path, made: dict) -> l
           "| # | claim | metric | A | B | paper A | paper B | paper: A vs B | ours A | ours B | "
           "ours A − B [95% CI] | verdict |", "|" + "---|" * 12]
     for i, r in enumerate(rows, 1):
-        diff = "-" if r["verdict"] == NOT_RUN else f"{r['mean']:+.4f}" + (
-            "" if pd.isna(r["low"]) else f" [{r['low']:+.4f}, {r['high']:+.4f}]") + f" ({r['comparison']}, n = {r['n']})"
-        md.append(f"| {i} | {r['says']} | {r['metric']} | {r['a']} | {r['b']} | {r['paper_a']:g} | {r['paper_b']:g} | "
+        diff = "-" if r["verdict"] == NOT_RUN else f"{r['mean']:+.4f} (n = {r['n']}, no interval)" \
+            if pd.isna(r["low"]) else f"{r['mean']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}] ({r['comparison']}, n = {r['n']})"
+        md.append(f"| {i} | {r['says']} | {r['metric']} | {r['a']} | {r['b']} | {r['paper_a']} | {r['paper_b']} | "
                   f"{r['paper_expects']} | {r['ours_a']} | {r['ours_b']} | {diff} | {_verdict_text(r)} |")
     notes = [f"- {i}: {r['note']}" for i, r in enumerate(rows, 1) if r["note"]]
     return md + ([""] + ["Notes on the paper's numbers:", ""] + notes if notes else []) + [""]
