@@ -159,7 +159,8 @@ def label(value: Any) -> Any:
         return value
     if isinstance(value, dict) and not value:
         return EMPTY_LABEL
-    if isinstance(value, dict) and all(isinstance(v, (int, float)) for v in value.values()):
+    # a task mix ({reasoning: 1, t2i: 2}); not a flag ({ema: false}): a bool is an int, but "ema:0" misleads
+    if isinstance(value, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
         if all(v == 1 for v in value.values()):
             return "+".join(value)
         return "+".join(f"{k}:{v:g}" for k, v in value.items())
