@@ -395,6 +395,14 @@ def judge_claim(suite: Suite, df: pd.DataFrame, claim: PaperClaim) -> dict:
             "verdict": verdict(d, expect)}
 
 
+def _diff_text(r: dict) -> str:
+    if r["verdict"] == NOT_RUN:
+        return "-"
+    if pd.isna(r["low"]):
+        return f"{r['mean']:+.4f} (n = {r['n']}, no interval)"
+    return f"{r['mean']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}] ({r['comparison']}, n = {r['n']})"
+
+
 def _verdict_text(r: dict) -> str:
     if r["verdict"] != UNRESOLVED:
         return r["verdict"]
@@ -430,10 +438,8 @@ def paper_section(suite: Suite, df: pd.DataFrame, folder: Path, made: dict) -> l
           "| # | claim | metric | A | B | paper A | paper B | paper: A vs B | ours A | ours B | "
           "ours A − B [95% CI] | verdict |", "|" + "---|" * 12]
     for i, r in enumerate(rows, 1):
-        diff = "-" if r["verdict"] == NOT_RUN else f"{r['mean']:+.4f} (n = {r['n']}, no interval)" \
-            if pd.isna(r["low"]) else f"{r['mean']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}] ({r['comparison']}, n = {r['n']})"
         md.append(f"| {i} | {r['says']} | {r['metric']} | {r['a']} | {r['b']} | {r['paper_a']} | {r['paper_b']} | "
-                  f"{r['paper_expects']} | {r['ours_a']} | {r['ours_b']} | {diff} | {_verdict_text(r)} |")
+                  f"{r['paper_expects']} | {r['ours_a']} | {r['ours_b']} | {_diff_text(r)} | {_verdict_text(r)} |")
     notes = [f"- {i}: {r['note']}" for i, r in enumerate(rows, 1) if r["note"]]
     return md + ([""] + ["Notes on the paper's numbers:", ""] + notes if notes else []) + [""]
 

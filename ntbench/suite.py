@@ -17,6 +17,23 @@
 Every cell is validated as a full TrialConfig before anything runs, so a wrong key, a wrong
 type, an out-of-range beta or an unknown strategy is reported with its dotted key at once.
 
+``paper:`` (optional) names the paper's table the suite re-asks and the claims of it that the report
+judges at its end (paper vs ntbench)::
+
+    paper:
+      table: Table 6 (top)
+      source: where in the paper the claims are made
+      claims:
+        - says: four tasks, beta 0.4 beats beta 0.1
+          a: {adapter_options.beta: 0.4, train.tasks: {reasoning: 1, referring: 1, captioning: 1, t2i: 1}}
+          b: {adapter_options.beta: 0.1, train.tasks: {reasoning: 1, referring: 1, captioning: 1, t2i: 1}}
+          paper: {a: 62.8, b: 62.0}   # as printed; their sign is the claim unless `expect` says otherwise
+          # expect: higher | lower | same;  metric: (default: the objective);  note: ...
+          # b may be a number instead of a cell: a fixed value in ntbench's units
+
+A cell names a value of every varied axis but the seed; ``validate`` checks each against the axes.
+The claims change what the report says, not what a cell trains: they are not in the study's name.
+
 ``extends: base.yaml`` (a path relative to the suite file) starts from another suite: mappings
 merge key by key, the extending file wins, lists and other values replace. So a family of suites
 (``suites/paper/``) writes only what differs.
