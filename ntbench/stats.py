@@ -6,6 +6,8 @@
   difference next to the sds of A and B, and the minimum detectable effect;
 - :func:`welch_difference`: cells that share no seeds;
 - :func:`difference`: paired where two cells share seeds, Welch otherwise;
+- :func:`versus_value`: one cell against a fixed value (one-sample t interval);
+- :func:`verdict`: a paper's claimed sign against the interval of the difference;
 - :func:`minimum_detectable_effect` and :func:`power_table`: how many seeds a question needs.
 
 Formulas: ``../shared/notes/statistics.md`` (paired t, Welch-Satterthwaite, MDE at level 0.05
@@ -148,6 +150,34 @@ def difference(a: Mapping[int, float] | Sequence[float], b: Mapping[int, float] 
         return paired_difference(a, b, level)
     as_list = lambda c: list(c.values()) if isinstance(c, Mapping) else list(c)  # noqa: E731
     return welch_difference(as_list(a), as_list(b), level)
+
+
+def versus_value(a: Mapping[int, float] | Sequence[float], value: float, level: float = LEVEL) -> Difference:
+    """mean(A) - value with A's t interval; the MDE is the one-sample one, from A's sd."""
+    iv = mean_interval(list(a.values()) if isinstance(a, Mapping) else list(a), level)
+    return Difference(False, iv.n, iv.mean - value, iv.half_width, math.nan, math.nan, iv.sd, iv.sd, math.nan,
+                      minimum_detectable_effect(iv.sd, iv.n))
+
+
+REPRODUCED, OPPOSITE, UNRESOLVED = "reproduced", "opposite", "not distinguishable at this resolution"
+NOT_RUN = "not run"  # a cell of the claim has no rows yet
+
+
+def verdict(d: Difference, expect: str) -> str:
+    """The paper claims A is ``higher``, ``lower`` or the ``same`` as B; ``d`` is ours, A - B.
+
+    The interval excludes 0 on the paper's side: reproduced; on the other side: opposite; it
+    contains 0 (or there is none, n = 1): not distinguishable at this resolution. A claim of no
+    difference is contradicted ("opposite") by an interval that excludes 0, and never "reproduced"
+    by one that contains it: showing equality needs an equivalence margin, not a wide interval.
+    """
+    if expect not in ("higher", "lower", "same"):
+        raise ValueError(f"expect: {expect!r}: one of higher, lower, same")
+    if not d.distinguishable:
+        return UNRESOLVED
+    if expect == "same":
+        return OPPOSITE
+    return REPRODUCED if (d.low > 0) == (expect == "higher") else OPPOSITE
 
 
 def _isnan(v) -> bool:

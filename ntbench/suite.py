@@ -17,6 +17,23 @@
 Every cell is validated as a full TrialConfig before anything runs, so a wrong key, a wrong
 type, an out-of-range beta or an unknown strategy is reported with its dotted key at once.
 
+``paper:`` (optional) names the paper's table the suite re-asks and the claims of it that the report
+judges at its end (paper vs ntbench)::
+
+    paper:
+      table: Table 6 (top)
+      source: where in the paper the claims are made
+      claims:
+        - says: four tasks, beta 0.4 beats beta 0.1
+          a: {adapter_options.beta: 0.4, train.tasks: {reasoning: 1, referring: 1, captioning: 1, t2i: 1}}
+          b: {adapter_options.beta: 0.1, train.tasks: {reasoning: 1, referring: 1, captioning: 1, t2i: 1}}
+          paper: {a: 62.8, b: 62.0}   # as printed; their sign is the claim unless `expect` says otherwise
+          # expect: higher | lower | same;  metric: (default: the objective);  note: ...
+          # b may be a number instead of a cell: a fixed value in ntbench's units
+
+A cell names a value of every varied axis but the seed; ``validate`` checks each against the axes.
+The claims change what the report says, not what a cell trains: they are not in the study's name.
+
 ``extends: base.yaml`` (a path relative to the suite file) starts from another suite: mappings
 merge key by key, the extending file wins, lists and other values replace. So a family of suites
 (``suites/paper/``) writes only what differs.
@@ -29,7 +46,7 @@ import itertools
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -70,6 +87,44 @@ class ReportSpec(BaseModel):
     baseline: str | None = Field(None, description="a rows value that deltas are computed against")
 
 
+class PaperNumbers(BaseModel):
+    """The paper's printed numbers for a claim's two sides, in the paper's units."""
+    model_config = ConfigDict(extra="forbid")
+    a: float = Field(description="the paper's number for cell a")
+    b: float = Field(description="the paper's number for b (a cell, or the paper's counterpart of a value)")
+
+
+class PaperClaim(BaseModel):
+    """One claim of a paper table: cell a against cell b (or a fixed value) on one metric.
+
+    A cell names a value for every axis with more than one value (``train.seed`` excepted: the
+    claim pairs the two cells by seed). What the paper claims about a - b is ``expect``; left out,
+    it is the sign of the paper's own numbers."""
+    model_config = ConfigDict(extra="forbid")
+    says: str = Field(description="the claim in words, as the paper makes it")
+    a: dict[str, Any] = Field(description="cell a: axis key -> value")
+    b: dict[str, Any] | float = Field(description="cell b (axis key -> value), or a value in ntbench's units")
+    paper: PaperNumbers
+    expect: Literal["higher", "lower", "same"] | None = Field(
+        None, description="a against b as the paper claims it (default: the sign of paper.a - paper.b)")
+    metric: str | None = Field(None, description="default: the suite's objective; else one of report.metrics")
+    note: str = Field("", description="where the numbers come from when the paper is ambiguous")
+
+    def expected(self) -> str:
+        if self.expect:
+            return self.expect
+        gap = self.paper.a - self.paper.b
+        return "higher" if gap > 0 else "lower" if gap < 0 else "same"
+
+
+class PaperTable(BaseModel):
+    """The paper's table (or figure) a suite re-asks, and the claims of it the report judges."""
+    model_config = ConfigDict(extra="forbid")
+    table: str = Field(description="the paper's table or figure, e.g. 'Table 6 (top)'")
+    source: str = Field("", description="where in the paper the claims are made, and how numbers were read")
+    claims: list[PaperClaim] = Field(min_length=1)
+
+
 class Suite(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # an identifier: the name becomes a folder under the results root and must not leave it
@@ -90,6 +145,7 @@ class Suite(BaseModel):
     budget: Literal["total_steps", "main_task_updates"] = Field(
         "total_steps", description="total_steps: every cell trains train.steps (the paper's design); "
                                    "main_task_updates: the objective's task gets the defaults' number of updates")
+    paper: PaperTable | None = Field(None, description="the paper's claims this suite tests (report: paper vs ntbench)")
 
     def content_hash(self) -> str:
         """The suite's content plus the recipes of the backbones it names: a changed recipe changes
@@ -98,7 +154,8 @@ class Suite(BaseModel):
 
         backbones = {self.defaults.get("backbone")} | set(map(str, self.axes.get("backbone", [])))
         recipes = {b: recipe_for(b) for b in sorted(str(b) for b in backbones) if recipe_for(b)}
-        content = self.model_dump() | ({"recipes": recipes} if recipes else {})
+        # the paper's claims change what the report says, not what a cell trains: not in the hash
+        content = self.model_dump(exclude={"paper"}) | ({"recipes": recipes} if recipes else {})
         if content["budget"] == "total_steps":  # the default leaves the studies of earlier suites their names
             del content["budget"]
         return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:10]
@@ -108,11 +165,19 @@ class Suite(BaseModel):
         return f"{self.name}-{self.content_hash()}"
 
 
+EMPTY_LABEL = "default"  # an empty mapping sets nothing: the cell runs on the defaults
+
+
 def label(value: Any) -> Any:
-    """A short, hashable label for an axis value (Optuna parameters must be primitives)."""
+    """A short, hashable label for an axis value (Optuna parameters must be primitives).
+
+    An empty mapping is ``"default"``: an empty string would come back from trials.csv as NaN."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    if isinstance(value, dict) and all(isinstance(v, (int, float)) for v in value.values()):
+    if isinstance(value, dict) and not value:
+        return EMPTY_LABEL
+    # a task mix ({reasoning: 1, t2i: 2}); not a flag ({ema: false}): a bool is an int, but "ema:0" misleads
+    if isinstance(value, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
         if all(v == 1 for v in value.values()):
             return "+".join(value)
         return "+".join(f"{k}:{v:g}" for k, v in value.items())
@@ -142,20 +207,33 @@ def grid_cells(suite: Suite) -> list[dict[str, Any]]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*(suite.axes[k] for k in keys))]
 
 
+def _model_in(ann: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation: ``M``, ``M | None``, ``list[M]``."""
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    return next((m for m in map(_model_in, get_args(ann)) if m is not None), None)
+
+
 def _allowed_keys(root: type[BaseModel] | None, loc: tuple) -> list[str]:
     model = root
     for part in loc[:-1]:
+        if isinstance(part, int):  # an item of a list of models: the same model
+            continue
         field = model.model_fields.get(str(part)) if model else None
-        ann = getattr(field, "annotation", None)
-        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        model = _model_in(getattr(field, "annotation", None))
     return list(model.model_fields) if model else []
+
+
+def _key(loc: tuple) -> str:
+    """``('paper', 'claims', 2, 'a')`` -> ``paper.claims[2].a``."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
 
 
 def _format_error(where: str, exc: Exception, root: type[BaseModel] | None = None) -> list[str]:
     if isinstance(exc, ValidationError):
         out = []
         for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"])
+            key = _key(err["loc"])
             msg = err["msg"]
             if err["type"] == "extra_forbidden":
                 allowed = _allowed_keys(root, err["loc"])
@@ -244,6 +322,11 @@ def load_suite(path: str | Path) -> Suite:
         if key is not None and key not in varied:
             errors.append(f"report.{part}: {key!r} is not an axis or range of this suite; allowed: "
                           f"{', '.join(varied) or '(none: the suite has no axes)'}")
+    for key, values in suite.axes.items():  # trials.csv and Optuna know a value only by its label
+        labels = [label(v) for v in values] if isinstance(values, list) else []
+        for dup in sorted({str(x) for x in labels if labels.count(x) > 1}):
+            errors.append(f"axes.{key}: two values share the label {dup!r}; each value needs its own")
+    errors += paper_errors(suite)
     errors += _check_values(suite)
     if not errors:  # each value is fine on its own: now every combination of them
         errors += _check_cells(suite)
@@ -344,3 +427,51 @@ def _check_cells(suite: Suite) -> list[str]:
         more = f" (and {len(cells) - 1} more cells)" if len(cells) > 1 else ""
         out.append(f"cell {{{where}}}{more} -> {error}")
     return out
+
+
+def same_label(x: Any, y: Any) -> bool:
+    """Axis labels equal, as written in a suite or as read back from trials.csv (1 == 1.0 == "1.0")."""
+    if x is None or y is None:
+        return x is None and y is None
+    try:
+        return float(x) == float(y)
+    except (TypeError, ValueError):
+        return str(x) == str(y)
+
+
+def cell_errors(suite: Suite, cell: dict[str, Any], where: str) -> list[str]:
+    """A claim's cell names one value of each varied axis (not the seed), each a value of that axis."""
+    errors = []
+    for key, value in cell.items():
+        if key == "train.seed":
+            errors.append(f"{where}.{key}: a claim pairs its cells over the seeds; name no seed")
+        elif key not in suite.axes:
+            errors.append(f"{where}.{key}: not an axis of this suite; allowed: "
+                          f"{', '.join(k for k in suite.axes if k != 'train.seed') or '(none)'}")
+        elif not any(same_label(label(value), label(v)) for v in suite.axes[key]):
+            errors.append(f"{where}.{key}: {value!r} is not a value of this axis; allowed: "
+                          f"{', '.join(repr(v) for v in suite.axes[key])}")
+    missing = [k for k, v in suite.axes.items() if k != "train.seed" and len(v) > 1 and k not in cell]
+    if missing:
+        errors.append(f"{where}: names no value for the axis(es) {', '.join(missing)} (each varies in this suite)")
+    return errors
+
+
+def paper_errors(suite: Suite, table: PaperTable | None = None) -> list[str]:
+    """Every claim of the suite's ``paper`` block (or of ``table``) checked against the suite's axes."""
+    table = table or suite.paper
+    if table is None:
+        return []
+    errors = []
+    metrics = [suite.objective, *suite.report.metrics]
+    for i, claim in enumerate(table.claims):
+        where = f"paper.claims[{i}]"
+        errors += cell_errors(suite, claim.a, f"{where}.a")
+        if isinstance(claim.b, dict):
+            errors += cell_errors(suite, claim.b, f"{where}.b")
+            if claim.a == claim.b:
+                errors.append(f"{where}: a and b are the same cell")
+        if claim.metric is not None and claim.metric not in metrics:
+            errors.append(f"{where}.metric: {claim.metric!r}: the report shows only the objective and report.metrics; "
+                          f"allowed: {', '.join(metrics)}")
+    return errors

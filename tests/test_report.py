@@ -206,3 +206,95 @@ def test_banner_says_when_the_code_is_not_a_git_checkout(tmp_path):
     rows = pd.DataFrame({"status": ["COMPLETE"], "prov.git_commit": ["a" * 40], "prov.git_dirty": [False]})
     (text, _) = banner(rows, "tiny-random", tmp_path)  # tmp_path: no repository
     assert "not a git checkout" in text and "does not have" not in text
+
+
+# --- paper vs ntbench: one claim per verdict, hand-worked numbers ---------------------------------------
+CLAIMS = {"table": "Table X", "source": "a made-up table", "claims": [
+    # beta 0.5 - 0.3 per seed: 0.10, 0.11, 0.12 (mean 0.11, sd 0.01)
+    {"says": "0.5 beats 0.3", "a": {"adapter_options.beta": 0.5}, "b": {"adapter_options.beta": 0.3},
+     "paper": {"a": 62.8, "b": 62.0}},
+    {"says": "0.3 beats 0.5", "a": {"adapter_options.beta": 0.5}, "b": {"adapter_options.beta": 0.3},
+     "paper": {"a": 60.0, "b": 61.0}},
+    # beta 0.7 - 0.3 per seed: 0.02, 0.03, 0.01 (mean 0.02, sd 0.01)
+    {"says": "0.7 beats 0.3", "a": {"adapter_options.beta": 0.7}, "b": {"adapter_options.beta": 0.3},
+     "paper": {"a": 62.0, "b": 61.0}},
+    {"says": "0.9 beats 0.3", "a": {"adapter_options.beta": 0.9}, "b": {"adapter_options.beta": 0.3},
+     "paper": {"a": 62.0, "b": 61.0}},
+    {"says": "0.5 and 0.3 are alike", "a": {"adapter_options.beta": 0.5}, "b": {"adapter_options.beta": 0.3},
+     "paper": {"a": 62.0, "b": 62.1}, "expect": "same"},
+    # beta 0.5 against the value 0.30: 0.20, 0.26, 0.32 (mean 0.26, sd 0.06)
+    {"says": "0.5 beats a value", "a": {"adapter_options.beta": 0.5}, "b": 0.30, "paper": {"a": 60, "b": 50}},
+]}
+
+
+def _claims_folder(tmp_path, rows=True):
+    suite = Suite(name="s", defaults={"backbone": "tiny-random"}, objective=OBJ, paper=CLAIMS,
+                  axes={"adapter_options.beta": [0.3, 0.5, 0.7, 0.9], "train.seed": [0, 1, 2]},
+                  report={"rows": "adapter_options.beta", "plot": "bars"})
+    folder = tmp_path / "s"
+    folder.mkdir()
+    (folder / "suite.resolved.yaml").write_text(yaml.safe_dump(suite.model_dump(mode="json")))
+    values = {0.3: [0.40, 0.45, 0.50], 0.5: [0.50, 0.56, 0.62], 0.7: [0.42, 0.48, 0.51]}  # 0.9: never run
+    table = [{"trial": len(values) * s + i, "status": "COMPLETE", BETA: b, "param.train.seed": s, OBJ: v}
+             for i, (b, vals) in enumerate(values.items()) for s, v in enumerate(vals)] if rows else []
+    pd.DataFrame(table, columns=["trial", "status", BETA, "param.train.seed", OBJ]).to_csv(folder / "trials.csv",
+                                                                                         index=False)
+    return folder
+
+
+def test_paper_table_gives_each_verdict_from_the_interval_of_the_difference(tmp_path):
+    folder = _claims_folder(tmp_path)
+    report.report_suite(folder)
+    text = (folder / "report.md").read_text()
+    section = text[text.index("## Paper vs ntbench: Table X"):]
+    assert text.rstrip().endswith(section.rstrip())  # the report ends with it
+    got = pd.read_csv(folder / "paper_vs_ntbench.csv")
+    assert got.verdict.tolist() == ["reproduced", "opposite", "not distinguishable at this resolution", "not run",
+                                    "opposite", "reproduced"]
+    half = T975_2 * 0.01 / math.sqrt(3)  # 0.024841: paired t interval of sd 0.01 over 3 seeds
+    assert got["mean"][0] == pytest.approx(0.11) and got["low"][0] == pytest.approx(0.11 - half)
+    assert f"+0.1100 [{0.11 - half:+.4f}, {0.11 + half:+.4f}] (paired, n = 3)" in section
+    # contains 0: the MDE of that comparison is stated, (t(2, .975) + t(2, .80)) * 0.01 / sqrt(3)
+    mde = (T975_2 + T80_2) * 0.01 / math.sqrt(3)
+    assert got["mde"][2] == pytest.approx(mde) and f"not distinguishable at this resolution (MDE {mde:.4f})" in section
+    assert "| 4 | 0.9 beats 0.3 |" in section and "| not run | 0.450 ± " in section
+    # one-sample against 0.30: 0.26 ± t(2, .975) * 0.06 / sqrt(3)
+    assert got["mean"][5] == pytest.approx(0.26) and got["high"][5] == pytest.approx(0.26 + T975_2 * 0.06 / 3 ** .5)
+    assert got.comparison[5] == "one-sample" and "the value 0.3" in section
+    assert "Verdicts: 2 reproduced, 2 opposite, 1 not distinguishable at this resolution, 1 not run." in section
+    assert "62.8 | 62.0 | higher" in section and "62.0 | 62.1 | same" in section
+
+
+def test_a_report_with_no_rows_says_not_run(tmp_path):
+    folder = _claims_folder(tmp_path, rows=False)
+    report.report_suite(folder)
+    text = (folder / "report.md").read_text()
+    assert pd.read_csv(folder / "paper_vs_ntbench.csv").verdict.eq("not run").all()
+    assert "Verdicts: 0 reproduced, 0 opposite, 0 not distinguishable at this resolution, 6 not run." in text
+    assert "| not run | not run | - | not run |" in text
+
+
+def test_one_seed_claims_claim_no_interval(tmp_path):
+    folder = _folder(tmp_path, {0.3: [0.40], 0.5: [0.45]})
+    suite = Suite(**yaml.safe_load((folder / "suite.resolved.yaml").read_text()))
+    claim = {"says": "x", "a": {"adapter_options.beta": 0.5}, "b": {"adapter_options.beta": 0.3},
+             "paper": {"a": 2, "b": 1}}
+    suite = suite.model_copy(update={"paper": Suite(name="t", paper={"table": "T", "claims": [claim]}).paper})
+    (row,) = report.paper_section(suite, pd.read_csv(folder / "trials.csv"), folder, {"tables": []})[-2:-1]
+    assert "+0.0500 (n = 1, no interval)" in row and "(n = 1: no interval, no MDE)" in row and "±" not in row
+
+
+def test_results_resolved_before_claims_take_them_from_the_shipped_suite(tmp_path):
+    folder = _folder(tmp_path, {0.3: [0.40, 0.45], 0.5: [0.42, 0.48]})
+    suite = Suite(**yaml.safe_load((folder / "suite.resolved.yaml").read_text()))
+    shipped = tmp_path / "suites"
+    shipped.mkdir()
+    claim = "{says: x, a: {adapter_options.beta: %s}, b: {adapter_options.beta: 0.3}, paper: {a: 2, b: 1}}"
+    (shipped / "s.yaml").write_text(f"name: s\npaper: {{table: T, claims: [{claim % 0.5}]}}\n")
+    table, where, problems = report.paper_claims(suite, shipped)
+    assert table.table == "T" and where == "suites/s.yaml" and problems == []
+    (shipped / "s.yaml").write_text(f"name: s\npaper: {{table: T, claims: [{claim % 0.9}]}}\n")  # not in these results
+    _, _, problems = report.paper_claims(suite, shipped)
+    assert problems == ["paper.claims[0].a.adapter_options.beta: 0.9 is not a value of this axis; allowed: 0.3, 0.5"]
+    # a suite without claims says so
+    assert report.paper_claims(suite, tmp_path / "none") == (None, "", [])

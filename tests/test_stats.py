@@ -140,3 +140,22 @@ def test_difference_pairs_with_two_shared_seeds_and_falls_back_to_welch():
     one_shared = difference({0: 0.42, 5: 0.48}, {0: 0.40, 7: 0.45})
     assert not one_shared.paired and one_shared.mean == pytest.approx(0.025)
     assert not difference([0.42, 0.48], [0.40, 0.45]).paired
+
+
+def test_verdict_reads_the_paper_sign_against_the_interval_of_the_difference():
+    from ntbench.stats import Difference, verdict, versus_value
+
+    def diff(mean, half):
+        return Difference(True, 3, mean, half, math.nan, math.nan, 0.01, 0.01, 0.01, 0.03)
+
+    assert verdict(diff(0.05, 0.02), "higher") == "reproduced"   # [0.03, 0.07]
+    assert verdict(diff(-0.05, 0.02), "lower") == "reproduced"
+    assert verdict(diff(-0.05, 0.02), "higher") == "opposite"
+    assert verdict(diff(0.01, 0.02), "higher") == "not distinguishable at this resolution"  # [-0.01, 0.03]
+    assert verdict(diff(0.05, math.nan), "higher") == "not distinguishable at this resolution"  # n = 1
+    assert verdict(diff(0.05, 0.02), "same") == "opposite"  # a difference where the paper claims none
+    assert verdict(diff(0.01, 0.02), "same") == "not distinguishable at this resolution"  # never "reproduced"
+    # one cell against a value: [0.5, 0.6, 0.7] - 0.4 = 0.2 ± t(2, .975) * 0.1 / sqrt(3)
+    d = versus_value({0: 0.5, 1: 0.6, 2: 0.7}, 0.4)
+    assert d.mean == pytest.approx(0.2) and d.half_width == pytest.approx(4.302653 * 0.1 / 3 ** 0.5, rel=1e-6)
+    assert d.mde == pytest.approx((4.302653 + 1.060660) * 0.1 / 3 ** 0.5, rel=1e-6) and not d.paired

@@ -295,3 +295,55 @@ def test_validate_rejects_a_report_layout_on_a_key_that_is_not_an_axis(tmp_path)
                     "report: {rows: adapter_options.beta}\n")
     with pytest.raises(SuiteError, match=r"report.rows: 'adapter_options.beta' is not an axis.*allowed: train.seed"):
         load_suite(path)
+
+
+def test_an_empty_mapping_axis_value_is_labelled_default_and_survives_trials_csv(tmp_path):
+    """``{}`` (run on the defaults) was labelled "", which trials.csv gives back as NaN."""
+    from ntbench.suite import label
+
+    assert label({}) == "default"
+    assert [label(v) for v in ({"reasoning": 1}, {"strategy": "gaussian"}, {"ema": False}, 0.4)] == \
+        ["reasoning", '{"strategy": "gaussian"}', '{"ema": false}', 0.4]  # a flag is not a task mix ("ema:0")
+    pd.DataFrame({"param.adapter_options": [label({}), label({"ema": False})]}).to_csv(tmp_path / "t.csv", index=False)
+    back = pd.read_csv(tmp_path / "t.csv")["param.adapter_options"].tolist()
+    assert back == ["default", '{"ema": false}']
+    path = write_suite(tmp_path / "s.yaml", axes={"adapter_options": [{}, {"strategy": "dense"}], "train.seed": [0]})
+    assert load_suite(path).axes["adapter_options"][0] == {}
+
+
+def test_axis_values_that_share_a_label_are_rejected(tmp_path):
+    """trials.csv and Optuna know a value by its label: two values with one label would run as one."""
+    path = write_suite(tmp_path / "s.yaml", axes={"train.tasks": [{"reasoning": 1}, {"reasoning": 1.0}]})
+    with pytest.raises(SuiteError, match="axes.train.tasks: two values share the label 'reasoning'"):
+        load_suite(path)
+
+
+def test_paper_claims_are_typed_and_errors_name_the_file_and_key(tmp_path):
+    claim = {"says": "x", "a": {"adapter_options.beta": 0.3}, "b": {"adapter_options.beta": 0.7},
+             "paper": {"a": 62.8, "b": 62.0}}
+    ok = write_suite(tmp_path / "ok.yaml", paper={"table": "Table 6 (top)", "claims": [claim]})
+    suite = load_suite(ok)
+    assert suite.paper.claims[0].expected() == "higher"
+    # the claims change the report, not the cells: the study keeps its name
+    assert suite.study_name() == load_suite(write_suite(tmp_path / "ok.yaml")).study_name()
+    bad = write_suite(tmp_path / "bad.yaml", paper={"table": "T", "claims": [
+        {**claim, "paper": {"a": 1, "b": 2, "delta": 3}, "colour": "red"}]})
+    with pytest.raises(SuiteError) as exc:
+        load_suite(bad)
+    text = str(exc.value)
+    assert text.startswith(f"{bad}: 2 error(s)")
+    assert "paper.claims[0].paper.delta: 3: unknown key; allowed keys: a, b" in text
+    assert "paper.claims[0].colour: 'red': unknown key; allowed keys: says, a, b, paper, expect, metric, note" in text
+    bad = write_suite(tmp_path / "bad.yaml", paper={"table": "T", "claims": [
+        {**claim, "a": {"adapter_options.beta": 0.5, "train.seed": 0}, "b": {"train.tasks": {"reasoning": 1}},
+         "metric": "captioning.BLEU-4"}]})
+    with pytest.raises(SuiteError) as exc:
+        load_suite(bad)
+    text = str(exc.value)
+    assert "paper.claims[0].a.adapter_options.beta: 0.5 is not a value of this axis; allowed: 0.3, 0.7" in text
+    assert "paper.claims[0].a.train.seed: a claim pairs its cells over the seeds; name no seed" in text
+    assert "paper.claims[0].b.train.tasks: not an axis of this suite; allowed: adapter_options.beta" in text
+    assert "paper.claims[0].b: names no value for the axis(es) adapter_options.beta" in text
+    assert "paper.claims[0].metric: 'captioning.BLEU-4': the report shows only the objective" in text
+    result = runner.invoke(app, ["validate", str(bad)])
+    assert result.exit_code == 2 and "paper.claims[0].a.train.seed" in result.output
