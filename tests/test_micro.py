@@ -26,8 +26,12 @@ def test_prepare_then_load_through_normal_loader(prepared):
     manifest = json.loads((folder / MANIFEST).read_text())
     assert manifest["params"]["llm"] == sum(p.numel() for p in bb.llm.parameters())
     assert set(manifest["losses"]) >= {"clip_first", "lm_first", "decoder_first"}
-    # the LLM never saw task tokens or images: its vocabulary has no <OBJ-i> / <GEN>
+    # the LLM never saw task tokens (images yes, in the alignment stage): no <OBJ-i> / <GEN> in its vocabulary
     assert "<OBJ-1>" not in bb.tokenizer.get_vocab() and "<GEN>" not in bb.tokenizer.get_vocab()
+    assert set(manifest["losses"]) >= {"align_first", "align_last50"}
+    assert manifest["params"]["projector"] == sum(p.numel() for p in bb.projector.parameters())
+    # the alignment's words are in the vocabulary (an <unk> answer would teach nothing)
+    assert bb.tokenizer.unk_token_id not in bb.tokenizer("Describe the image. The small red circle, top left.").input_ids
     ids = bb.tokenizer("the red circle", return_tensors="pt").input_ids
     assert torch.isfinite(bb.llm(ids).logits).all()
 
@@ -90,3 +94,21 @@ def test_patch_labels_are_pixel_fractions_per_patch():
     # data without the generator's attributes gets no dense labels (and no dense loss)
     obj.attributes = {}
     assert _patch_labels(type("DS", (), {"samples": [sample]})(), 1, 16, 8) is None
+
+
+def test_model_starts_from_the_backbone_projector(prepared):
+    """The shipped vision->LLM projection (trained with the LLM) is where the model's projection starts;
+    a backbone without one gets the BOS start (init_projector_as_bos)."""
+    from ntbench.model.allintoken import AllInTokenModel
+
+    _, _, folder, _ = prepared
+    bb = load_micro(folder)
+    model = AllInTokenModel(bb, "frozen", seed=0)
+    assert torch.equal(model.projector.weight, bb.projector.weight)
+    assert torch.equal(model.projector.bias, bb.projector.bias)
+    assert model.projector.weight.requires_grad  # still tuned, like the paper's projection
+    bb2 = load_micro(folder)
+    bb2.projector = None
+    fresh = AllInTokenModel(bb2, "frozen", seed=0)
+    bos = bb2.llm.get_input_embeddings().weight[bb2.tokenizer.bos_token_id]
+    assert torch.equal(fresh.projector.bias, bos.float())

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from ntbench.cli import bench, data, info, suites, trials  # noqa: F401  (each registers its commands)
+from ntbench.cli import bench, data, info, suites, takeoff, trials  # noqa: F401  (each registers its commands)
 from ntbench.cli.apps import app
 from ntbench.cli.ui import SUITE_HAD_FAILURES
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from filelock import FileLock
 from safetensors.torch import load_file
+from torch import nn
 
 from ntbench.atomic import atomic_folder, write_json, write_text
 from ntbench.data.cache import default_data_dir
@@ -72,6 +73,9 @@ def load_micro(folder: Path) -> Backbone:
     decoder = ImageDecoder(cfg["embed_dim"], cfg["image_size"])
     decoder.load_state_dict(load_file(str(folder / "image_decoder" / "model.safetensors")))
     backbone.image_decoder = decoder
+    proj_cfg = json.loads((folder / "projector" / "config.json").read_text())
+    backbone.projector = nn.Linear(proj_cfg["in_features"], proj_cfg["out_features"])
+    backbone.projector.load_state_dict(load_file(str(folder / "projector" / "model.safetensors")))
     backbone.name = f"micro:{folder.name}"
     backbone.meta = json.loads((folder / MANIFEST).read_text())
     return backbone.check()

@@ -2,14 +2,16 @@
 
 :func:`build` writes, deterministically by seed, into a folder:
 
-- ``llm/``: a word-level tokenizer (HF ``tokenizers``) and a small LLaMA trained on the world's
-  text only (captions, questions, answers without tags, referring expressions): it never sees
-  images or task tokens, so grounding must be learned by the tuning;
+- ``llm/``: a word-level tokenizer (HF ``tokenizers``) and a small LLaMA, first trained on the world's
+  text only (captions, questions, answers without tags, referring expressions);
 - ``vision/``: a CLIP-style ViT trained contrastively with a small text encoder on image-caption
   pairs, plus a dense auxiliary objective: each patch token predicts which shape and which colour
   cover its pixels (labels the micro world renders for free). Why: with the contrastive loss
   alone the patch features did not say *which* shape sits where, and no mask decoder could then
   segment an object named by its shape (results/micro/diagnosis/diagnosis.md);
+- alignment (:mod:`ntbench.micro.align`): the LLM, all of it, and a vision->LLM projection
+  (``projector/``) then learn together to read image tokens on text about the image (captions,
+  untagged answers, object descriptions), as LLaVA-style backbones do; still no task tokens, no masks;
 - ``image_decoder/``: embedding -> image, trained on the frozen encoder's embeddings.
 
 Caching, the manifest and the ``micro`` preset are in :mod:`ntbench.micro.cache`.
@@ -32,9 +34,10 @@ from transformers import CLIPConfig, CLIPModel, CLIPVisionModel, LlamaConfig, Ll
 from ntbench.data.io import SampleDataset
 from ntbench.data.render import COLOURS, SHAPES
 from ntbench.data.schema import decode_mask
+from ntbench.micro.align import align_llm, alignment_pairs
 from ntbench.model.backbone import CLIP_MEAN, CLIP_STD, ImageDecoder, word_tokenizer
 
-MICRO_VERSION = 3  # bump when build() changes what it makes: stale caches are then rebuilt
+MICRO_VERSION = 4  # v4: the alignment stage. Bump when build() changes what it makes: stale caches are then rebuilt
 
 Progress = Callable[[str, int, int, float], None]  # (stage, step, total, loss)
 
@@ -57,6 +60,8 @@ class MicroSizes:
     dense_weight: float = 4.0  # per-patch shape/colour loss vs contrastive (1.0: patch shape probe 0.33, 4.0: 0.76)
     lm_steps: int = 1000
     decoder_steps: int = 400
+    align_steps: int = 600   # LLM + projection on image-conditioned text (ntbench.micro.align)
+    align_batch: int = 24
     batch: int = 64
     lr: float = 2e-3
     image_pool: int = 8000    # training images decoded once and kept in memory
@@ -65,7 +70,7 @@ class MicroSizes:
     def tiny(cls) -> "MicroSizes":
         """Micro-shaped but seconds to prepare: tests and smoke runs."""
         return cls(vision_hidden=32, vision_layers=3, text_hidden=32, clip_dim=16, llm_hidden=32, llm_layers=2,
-                   clip_steps=3, lm_steps=3, decoder_steps=3, batch=8, image_pool=40)
+                   clip_steps=3, lm_steps=3, decoder_steps=3, align_steps=3, align_batch=4, batch=8, image_pool=40)
 
 
 @dataclass
@@ -285,11 +290,23 @@ def build(data: Path, work: Path, seed: int = 0, sizes: MicroSizes = MicroSizes(
     # 1. tokenizer over the world's words and the task prompts' own words (the tasks' token rows
     # are added later, by the tuning)
     texts = [t for s in train.samples for t in _texts(s)]
-    tokenizer = word_tokenizer(texts + ["Describe the image.", "Segment the object."])
+    described = [f"{q} {a}" for s in train.samples[:len(pool)] for q, a in alignment_pairs(s)]
+    tokenizer = word_tokenizer(texts + described + ["Describe the image.", "Segment the object."])
     tokenizer.save_pretrained(work / "llm")
     vision = train_vision(train, pool, tokenizer, sizes, rng, report, tick)
     vision.save_pretrained(work / "vision")
-    train_lm(texts, tokenizer, sizes, rng, report, tick).save_pretrained(work / "llm")
+    llm = train_lm(texts, tokenizer, sizes, rng, report, tick)
+    with torch.no_grad():  # the frozen encoder's patch features of the pool, computed once
+        vision.eval()
+        patches = torch.cat([vision(pixel_values=_pixels(pool[i:i + 256])).last_hidden_state[:, 1:]
+                             for i in range(0, len(pool), 256)])
+    projector = align_llm(llm, vision, tokenizer, train.samples[:len(pool)], patches, sizes, rng, report,
+                          _train_steps, tick)
+    llm.save_pretrained(work / "llm")
+    (work / "projector").mkdir()
+    save_file(projector.state_dict(), str(work / "projector" / "model.safetensors"))
+    (work / "projector" / "config.json").write_text(json.dumps(
+        {"in_features": projector.in_features, "out_features": projector.out_features}))
     decoder = train_image_decoder(vision, pool, sizes, rng, report, tick)
     (work / "image_decoder").mkdir()
     save_file(decoder.state_dict(), str(work / "image_decoder" / "model.safetensors"))

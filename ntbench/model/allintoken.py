@@ -21,6 +21,25 @@ from ntbench.model.heads import GenerationHead, MaskDecoder, dice_loss
 from ntbench.model.tasks import GEN_TOKEN, obj_token
 
 
+@torch.no_grad()
+def init_projector_as_bos(projector: nn.Linear, embed: nn.Embedding, bos: int | None, std: float) -> None:
+    """Image tokens start as copies of the BOS embedding plus a small image-dependent part.
+
+    Why: a text-only LLM has never seen image tokens. With the default initialisation they are
+    35x the norm of a word embedding on the micro backbone and pull the text's attention: a
+    linear probe read the target's shape from the <OBJ-1> state at 0.51 with image tokens
+    present against 0.93 without, and segmentation stayed at the all-objects mask. Starting as
+    BOS, a token every LLM learned to attend to and ignore, the image tokens leave the text
+    states nearly as without them (probe 0.86) until the projection learns what to send
+    (results/micro/diagnosis/diagnosis.md, section 7). Without a BOS token: the mean embedding.
+    """
+    if embed.weight.device.type == "meta":
+        return
+    anchor = embed.weight[bos] if bos is not None else embed.weight.mean(0)
+    projector.weight.mul_(0.25 * std)
+    projector.bias.copy_(anchor.float())
+
+
 class AllInTokenModel(nn.Module):
     def __init__(self, backbone: Backbone, adapter: str = "neural", adapter_options: dict | None = None,
                  max_objects: int = 8, train_embeddings: bool = False, decoder_width: int = 64,
@@ -55,7 +74,10 @@ class AllInTokenModel(nn.Module):
         embed = self.llm.get_input_embeddings()
         std = float(embed.weight.detach().float().std()) if embed.weight.device.type != "meta" else 0.02
         self.projector = nn.Linear(v, h)
-        self._init_projector_as_bos(embed, std)
+        if backbone.projector is not None:  # the backbone's own, trained with its LLM (micro v4, LLaVA)
+            self.projector.load_state_dict(backbone.projector.state_dict())
+        else:
+            init_projector_as_bos(self.projector, embed, self.tokenizer.bos_token_id, std)
         self.new_embed = nn.Parameter(torch.randn(len(ids), h) * std)
         self.new_out = nn.Parameter(torch.randn(len(ids), h) * std)
         self.mask_decoder = MaskDecoder(h, v, len(self.seg_layers), width=decoder_width,
@@ -70,25 +92,6 @@ class AllInTokenModel(nn.Module):
         for p in params:
             p.requires_grad_(True)
         self._head_params = params
-
-    @torch.no_grad()
-    def _init_projector_as_bos(self, embed: nn.Embedding, std: float) -> None:
-        """Image tokens start as copies of the BOS embedding plus a small image-dependent part.
-
-        Why: a text-only LLM has never seen image tokens. With the default initialisation they are
-        35x the norm of a word embedding on the micro backbone and pull the text's attention: a
-        linear probe read the target's shape from the <OBJ-1> state at 0.51 with image tokens
-        present against 0.93 without, and segmentation stayed at the all-objects mask. Starting as
-        BOS, a token every LLM learned to attend to and ignore, the image tokens leave the text
-        states nearly as without them (probe 0.86) until the projection learns what to send
-        (results/micro/diagnosis/diagnosis.md, section 7). Without a BOS token: the mean embedding.
-        """
-        if embed.weight.device.type == "meta":
-            return
-        bos = self.tokenizer.bos_token_id
-        anchor = embed.weight[bos] if bos is not None else embed.weight.mean(0)
-        self.projector.weight.mul_(0.25 * std)
-        self.projector.bias.copy_(anchor.float())
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write what was trained (tokenizer, heads, adapter) and the config that rebuilds the rest;
