@@ -87,3 +87,26 @@ def test_paper_setting_vision_projection_and_llm_by_hand():
     assert (rows["neural"]["total_tflops"] - rows["frozen"]["total_tflops"]) * 1e12 == pytest.approx(added, rel=1e-9)
     assert rows["neural"]["paper_tflops"] == PAPER_TFLOPS["neural"] == 2.47 and rows["frozen"]["paper_tflops"] is None
     assert rows["neural"]["total_tmacs"] == rows["neural"]["total_tflops"] / 2
+
+
+def test_cli_cost_paper_writes_the_paper_setting_table(tmp_path):
+    """`ntbench cost --paper --out F` writes what ntbench.cost.write_paper_table counts; the adapter's extra
+    cost over the frozen model is positive and small (~1% of a 7B forward, the arithmetic of issue 17)."""
+    import csv
+    import json
+
+    from typer.testing import CliRunner
+
+    from ntbench.cli import app
+
+    target = tmp_path / "cost" / "tflops.csv"
+    res = CliRunner().invoke(app, ["cost", "--paper", "--out", str(target), "--json"])
+    assert res.exit_code == 0, res.output
+    rows = {r["adapter"]: r for r in json.loads(res.stdout)}
+    with target.open() as f:
+        written = {r["adapter"]: r for r in csv.DictReader(f)}
+    assert set(rows) == set(written) >= {"frozen", "neural", "lora", "prefix", "ia3"}
+    assert abs(float(written["neural"]["total_tflops"]) - rows["neural"]["total_tflops"]) < 1e-3
+    extra = rows["neural"]["total_tflops"] / rows["frozen"]["total_tflops"] - 1
+    assert 0 < extra < 0.02
+    assert rows["neural"]["paper_tflops"] == 2.47

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ntbench.cli.apps import app
-from ntbench.cli.ui import _fail, out, suites_dir
+from ntbench.cli.ui import _fail, err, out, suites_dir
 
 
 @app.command("list")
@@ -57,9 +57,32 @@ def cost(
     config: Optional[Path] = typer.Option(None, help="HF config.json (or folder) of the LLM; default: LLaMA-2-7B shape"),
     adapters: str = typer.Option("frozen,neural,lora,prefix,ia3,full", help="comma-separated adapter names"),
     batch: int = typer.Option(8, min=1), seq_len: int = typer.Option(384, min=1),
+    paper: bool = typer.Option(False, "--paper", help="instead: inference TFLOPs at the paper's setting (LLaMA-2-7B + "
+                                                       "CLIP ViT-L/14, batch 1) beside Table 2b/A.8's numbers"),
+    text_tokens: int = typer.Option(32, min=1, help="with --paper: text tokens after the 257 image tokens"),
+    out_csv: Optional[Path] = typer.Option(None, "--out", help="with --paper: write the table as CSV here"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Trainable parameters and (T)FLOPs of a forward and a training step, on the meta device."""
+    if paper:
+        from ntbench.cost import paper_inference_costs, write_paper_table
+
+        if out_csv is not None and out_csv.is_dir():
+            _fail(f"--out {out_csv}: is a folder; give a .csv file path")
+        rows = write_paper_table(str(out_csv), text_tokens) if out_csv else paper_inference_costs(text_tokens=text_tokens)
+        if as_json:
+            print(json.dumps(rows, indent=2))
+            return
+        table = Table(title=f"inference TFLOPs, paper setting (257 image + {text_tokens} text tokens, batch 1)")
+        for col in ("adapter", "TFLOPs", "TMACs", "paper TFLOPs"):
+            table.add_column(col, justify="right")
+        for r in rows:
+            table.add_row(r["adapter"], f"{r['total_tflops']:.3f}", f"{r['total_tmacs']:.3f}",
+                          "-" if r["paper_tflops"] is None else f"{r['paper_tflops']}")
+        out.print(table)
+        if out_csv:
+            err.print(f"wrote {out_csv}")
+        return
     from transformers import LlamaConfig
 
     from ntbench.adapters import AdapterError
