@@ -4,10 +4,9 @@ import json
 import wsgiref.util
 
 import pytest
-import yaml
 
-from ntbench.runner import make_storage, run_suite
-from ntbench.suite import load_suite
+from ntbench.runner import make_storage
+from tests.conftest import run_tiny_reasoning_suite
 
 optuna_dashboard = pytest.importorskip("optuna_dashboard")  # pip install -e '.[test]'
 
@@ -23,15 +22,8 @@ def _get(app, path: str) -> dict:
 
 def test_the_dashboard_shows_a_suite_s_named_objective_and_intermediate_values(tmp_path, monkeypatch):
     monkeypatch.setenv("NTBENCH_HOME", str(tmp_path / "home"))
-    path = tmp_path / "dash.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "dash", "objective": "reasoning.tf_paper_oIoU", "axes": {"train.seed": [0]},
-        "defaults": {"backbone": "tiny-random", "data": "microworld:40", "eval_samples": 2, "eval_generated": False,
-                     "adapter_options": {"dz": 8},
-                     "train": {"steps": 2, "batch_size": 2, "warmup": 0, "eval_every": 1, "tasks": {"reasoning": 1}}}}))
-    suite = load_suite(path)
-    run_suite(suite, tmp_path / "res")
-    app = optuna_dashboard.wsgi(make_storage(None, tmp_path / "res" / "dash"))
+    suite, folder = run_tiny_reasoning_suite(tmp_path, "dash")
+    app = optuna_dashboard.wsgi(make_storage(None, folder))
     (study,) = _get(app, "/api/studies")["study_summaries"]
     assert study["study_name"] == suite.study_name()
     detail = _get(app, f"/api/studies/{study['study_id']}")

@@ -2,23 +2,14 @@
 import json
 
 import optuna
-import yaml
 
-from ntbench.runner import make_storage, run_suite
-from ntbench.suite import load_suite
+from ntbench.runner import make_storage
+from tests.conftest import run_tiny_reasoning_suite
 
 
 def test_user_attributes_keep_paths_and_the_files_hold_the_maps(tmp_path, monkeypatch):
     monkeypatch.setenv("NTBENCH_HOME", str(tmp_path / "home"))
-    path = tmp_path / "rec.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "rec", "objective": "reasoning.tf_paper_oIoU", "axes": {"train.seed": [0]},
-        "defaults": {"backbone": "tiny-random", "data": "microworld:40", "eval_samples": 2, "eval_generated": False,
-                     "adapter_options": {"dz": 8},
-                     "train": {"steps": 2, "batch_size": 2, "warmup": 0, "eval_every": 1, "tasks": {"reasoning": 1}}}}))
-    suite = load_suite(path)
-    run_suite(suite, tmp_path / "res")
-    folder = tmp_path / "res" / "rec"
+    suite, folder = run_tiny_reasoning_suite(tmp_path, "rec")
     study = optuna.load_study(study_name=suite.study_name(), storage=make_storage(None, folder))
     (trial,) = study.trials
     attrs = trial.user_attrs

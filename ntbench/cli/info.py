@@ -73,13 +73,10 @@ def cost(
         if as_json:
             print(json.dumps(rows, indent=2))
             return
-        table = Table(title=f"inference TFLOPs, paper setting (257 image + {text_tokens} text tokens, batch 1)")
-        for col in ("adapter", "TFLOPs", "TMACs", "paper TFLOPs"):
-            table.add_column(col, justify="right")
-        for r in rows:
-            table.add_row(r["adapter"], f"{r['total_tflops']:.3f}", f"{r['total_tmacs']:.3f}",
-                          "-" if r["paper_tflops"] is None else f"{r['paper_tflops']}")
-        out.print(table)
+        _print_table(f"inference TFLOPs, paper setting (257 image + {text_tokens} text tokens, batch 1)",
+                     ("adapter", "TFLOPs", "TMACs", "paper TFLOPs"),
+                     [(r["adapter"], f"{r['total_tflops']:.3f}", f"{r['total_tmacs']:.3f}",
+                       "-" if r["paper_tflops"] is None else f"{r['paper_tflops']}") for r in rows])
         if out_csv:
             err.print(f"wrote {out_csv}")
         return
@@ -107,10 +104,17 @@ def cost(
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table(title=f"cost per adapter, batch {batch} x {seq_len} tokens")
-    for col in ("adapter", "trainable params", "forward TFLOPs", "train step TFLOPs"):
+    _print_table(f"cost per adapter, batch {batch} x {seq_len} tokens",
+                 ("adapter", "trainable params", "forward TFLOPs", "train step TFLOPs"),
+                 [(r["adapter"], f"{r['trainable_params']:,}", f"{r['forward_flops'] / 1e12:.3f}",
+                   f"{r['train_step_flops'] / 1e12:.3f}") for r in rows])
+
+
+def _print_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """A right-aligned rich table on stdout."""
+    table = Table(title=title)
+    for col in columns:
         table.add_column(col, justify="right")
-    for r in rows:
-        table.add_row(r["adapter"], f"{r['trainable_params']:,}", f"{r['forward_flops'] / 1e12:.3f}",
-                      f"{r['train_step_flops'] / 1e12:.3f}")
+    for row in rows:
+        table.add_row(*row)
     out.print(table)
