@@ -112,3 +112,29 @@ def test_model_starts_from_the_backbone_projector(prepared):
     fresh = AllInTokenModel(bb2, "frozen", seed=0)
     bos = bb2.llm.get_input_embeddings().weight[bb2.tokenizer.bos_token_id]
     assert torch.equal(fresh.projector.bias, bos.float())
+
+
+def test_model_decoder_starts_from_the_segmentation_prior(prepared):
+    """v5 ships a mask decoder pretrained on prompt codes: every tensor but the whitening statistics
+    and the refiner; the model's decoder starts from it for any adapter, and a decoder of another
+    width stays as initialised."""
+    from ntbench.model.allintoken import AllInTokenModel
+
+    _, _, folder, _ = prepared
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert set(manifest["losses"]) >= {"seg_prior_first", "seg_prior_last50"}
+    assert "mask_decoder/model.safetensors" in manifest["files"]
+    bb = load_micro(folder)
+    prior = bb.mask_decoder_prior
+    assert prior and not any(k.startswith(("whiten.", "refiner.")) for k in prior)
+    assert manifest["params"]["mask_decoder"] == sum(v.numel() for v in prior.values())
+    for adapter in ("frozen", "neural"):
+        model = AllInTokenModel(load_micro(folder), adapter, seed=3)
+        assert model.decoder_prior
+        own = model.mask_decoder.state_dict()
+        assert all(torch.equal(own[k], v) for k, v in prior.items())
+        assert torch.equal(own["whiten.transform"], torch.eye(bb.llm_width))  # fresh statistics
+        assert all(p.requires_grad for p in model.mask_decoder.parameters())  # still tuned
+    other = AllInTokenModel(load_micro(folder), "frozen", decoder_width=32, seed=3)
+    assert not other.decoder_prior
+    assert not torch.equal(other.mask_decoder.state_dict()["film.weight"][:32], prior["film.weight"][:32])

@@ -76,6 +76,8 @@ def load_micro(folder: Path) -> Backbone:
     proj_cfg = json.loads((folder / "projector" / "config.json").read_text())
     backbone.projector = nn.Linear(proj_cfg["in_features"], proj_cfg["out_features"])
     backbone.projector.load_state_dict(load_file(str(folder / "projector" / "model.safetensors")))
+    if (folder / "mask_decoder" / "model.safetensors").is_file():  # v5 on: the segmentation prior
+        backbone.mask_decoder_prior = load_file(str(folder / "mask_decoder" / "model.safetensors"))
     backbone.name = f"micro:{folder.name}"
     backbone.meta = json.loads((folder / MANIFEST).read_text())
     return backbone.check()

@@ -12,7 +12,10 @@
 - alignment (:mod:`ntbench.micro.align`): the LLM, all of it, and a vision->LLM projection
   (``projector/``) then learn together to read image tokens on text about the image (captions,
   untagged answers, object descriptions), as LLaVA-style backbones do; still no task tokens, no masks;
-- ``image_decoder/``: embedding -> image, trained on the frozen encoder's embeddings.
+- ``image_decoder/``: embedding -> image, trained on the frozen encoder's embeddings;
+- ``mask_decoder/`` (:mod:`ntbench.micro.seg_prior`): a mask decoder pretrained to segment the
+  object a prompt code (shape and colour) names, as SAM is pretrained on prompts; the all-in-token
+  model's decoder starts from it, for every adapter alike.
 
 Caching, the manifest and the ``micro`` preset are in :mod:`ntbench.micro.cache`.
 """
@@ -35,9 +38,10 @@ from ntbench.data.io import SampleDataset
 from ntbench.data.render import COLOURS, SHAPES
 from ntbench.data.schema import decode_mask
 from ntbench.micro.align import align_llm, alignment_pairs
+from ntbench.micro.seg_prior import pretrain_mask_decoder
 from ntbench.model.backbone import CLIP_MEAN, CLIP_STD, ImageDecoder, word_tokenizer
 
-MICRO_VERSION = 4  # v4: the alignment stage. Bump when build() changes what it makes: stale caches are then rebuilt
+MICRO_VERSION = 5  # v4: the alignment stage; v5: the segmentation prior. Bump when build() changes what it makes: stale caches are then rebuilt
 
 Progress = Callable[[str, int, int, float], None]  # (stage, step, total, loss)
 
@@ -62,6 +66,8 @@ class MicroSizes:
     decoder_steps: int = 400
     align_steps: int = 600   # LLM + projection on image-conditioned text (ntbench.micro.align)
     align_batch: int = 24
+    seg_prior_steps: int = 600  # mask decoder on prompt codes (ntbench.micro.seg_prior)
+    seg_prior_batch: int = 32
     batch: int = 64
     lr: float = 2e-3
     image_pool: int = 8000    # training images decoded once and kept in memory
@@ -70,7 +76,8 @@ class MicroSizes:
     def tiny(cls) -> "MicroSizes":
         """Micro-shaped but seconds to prepare: tests and smoke runs."""
         return cls(vision_hidden=32, vision_layers=3, text_hidden=32, clip_dim=16, llm_hidden=32, llm_layers=2,
-                   clip_steps=3, lm_steps=3, decoder_steps=3, align_steps=3, align_batch=4, batch=8, image_pool=40)
+                   clip_steps=3, lm_steps=3, decoder_steps=3, align_steps=3, align_batch=4,
+                   seg_prior_steps=3, seg_prior_batch=4, batch=8, image_pool=40)
 
 
 @dataclass
@@ -312,5 +319,11 @@ def build(data: Path, work: Path, seed: int = 0, sizes: MicroSizes = MicroSizes(
     save_file(decoder.state_dict(), str(work / "image_decoder" / "model.safetensors"))
     (work / "image_decoder" / "config.json").write_text(json.dumps(
         {"embed_dim": sizes.vision_hidden, "image_size": sizes.image_size}))
+    # last, so that every part above is byte-identical to v4's (same seed, same draws)
+    prior = pretrain_mask_decoder(vision, train.samples[:len(pool)], pool, _pixels, sizes.llm_hidden, sizes, rng,
+                                  report, _train_steps, tick)
+    if prior is not None:
+        (work / "mask_decoder").mkdir()
+        save_file(prior.prior_state(), str(work / "mask_decoder" / "model.safetensors"))
     report.params["tokenizer_vocab"] = len(tokenizer)
     return report

@@ -82,6 +82,9 @@ class AllInTokenModel(nn.Module):
         self.new_out = nn.Parameter(torch.randn(len(ids), h) * std)
         self.mask_decoder = MaskDecoder(h, v, len(self.seg_layers), width=decoder_width,
                                         pixel_refiner=pixel_refiner, whiten_state=whiten_state)
+        # the backbone's pretrained decoder (micro v5), when this one has its shape (decoder_width)
+        self.decoder_prior = bool(backbone.mask_decoder_prior) and \
+            self.mask_decoder.load_prior(backbone.mask_decoder_prior)
         self.gen_head = GenerationHead(h, v)
         self.lambda_seg, self.lambda_gen, self.lambda_bce = lambda_seg, lambda_gen, lambda_bce
         self.train_embeddings = train_embeddings

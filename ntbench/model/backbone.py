@@ -40,6 +40,8 @@ class Backbone:
     image_decoder: nn.Module | None = None  # embedding -> image, for text-to-image
     # a vision->LLM projection trained with the LLM (LLaVA's mm_projector): the model's projection starts from it
     projector: nn.Linear | None = None
+    # a mask decoder pretrained on prompts (SAM's role; micro v5): the model's decoder starts from it
+    mask_decoder_prior: dict | None = None
     seg_layers: tuple[int, ...] = (-1, -2, -3)  # vision hidden-state layers the mask decoder reads
     meta: dict = field(default_factory=dict)
     # load_backbone's arguments (paths made absolute): a saved model reloads its backbone from them

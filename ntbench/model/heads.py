@@ -114,6 +114,23 @@ class MaskDecoder(nn.Module):
         self.pixels = nn.Sequential(nn.Conv2d(3, width // 4, 3, padding=1), nn.ReLU())
         self.out = nn.Conv2d(width // 2, 1, 3, padding=1)
 
+    # not part of a shipped prior (ntbench.micro.seg_prior): the whitening's statistics are those of
+    # the tuned LLM's states, and the optional refiner is not pretrained
+    UNSHIPPED = ("whiten.", "refiner.")
+
+    def prior_state(self) -> dict[str, torch.Tensor]:
+        """The tensors a pretrained prior ships: all but the whitening statistics and the refiner."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(self.UNSHIPPED)}
+
+    def load_prior(self, state: dict[str, torch.Tensor]) -> bool:
+        """Start from a shipped prior when this decoder has its shapes (True); otherwise, e.g. another
+        ``width``, stay as initialised (False)."""
+        own = self.prior_state()
+        if set(own) != set(state) or any(own[k].shape != v.shape for k, v in state.items()):
+            return False
+        self.load_state_dict(state, strict=False)
+        return True
+
     def forward(self, token_state: torch.Tensor, vision_layers: list[torch.Tensor], size: tuple[int, int],
                 pixels: torch.Tensor | None = None) -> torch.Tensor:
         """token_state [N, H_llm]; vision_layers: per layer [N, P, D_vis] patch features (no CLS);
