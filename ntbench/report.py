@@ -6,7 +6,8 @@ interval of the *difference* to the best cell, paired by seed (Welch's interval 
 cells share no seeds), never from two overlapping intervals. A banner at the top says when the
 rows were made by other code than HEAD or by another micro backbone version. The report ends
 with the paper's claims that the suite declares (``paper:``), each judged from the interval of
-the difference: reproduced, opposite, not distinguishable at this resolution, or not run.
+the difference: reproduced, opposite, not distinguishable at this resolution, or not run
+(:mod:`ntbench.paper_table`).
 """
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from ntbench.stats import (NOT_RUN, OPPOSITE, REPRODUCED, UNRESOLVED, difference, mean_interval,
-                           minimum_detectable_effect, power_table, verdict, versus_value)
-from ntbench.suite import PaperClaim, PaperTable, Suite, SuiteError, same_label, label, paper_errors, read_suite_file
+# the paper-vs-ntbench section lives in ntbench.paper_table; its names stay importable from here
+from ntbench.paper_table import SUITES_DIR, judge_claim, paper_claims, paper_section  # noqa: F401
+from ntbench.stats import difference, mean_interval, minimum_detectable_effect, power_table
+from ntbench.suite import Suite
 
 SEED = "param.train.seed"
 
@@ -323,125 +325,6 @@ def report_suite(folder: Path) -> dict[str, list[Path]]:
     (folder / "report.md").write_text("\n".join(md))
     made["tables"].append(folder / "report.md")
     return made
-
-
-SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"  # the suites shipped in the checkout
-
-
-def paper_claims(suite: Suite, suites_dir: Path = SUITES_DIR) -> tuple[PaperTable | None, str, list[str]]:
-    """(the claims, where they come from, why they do not fit). The results' own suite first; results
-    resolved before suites declared claims take them from the shipped suite of the same name, checked
-    against the axes the results were run with."""
-    if suite.paper is not None:
-        return suite.paper, "suite.resolved.yaml", []
-    for path in sorted(suites_dir.rglob("*.yaml")) if suites_dir.is_dir() else []:
-        try:
-            data = read_suite_file(path)
-        except SuiteError:
-            continue
-        if data.get("name") != suite.name or data.get("paper") is None:
-            continue
-        where = str(path.relative_to(suites_dir.parent))
-        try:
-            table = PaperTable.model_validate(data["paper"])
-        except ValueError as exc:
-            return None, where, [str(exc)]
-        return table, where, paper_errors(suite, table)
-    return None, "", []
-
-
-def _claim_cell(done: pd.DataFrame, cell: dict, metric: str) -> dict[int, float] | list[float]:
-    """The rows of one claim cell: seed -> value (repeats averaged), or a list without seeds."""
-    mask = pd.Series(True, index=done.index)
-    for key, value in cell.items():
-        col = f"param.{key}"
-        if col not in done.columns:
-            return {}
-        mask &= pd.Series([same_label(x, label(value)) for x in done[col]], index=done.index, dtype=bool)
-    rows = done[mask]
-    if SEED in rows.columns and rows[SEED].notna().all():
-        return {int(s): float(v) for s, v in rows.groupby(SEED)[metric].mean().items()}
-    return [float(v) for v in rows[metric]]
-
-
-def _cell_name(cell: dict) -> str:
-    return ", ".join(f"{k.rsplit('.', 1)[-1]} {label(v)}" for k, v in cell.items()) or "(the only cell)"
-
-
-def _mean_text(values) -> str:
-    iv = mean_interval(list(values.values()) if isinstance(values, dict) else list(values))
-    return f"{iv.mean:.3f} (n = 1)" if iv.n < 2 else f"{iv.mean:.3f} ± {iv.half_width:.3f} (n = {iv.n})"
-
-
-def judge_claim(suite: Suite, df: pd.DataFrame, claim: PaperClaim) -> dict:
-    """One claim against the trials: ours A and B, A - B with its 95% interval, the MDE, the verdict."""
-    metric = claim.metric or suite.objective
-    expect = claim.expected()
-    row = {"says": claim.says, "metric": metric, "a": _cell_name(claim.a),
-           "b": _cell_name(claim.b) if isinstance(claim.b, dict) else f"the value {claim.b:g}",
-           "paper_a": claim.paper.a, "paper_b": claim.paper.b, "paper_expects": expect, "note": claim.note}
-    done = df[(df.status == "COMPLETE") & df[metric].notna()] if metric in df.columns else df.iloc[:0]
-    a = _claim_cell(done, claim.a, metric)
-    b = _claim_cell(done, claim.b, metric) if isinstance(claim.b, dict) else None
-    missing = [side for side, v in (("A", a), ("B", b)) if v is not None and not v]
-    if missing:
-        return {**row, "ours_a": "not run" if "A" in missing else _mean_text(a),
-                "ours_b": "not run" if "B" in missing else (_mean_text(b) if b is not None else f"{claim.b:g}"),
-                "verdict": NOT_RUN, "comparison": "", "n": 0}
-    d = difference(a, b) if b is not None else versus_value(a, float(claim.b))
-    kind = "paired" if d.paired else ("one-sample" if b is None else "Welch")
-    return {**row, "ours_a": _mean_text(a), "ours_b": _mean_text(b) if b is not None else f"{claim.b:g}",
-            "comparison": kind, **{k: v for k, v in d.as_dict().items() if k in ("n", "mean", "low", "high", "mde")},
-            "verdict": verdict(d, expect)}
-
-
-def _diff_text(r: dict) -> str:
-    if r["verdict"] == NOT_RUN:
-        return "-"
-    if pd.isna(r["low"]):
-        return f"{r['mean']:+.4f} (n = {r['n']}, no interval)"
-    return f"{r['mean']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}] ({r['comparison']}, n = {r['n']})"
-
-
-def _verdict_text(r: dict) -> str:
-    if r["verdict"] != UNRESOLVED:
-        return r["verdict"]
-    if pd.isna(r.get("low")):
-        return f"{UNRESOLVED} (n = {int(r['n'])}: no interval, no MDE)"
-    if pd.isna(r.get("mde")):
-        return f"{UNRESOLVED} (MDE not estimable: {r['comparison']})"
-    return f"{UNRESOLVED} (MDE {r['mde']:.4f})"
-
-
-def paper_section(suite: Suite, df: pd.DataFrame, folder: Path, made: dict) -> list[str]:
-    """The report's last section: every claim of the paper's table the suite re-asks, the paper's numbers
-    beside ours with the interval of the difference, and the verdict. Also ``paper_vs_ntbench.csv``."""
-    table, where, problems = paper_claims(suite)
-    if problems:
-        return ["## Paper vs ntbench", "", f"The claims in {where} do not fit these results:", "",
-                *[f"- {p}" for p in problems], ""]
-    if table is None:
-        return ["## Paper vs ntbench", "", "This suite declares no claims of the paper (no `paper:` block).", ""]
-    rows = [judge_claim(suite, df, c) for c in table.claims]
-    pd.DataFrame(rows).to_csv(folder / "paper_vs_ntbench.csv", index=False)
-    made["tables"].append(folder / "paper_vs_ntbench.csv")
-    counts = {v: sum(r["verdict"] == v for r in rows) for v in (REPRODUCED, OPPOSITE, UNRESOLVED, NOT_RUN)}
-    md = [f"## Paper vs ntbench: {table.table}", "", *([table.source, ""] if table.source else []),
-          f"Claims from {where}. Each is judged by the 95% interval of ours A − B (paired by seed; Welch's "
-          "interval where the cells share no seeds; one-sample against a value): it excludes 0 on the side the "
-          f"paper claims: {REPRODUCED}; on the other side: {OPPOSITE}; it contains 0, or there is none (n = 1): "
-          f"{UNRESOLVED}, with the minimum detectable effect (paired, level 0.05, power 0.8) of that "
-          "comparison. A claim of no difference is never counted as reproduced by an interval that contains 0. "
-          "The paper's numbers (its backbone, its units) and ours are on different scales: only the direction "
-          "is compared.", "",
-          "Verdicts: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + ".", "",
-          "| # | claim | metric | A | B | paper A | paper B | paper: A vs B | ours A | ours B | "
-          "ours A − B [95% CI] | verdict |", "|" + "---|" * 12]
-    for i, r in enumerate(rows, 1):
-        md.append(f"| {i} | {r['says']} | {r['metric']} | {r['a']} | {r['b']} | {r['paper_a']} | {r['paper_b']} | "
-                  f"{r['paper_expects']} | {r['ours_a']} | {r['ours_b']} | {_diff_text(r)} | {_verdict_text(r)} |")
-    notes = [f"- {i}: {r['note']}" for i, r in enumerate(rows, 1) if r["note"]]
-    return md + ([""] + ["Notes on the paper's numbers:", ""] + notes if notes else []) + [""]
 
 
 def _title(path: Path) -> str:
