@@ -47,3 +47,63 @@ def test_train_says_it_generates_missing_data(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "generating the micro world microworld:8 (24 samples, once)" in result.stderr
     assert result.stdout.lstrip().startswith("{")
+
+
+def _screen(data: str) -> list[str]:
+    """What a terminal shows after ``data``: text, CR, LF, cursor up/down/column, erase in line/display
+    (the codes rich's live display uses); colours and cursor visibility are ignored."""
+    import re
+
+    rows, r, c, i = [[]], 0, 0, 0
+    while i < len(data):
+        m = re.match(r"\x1b\[\??([0-9;]*)([A-Za-z])", data[i:])
+        if m:
+            arg, code = m.group(1), m.group(2)
+            n = int(arg) if arg.isdigit() else None
+            if code == "A":
+                r = max(0, r - (n or 1))
+            elif code == "B":
+                r += n or 1
+            elif code == "G":
+                c = (n or 1) - 1
+            elif code == "K":
+                rows[r] = [] if n == 2 else rows[r][:c] if not n else [" "] * c + rows[r][c:]
+            elif code == "J" and n == 2:
+                rows = [[] for _ in rows]
+            i += m.end()
+        else:
+            ch, i = data[i], i + 1
+            if ch == "\r":
+                c = 0
+            elif ch == "\n":
+                r, c = r + 1, 0
+            elif ch >= " ":
+                row = rows[r]
+                row.extend(" " * (c + 1 - len(row)))
+                row[c], c = ch, c + 1
+        rows.extend([] for _ in range(r + 1 - len(rows)))
+    return [line for line in ("".join(row).rstrip() for row in rows) if line]
+
+
+def test_finished_bars_leave_no_partial_bar_line(monkeypatch):
+    """A suite run ends with its trial bar reset after the last trial (0/N): on a terminal no bar
+    line, finished or not, remains once the command is done; it prints its own result."""
+    import io
+
+    from rich.console import Console
+
+    from ntbench.cli import ui
+
+    screen = io.StringIO()
+    monkeypatch.setattr(ui, "err", Console(file=screen, force_terminal=True, width=100, color_system=None))
+    with ui.progress_bar("{task.fields[info]}") as bar:
+        suite = bar.add_task("suite smoke", total=2, info="")
+        trial = bar.add_task("trial", total=4, info="")
+        for _ in range(2):
+            bar.update(trial, completed=4, info="loss 1.000")
+            bar.refresh()
+            bar.advance(suite)
+            bar.reset(trial)
+            bar.refresh()
+    ui.err.print("2 trials in runs/smoke/trials.csv")
+    assert _screen(screen.getvalue()) == ["2 trials in runs/smoke/trials.csv"]

@@ -111,9 +111,14 @@ def _check_storage(url: Optional[str]) -> None:
 
 def progress_bar(*fields: str) -> Progress:
     """The one progress bar of every long command: description, bar, done/total, extra ``fields``
-    (rich format strings such as "loss {task.fields[loss]}"), time left; drawn on stderr."""
+    (rich format strings such as "loss {task.fields[loss]}"), time left; drawn on stderr.
+
+    On a terminal the bars are transient: each command prints its own result when done, and a bar
+    left behind (a suite's trial bar is reset to 0/N after its last trial) read as work still to do.
+    In a file or a CI log the final state is written once, as a record."""
     return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    *(TextColumn(f) for f in fields), TimeRemainingColumn(), console=err)
+                    *(TextColumn(f) for f in fields), TimeRemainingColumn(), console=err,
+                    transient=err.is_terminal)
 
 
 def _parse_options(pairs: list[str]) -> dict:

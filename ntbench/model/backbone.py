@@ -104,7 +104,9 @@ def word_tokenizer(texts: list[str], extra: list[str] = ()) -> PreTrainedTokeniz
     tok = Tokenizer(models.WordLevel(unk_token=SPECIAL["unk_token"]))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
-    trainer = trainers.WordLevelTrainer(special_tokens=list(SPECIAL.values()) + list(extra))
+    # show_progress off: its native bar writes straight to the terminal under rich's bars and left a
+    # stale copy of them on screen at every trial
+    trainer = trainers.WordLevelTrainer(special_tokens=list(SPECIAL.values()) + list(extra), show_progress=False)
     tok.train_from_iterator(texts, trainer)
     from tokenizers import decoders
     tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
