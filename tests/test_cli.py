@@ -105,6 +105,7 @@ def test_version_bad_flag_and_missing_paths_exit_cleanly(tmp_path):
     for args, named in ((["--backbone", "/nonexistent/llm"], "/nonexistent/llm"), (["--data", str(tmp_path / "nope")], "nope")):
         result = runner.invoke(app, ["train", *args, "--out", str(tmp_path / "run")])
         assert result.exit_code == 2 and named in result.output and "not found" in result.output
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # one line, not pydantic's dump
         assert "preset" not in result.output and not (tmp_path / "run").exists()
 
 
@@ -139,6 +140,7 @@ def test_train_bad_inputs_give_one_line_errors_before_any_work(tmp_path):
     result = runner.invoke(app, ["train", "--steps", "1", "-o", f"strategy={tmp_path / 'missing.py'}",
                                  "--out", str(tmp_path / "r2")])
     assert result.exit_code == 2 and "missing.py" in result.output and "adapter_options.strategy" in result.output
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     generate(tmp_path / "empty", MicroWorldConfig(train=0, val=0, test=0))
     result = runner.invoke(app, ["train", "--steps", "1", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "r3")])
     assert result.exit_code == 2 and "no samples in split 'train'" in result.output
@@ -162,7 +164,9 @@ def test_bad_storage_is_one_line_naming_the_url_and_writes_nothing(tmp_path):
     suite.write_text("name: s\ndefaults: {backbone: tiny-random, data: 'microworld:40', eval_samples: 2, "
                      "train: {steps: 1, tasks: {reasoning: 1}}}\naxes: {train.seed: [0]}\n"
                      "objective: reasoning.tf_paper_oIoU\n")
-    cases = [("garbage", 2), ("nosuchdialect://x", 2), ("journal:", 2),
+    (tmp_path / "notadb").write_text("not a database")
+    cases = [("garbage", 2), ("nosuchdialect://x", 2), ("journal:", 2), ("sqlite://", 2), ("sqlite:///:memory:", 2),
+             (f"journal:{tmp_path}", 2), (f"sqlite:///{tmp_path}/notadb", 1),
              (f"sqlite:///{tmp_path}/missing/dir/x.db", 1), (f"journal:{tmp_path}/missing/x.journal", 1),
              ("postgresql+psycopg2://u:secret@127.0.0.1:1/db", 1)]
     try:

@@ -9,8 +9,8 @@ import typer
 from rich.table import Table
 
 from ntbench.cli.apps import app
-from ntbench.cli.ui import (SUITE_HAD_FAILURES, _check_storage, _fail, _parse_task_mix, err, out, print_json,
-                            make_data_with_bar, progress_bar, resolve_suite)
+from ntbench.cli.ui import (SUITE_HAD_FAILURES, _check_storage, _fail, _fail_invalid, _parse_task_mix, err, out,
+                            print_json, make_data_with_bar, progress_bar, resolve_suite)
 
 
 def _load_suites(paths: list[Path]):
@@ -244,7 +244,7 @@ def evidence(
         try:
             mix = TrainConfig(tasks=_parse_task_mix(tasks)).tasks  # unknown names: "did you mean", before training
         except (ValidationError, UnknownNameError) as exc:
-            _fail(str(exc))
+            _fail_invalid(exc)
     with err.status("running evidence trials") as status:
         df = run_evidence(seed_list, steps, out_dir, eval_samples=eval_samples, tasks=mix,
                           lr=lr, lambda_bce=lambda_bce,

@@ -9,8 +9,8 @@ import typer
 from rich.table import Table
 
 from ntbench.cli.apps import app
-from ntbench.cli.ui import (_fail, _parse_options, _parse_task_mix, _trial_fields, err, make_data_with_bar, out,
-                            print_json, progress_bar)
+from ntbench.cli.ui import (_fail, _fail_invalid, _parse_options, _parse_task_mix, _trial_fields, err,
+                            make_data_with_bar, out, print_json, progress_bar)
 
 
 @app.command("train")
@@ -67,7 +67,7 @@ def train_cmd(
                              "train": {**train_opts, "seed": seed, "device": device, "deterministic": deterministic,
                                        **fields.get("train", {})}})
     except (ValidationError, UnknownNameError) as exc:
-        _fail(str(exc))
+        _fail_invalid(exc)
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():  # found now, not after the training
         _fail(f"--out {out_dir}: exists and is not a folder")
     from ntbench.train.trainer import DeviceError, resolve_device
@@ -82,6 +82,7 @@ def train_cmd(
             summary = run_trial(cfg, out_dir, progress=lambda s, rec: bar.update(task, completed=s,
                                                                                   loss=f"{rec['loss']:.3f}"))
         except (AdapterError, UnknownNameError, BackboneError, DataError, FileNotFoundError) as exc:
+            bar.stop()  # in a log, the bar's last state would follow the error as if work went on
             _fail(str(exc))
         except FloatingPointError as exc:  # a diverged run: say where, not a traceback
             bar.stop()

@@ -76,6 +76,17 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _fail_invalid(exc: Exception) -> None:
+    """A pydantic ValidationError (or any other config error) as one line naming each key, exit 2."""
+    from pydantic import ValidationError
+
+    from ntbench.suite import _format_error
+
+    if isinstance(exc, ValidationError):
+        _fail("; ".join(e.removeprefix(": ") for e in _format_error("", exc)))
+    _fail(str(exc))
+
+
 def print_json(obj) -> None:
     """The one thing a ``--json`` command writes on stdout (its messages and bars go to stderr)."""
     import json
