@@ -276,3 +276,26 @@ def test_known_third_party_warnings_stay_quiet_and_others_are_one_line(monkeypat
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("warning: RuntimeWarning: something new (") and "second" not in lines[0]
     assert after[0][0] == "always"  # the command's filters ended with it
+
+
+def test_an_output_that_is_a_file_or_a_folder_the_wrong_way_round_exits_2_before_any_work(tmp_path):
+    """Issue 15 part 4: every output path is checked before the work, one line naming it, nothing written."""
+    a_file, a_dir = tmp_path / "a_file", tmp_path / "a_dir"
+    a_file.write_text("keep me")
+    a_dir.mkdir()
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: s\ndefaults: {backbone: tiny-random, data: 'microworld:40', eval_samples: 2, "
+                     "train: {steps: 1, tasks: {reasoning: 1}}}\naxes: {train.seed: [0]}\n"
+                     "objective: reasoning.tf_paper_oIoU\n")
+    cases = [["run", str(suite), "--results", str(a_file)], ["run", str(suite), "--results", str(a_file / "sub")],
+             ["evidence", "--seeds", "0", "--out", str(a_file)], ["prepare", "--record", str(a_file)],
+             ["compare", "neural", "--backbone", "tiny-random", "--results", str(tmp_path / "res"), "--csv", str(a_dir)],
+             ["eval", str(tmp_path / "run"), "--out", str(a_dir)], ["data", "make", "--out", str(a_file)],
+             ["data", "convert", "mmud", str(tmp_path), str(a_file)], ["train", "--out", str(a_file / "x")]]
+    for args in cases:
+        result = runner.invoke(app, args)
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1, (args, result.output)
+        assert ("is not a folder" in lines[0] or "is a file" in lines[0] or "is a folder" in lines[0]), lines
+        assert "Traceback" not in result.output
+    assert a_file.read_text() == "keep me" and list(a_dir.iterdir()) == [] and not (tmp_path / "res").exists()

@@ -9,8 +9,9 @@ import typer
 from rich.table import Table
 
 from ntbench.cli.apps import app
-from ntbench.cli.ui import (SUITE_HAD_FAILURES, _check_storage, _fail, _fail_invalid, _parse_task_mix, err, out,
-                            print_json, make_data_with_bar, progress_bar, resolve_suite)
+from ntbench.cli.ui import (SUITE_HAD_FAILURES, _check_storage, _fail, _fail_invalid, _parse_task_mix,
+                            check_out_file, check_out_folder, err, make_data_with_bar, out, print_json,
+                            progress_bar, resolve_suite)
 
 
 def _load_suites(paths: list[Path]):
@@ -112,6 +113,7 @@ def run(
     Exit codes: 0 every cell complete; 2 a usage or validation error (nothing run); 3 the suite
     finished but some trials failed (their reasons are in trials.csv and the report); 1 a crash."""
     (suite,) = _load_suites([path])
+    check_out_folder("--results", results)
     _check_storage(storage)
     df = _run_suite_with_bars(suite, results, storage, workers, recover_running, retry_failed)
     failed = int((df.status == "FAIL").sum()) if len(df) else 0
@@ -166,6 +168,9 @@ def compare(
     import pandas as pd
 
     from ntbench.compare import compare_suite, paired_differences, side_by_side
+
+    check_out_folder("--results", results)
+    check_out_file("--csv", csv)
 
     try:
         seed_list = [int(x) for x in seeds.split(",") if x.strip()]
@@ -230,6 +235,8 @@ def evidence(
     import shlex
 
     from ntbench.evidence import run_evidence, write_summary
+
+    check_out_folder("--out", out_dir)
 
     try:
         seed_list = [int(x) for x in seeds.split(",") if x.strip()]

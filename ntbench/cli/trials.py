@@ -9,8 +9,8 @@ import typer
 from rich.table import Table
 
 from ntbench.cli.apps import app
-from ntbench.cli.ui import (_fail, _fail_invalid, _parse_options, _parse_task_mix, _trial_fields, err,
-                            make_data_with_bar, out, print_json, progress_bar)
+from ntbench.cli.ui import (_fail, _fail_invalid, _parse_options, _parse_task_mix, _trial_fields, check_out_file,
+                            check_out_folder, err, make_data_with_bar, out, print_json, progress_bar)
 
 
 @app.command("train")
@@ -68,8 +68,7 @@ def train_cmd(
                                        **fields.get("train", {})}})
     except (ValidationError, UnknownNameError) as exc:
         _fail_invalid(exc)
-    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():  # found now, not after the training
-        _fail(f"--out {out_dir}: exists and is not a folder")
+    check_out_folder("--out", out_dir)  # found now, not after the training
     from ntbench.train.trainer import DeviceError, resolve_device
     try:
         resolve_device(cfg.train.device)
@@ -125,6 +124,7 @@ def eval_cmd(
     from ntbench.model.backbone import BackboneError
     from ntbench.train.trial import RunFolderError, evaluate_run
 
+    check_out_file("--out", out_file)
     try:
         result = evaluate_run(run_dir, split=split, generated=generated, samples=samples, device=device)
     except (RunFolderError, BackboneError, DataError, FileNotFoundError) as exc:
@@ -171,6 +171,7 @@ def prepare(
 
     if backbone != "micro":
         _fail(f"--backbone {backbone!r}: nothing to prepare; allowed values: micro")
+    check_out_folder("--record", record)
     start = time.perf_counter()
     with progress_bar("loss {task.fields[loss]}") as bar:
         tasks: dict[str, int] = {}
