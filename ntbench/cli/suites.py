@@ -65,9 +65,16 @@ def _run_suite_with_bars(suite, results: Path, storage: Optional[str], workers: 
 
         def step(s: int, rec: dict) -> None:
             bar.update(trial_bar, completed=s, total=rec.get("total_steps"), info=f"loss {rec['loss']:.3f}")
-        return run_suite(suite, results, storage, workers, progress=step, on_trial=on_trial, on_total=on_total,
-                         recover_running=recover, retry_failed=retry_failed,
-                         make_data=make_data_with_bar(bar, info=""))
+        df = run_suite(suite, results, storage, workers, progress=step, on_trial=on_trial, on_total=on_total,
+                       recover_running=recover, retry_failed=retry_failed, make_data=make_data_with_bar(bar, info=""))
+        # run_suite returns when no cell is left: cells this run did not count ran in another run on
+        # the same folder. In a log the last state stays: the whole suite done, no reset trial bar
+        task = bar.tasks[suite_bar]
+        if task.total is not None and task.completed < task.total:
+            bar.update(suite_bar, info=f"{task.total - task.completed:.0f} by another run")
+        bar.update(suite_bar, completed=task.total)
+        bar.update(trial_bar, visible=False)
+        return df
 
 
 def _summary_table(suite, df) -> None:
@@ -223,7 +230,7 @@ def evidence(
     eval_samples: Optional[int] = typer.Option(None, min=1, help="val samples scored per task (default: the recipe's "
                                                "500, all of the micro world's val split; at 64 the eval set alone "
                                                "moves oIoU by about 0.04)"),
-    out_dir: Path = typer.Option(Path("runs/evidence"), "--out"),
+    out_dir: Path = typer.Option(Path("runs/evidence"), "--out", help="folder for trials.csv and summary.md"),
     tasks: str = typer.Option("", help="task mix as for `ntbench train`, e.g. referring:2,reasoning:2,captioning,t2i "
                                        "(default: the recipe's)"),
     lr: Optional[float] = typer.Option(None, min=1e-8, help="peak learning rate (default: the recipe's)"),

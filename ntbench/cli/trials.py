@@ -29,7 +29,8 @@ def train_cmd(
     option: list[str] = typer.Option([], "--option", "-o", help="adapter option KEY=VALUE (repeatable)"),
     eval_samples: Optional[int] = typer.Option(None, min=1, help="samples per task scored (default: the backbone's "
                                                 "recipe, else 32)"), meteor: bool = typer.Option(False, help="compute METEOR (Java)"),
-    device: str = typer.Option("auto"), as_json: bool = typer.Option(False, "--json"),
+    device: str = typer.Option("auto", help="auto (a GPU if one is visible), cpu, cuda or cuda:N"),
+    as_json: bool = typer.Option(False, "--json", help="print the trial's summary (metrics.json) as JSON"),
     pixel_refiner: bool = typer.Option(False, help="token-conditioned pixel CNN in the mask decoder (slower)"),
     lambda_bce: Optional[float] = typer.Option(None, min=0.0, help="weight of a per-pixel BCE term added to the "
                                                "Dice loss (default: the backbone's recipe, else 0)"),
