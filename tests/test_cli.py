@@ -299,3 +299,15 @@ def test_an_output_that_is_a_file_or_a_folder_the_wrong_way_round_exits_2_before
         assert ("is not a folder" in lines[0] or "is a file" in lines[0] or "is a folder" in lines[0]), lines
         assert "Traceback" not in result.output
     assert a_file.read_text() == "keep me" and list(a_dir.iterdir()) == [] and not (tmp_path / "res").exists()
+
+
+def test_bad_or_empty_seeds_exit_2_with_one_line_and_write_nothing(tmp_path):
+    """Issue 15 part 3: `evidence --seeds a` was a traceback; `--seeds ,` (no seeds) crashed after
+    writing a results folder (compare) or started the evidence (KeyError)."""
+    for seeds in ("a", ",", " "):
+        for args in (["evidence", "--out", str(tmp_path / "ev")],
+                     ["compare", "neural", "--backbone", "tiny-random", "--results", str(tmp_path / "res")]):
+            result = runner.invoke(app, [*args, "--seeds", seeds])
+            lines = result.stderr.strip().splitlines()
+            assert result.exit_code == 2 and len(lines) == 1 and "--seeds" in lines[0], (args, seeds, result.output)
+    assert not (tmp_path / "ev").exists() and not (tmp_path / "res").exists()

@@ -183,6 +183,8 @@ def compare(
         seed_list = [int(x) for x in seeds.split(",") if x.strip()]
     except ValueError:
         _fail(f"--seeds {seeds!r}: expected comma-separated integers")
+    if not seed_list:
+        _fail(f"--seeds {seeds!r}: no seeds; expected comma-separated integers, e.g. 0,1,2")
     from ntbench.suite import SuiteError
     try:
         suite = compare_suite(adapters, backbone, steps, seed_list,
@@ -249,6 +251,8 @@ def evidence(
         seed_list = [int(x) for x in seeds.split(",") if x.strip()]
     except ValueError:
         _fail(f"--seeds {seeds!r}: expected comma-separated integers, e.g. 0,1,2")
+    if not seed_list:
+        _fail(f"--seeds {seeds!r}: no seeds; expected comma-separated integers, e.g. 0,1,2")
     mix = None
     if tasks.strip():
         from pydantic import ValidationError
