@@ -63,8 +63,10 @@ def check_storage(url: str | None) -> None:
             raise StorageError(f"--storage {url!r}: expected journal:PATH", usage=True)
         if not path.parent.is_dir():
             raise StorageError(f"--storage {url}: folder {path.parent} not found", usage=False)
+        if path.is_dir():
+            raise StorageError(f"--storage {url}: {path} is a folder; name a journal file in it", usage=True)
         return
-    from sqlalchemy import create_engine
+    from sqlalchemy import create_engine, inspect
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
@@ -75,6 +77,9 @@ def check_storage(url: str | None) -> None:
         raise StorageError(f"--storage {url!r}: not a storage URL ({_first_line(exc)}); expected journal:PATH, "
                            "sqlite:///PATH or postgresql+psycopg2://USER@HOST/DB", usage=True) from None
     shown = parsed.render_as_string(hide_password=True)
+    if parsed.get_backend_name() == "sqlite" and (parsed.database or ":memory:") == ":memory:":
+        raise StorageError(f"--storage {url}: an in-memory database is not shared by the workers and "
+                           "is lost at exit; name a file, sqlite:///PATH", usage=True)
     try:
         dialect.import_dbapi()
     except ImportError:
@@ -83,8 +88,8 @@ def check_storage(url: str | None) -> None:
                            f"{hint}", usage=True) from None
     engine = create_engine(parsed)
     try:
-        with engine.connect():
-            pass
+        with engine.connect() as connection:
+            inspect(connection).get_table_names()  # reads the schema: an SQLite file that is no database fails here
     except SQLAlchemyError as exc:
         reason = _first_line(getattr(exc, "orig", None) or exc)
         raise StorageError(f"--storage {shown}: cannot open the database ({reason})", usage=False) from None

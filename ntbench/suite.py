@@ -95,11 +95,13 @@ def _format_error(where: str, exc: Exception, root: type[BaseModel] | None = Non
         out = []
         for err in exc.errors():
             key = _key(err["loc"])
-            msg = err["msg"]
+            msg = err["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's ValueError
             if err["type"] == "extra_forbidden":
                 allowed = _allowed_keys(root, err["loc"])
                 msg = "unknown key" + (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
-            out.append(f"{where}{key}: {err.get('input')!r}: {msg}")
+            value = repr(err.get("input"))
+            out.append(f"{where}{key}: {msg}" if not key or value in msg
+                       else f"{where}{key}: {value}: {msg}")
         return out
     return [f"{where}{exc}"]
 
@@ -235,7 +237,7 @@ def _check_values(suite: Suite) -> list[str]:
     An error already present in the defaults is reported once, under ``defaults``.
     """
     base = _probe(suite, {})
-    errors = [f"defaults.{e}" for e in base]
+    errors = [e if e.startswith("objective:") else f"defaults.{e}" for e in base]  # objective is top-level
     for key, values in suite.axes.items():
         for i, value in enumerate(values):
             errors += [f"axes.{key}[{i}] = {value!r} -> {e}" for e in _probe(suite, {key: value}) if e not in base]

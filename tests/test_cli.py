@@ -105,6 +105,7 @@ def test_version_bad_flag_and_missing_paths_exit_cleanly(tmp_path):
     for args, named in ((["--backbone", "/nonexistent/llm"], "/nonexistent/llm"), (["--data", str(tmp_path / "nope")], "nope")):
         result = runner.invoke(app, ["train", *args, "--out", str(tmp_path / "run")])
         assert result.exit_code == 2 and named in result.output and "not found" in result.output
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # one line, not pydantic's dump
         assert "preset" not in result.output and not (tmp_path / "run").exists()
 
 
@@ -139,6 +140,7 @@ def test_train_bad_inputs_give_one_line_errors_before_any_work(tmp_path):
     result = runner.invoke(app, ["train", "--steps", "1", "-o", f"strategy={tmp_path / 'missing.py'}",
                                  "--out", str(tmp_path / "r2")])
     assert result.exit_code == 2 and "missing.py" in result.output and "adapter_options.strategy" in result.output
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     generate(tmp_path / "empty", MicroWorldConfig(train=0, val=0, test=0))
     result = runner.invoke(app, ["train", "--steps", "1", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "r3")])
     assert result.exit_code == 2 and "no samples in split 'train'" in result.output
@@ -162,7 +164,9 @@ def test_bad_storage_is_one_line_naming_the_url_and_writes_nothing(tmp_path):
     suite.write_text("name: s\ndefaults: {backbone: tiny-random, data: 'microworld:40', eval_samples: 2, "
                      "train: {steps: 1, tasks: {reasoning: 1}}}\naxes: {train.seed: [0]}\n"
                      "objective: reasoning.tf_paper_oIoU\n")
-    cases = [("garbage", 2), ("nosuchdialect://x", 2), ("journal:", 2),
+    (tmp_path / "notadb").write_text("not a database")
+    cases = [("garbage", 2), ("nosuchdialect://x", 2), ("journal:", 2), ("sqlite://", 2), ("sqlite:///:memory:", 2),
+             (f"journal:{tmp_path}", 2), (f"sqlite:///{tmp_path}/notadb", 1),
              (f"sqlite:///{tmp_path}/missing/dir/x.db", 1), (f"journal:{tmp_path}/missing/x.journal", 1),
              ("postgresql+psycopg2://u:secret@127.0.0.1:1/db", 1)]
     try:
@@ -272,3 +276,38 @@ def test_known_third_party_warnings_stay_quiet_and_others_are_one_line(monkeypat
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("warning: RuntimeWarning: something new (") and "second" not in lines[0]
     assert after[0][0] == "always"  # the command's filters ended with it
+
+
+def test_an_output_that_is_a_file_or_a_folder_the_wrong_way_round_exits_2_before_any_work(tmp_path):
+    """Issue 15 part 4: every output path is checked before the work, one line naming it, nothing written."""
+    a_file, a_dir = tmp_path / "a_file", tmp_path / "a_dir"
+    a_file.write_text("keep me")
+    a_dir.mkdir()
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: s\ndefaults: {backbone: tiny-random, data: 'microworld:40', eval_samples: 2, "
+                     "train: {steps: 1, tasks: {reasoning: 1}}}\naxes: {train.seed: [0]}\n"
+                     "objective: reasoning.tf_paper_oIoU\n")
+    cases = [["run", str(suite), "--results", str(a_file)], ["run", str(suite), "--results", str(a_file / "sub")],
+             ["evidence", "--seeds", "0", "--out", str(a_file)], ["prepare", "--record", str(a_file)],
+             ["compare", "neural", "--backbone", "tiny-random", "--results", str(tmp_path / "res"), "--csv", str(a_dir)],
+             ["eval", str(tmp_path / "run"), "--out", str(a_dir)], ["data", "make", "--out", str(a_file)],
+             ["data", "convert", "mmud", str(tmp_path), str(a_file)], ["train", "--out", str(a_file / "x")]]
+    for args in cases:
+        result = runner.invoke(app, args)
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1, (args, result.output)
+        assert ("is not a folder" in lines[0] or "is a file" in lines[0] or "is a folder" in lines[0]), lines
+        assert "Traceback" not in result.output
+    assert a_file.read_text() == "keep me" and list(a_dir.iterdir()) == [] and not (tmp_path / "res").exists()
+
+
+def test_bad_or_empty_seeds_exit_2_with_one_line_and_write_nothing(tmp_path):
+    """Issue 15 part 3: `evidence --seeds a` was a traceback; `--seeds ,` (no seeds) crashed after
+    writing a results folder (compare) or started the evidence (KeyError)."""
+    for seeds in ("a", ",", " "):
+        for args in (["evidence", "--out", str(tmp_path / "ev")],
+                     ["compare", "neural", "--backbone", "tiny-random", "--results", str(tmp_path / "res")]):
+            result = runner.invoke(app, [*args, "--seeds", seeds])
+            lines = result.stderr.strip().splitlines()
+            assert result.exit_code == 2 and len(lines) == 1 and "--seeds" in lines[0], (args, seeds, result.output)
+    assert not (tmp_path / "ev").exists() and not (tmp_path / "res").exists()

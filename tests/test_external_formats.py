@@ -41,6 +41,14 @@ def test_mmud_needs_trust(mmud):
         load_mmud(root / "train.pkl", root, "train")
 
 
+def test_a_missing_pickle_is_not_found_even_without_trust(tmp_path):
+    """A wrong path says "not found", not "pass --trust-pickle" (which would not help)."""
+    with pytest.raises(DataError, match="not found"):
+        load_mmud(tmp_path / "nope" / "train.pkl", tmp_path, "train")
+    with pytest.raises(DataError, match="not found"):
+        load_refer(tmp_path / "nope", "refcoco", "unc", "val")
+
+
 def test_mmud_round_trip_through_open_layout(mmud, tmp_path):
     root, disk = mmud
     samples = load_mmud(root / "train.pkl", "/imgs", "train", trust_pickle=True)

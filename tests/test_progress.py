@@ -107,3 +107,31 @@ def test_finished_bars_leave_no_partial_bar_line(monkeypatch):
             bar.refresh()
     ui.err.print("2 trials in runs/smoke/trials.csv")
     assert _screen(screen.getvalue()) == ["2 trials in runs/smoke/trials.csv"]
+
+
+def test_a_suite_that_another_run_shared_ends_its_bar_complete_and_says_so(tmp_path, monkeypatch):
+    """Two `ntbench run` on one folder: each counts only its own trials. The log's last bar state was
+    "suite conc 2/4" and a reset "trial 0/10" after a finished suite; now it is 4/4, "2 by another run"."""
+    import io
+
+    import pandas as pd
+    from rich.console import Console
+
+    from ntbench import runner
+    from ntbench.cli import suites as suites_cli
+    from ntbench.cli import ui
+    from ntbench.suite import Suite
+
+    def fake_run_suite(suite, results, storage, workers, progress, on_trial, on_total, **kw):
+        on_total(4)
+        for _ in range(2):  # this run's two trials; the other two ran elsewhere
+            progress(5, {"loss": 1.0, "total_steps": 10})
+            on_trial()
+        return pd.DataFrame()
+
+    screen = io.StringIO()
+    monkeypatch.setattr(ui, "err", Console(file=screen, force_terminal=False, width=100, color_system=None))
+    monkeypatch.setattr(runner, "run_suite", fake_run_suite)
+    suites_cli._run_suite_with_bars(Suite(name="conc", axes={"train.seed": [0, 1, 2, 3]}), tmp_path, None, 1)
+    text = screen.getvalue()
+    assert "4/4" in text and "2 by another run" in text and "trial" not in text, text

@@ -155,6 +155,13 @@ def test_a_missing_data_path_is_a_validation_error(tmp_path):
         load_suite(write_suite(tmp_path / "f.yaml", axes={"data": ["microworld:40", str(tmp_path / "missing")]}))
 
 
+def test_a_missing_backbone_path_is_not_found_not_an_unknown_preset(tmp_path):
+    with pytest.raises(SuiteError) as bad:
+        load_suite(write_suite(tmp_path / "f.yaml", axes={"backbone": ["tiny-random", str(tmp_path / "nobb")]}))
+    text = str(bad.value)
+    assert "nobb': not found" in text and "preset" not in text and "Value error" not in text
+
+
 def test_kill_9_then_rerun_runs_only_missing_cells(tmp_path):
     path = write_suite(tmp_path / "k9.yaml", axes={"adapter_options.beta": [0.2, 0.4, 0.6, 0.8]})
     suite = load_suite(path)
@@ -265,6 +272,9 @@ def test_validate_rejects_an_objective_no_trial_reports(tmp_path):
         load_suite(suite("referring.gen_paper_oIoU", ", eval_generated: false"))
     with pytest.raises(SuiteError, match="expected TASK.METRIC"):
         load_suite(suite("oIoU"))
+    with pytest.raises(SuiteError) as bad:
+        load_suite(suite("referring.nosuch"))
+    assert "- objective: 'referring.nosuch'" in str(bad.value)  # the top-level key, not "defaults.objective"
     assert load_suite(suite("referring.tf_paper_oIoU")).objective == "referring.tf_paper_oIoU"
 
 

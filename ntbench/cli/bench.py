@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from ntbench.cli.apps import bench_app
-from ntbench.cli.ui import _fail, _parse_options, err, out, print_json, resolve_suite
+from ntbench.cli.ui import _fail, _fail_invalid, _parse_options, err, out, print_json, resolve_suite
 
 
 @bench_app.command("step")
@@ -154,7 +154,7 @@ def bench_trial(
         cfg = TrialConfig(backbone=backbone, adapter=adapter, adapter_options=_parse_options(option),
                           eval_generated=generated, train={"seed": seed, **({"steps": steps} if steps else {})})
     except (ValidationError, UnknownNameError) as exc:
-        _fail(str(exc))
+        _fail_invalid(exc)
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         _fail(f"--out {out_dir}: exists and is not a folder")
     with err.status("benchmarking a trial") as status:

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from ntbench.cli.apps import data_app
-from ntbench.cli.ui import _fail, out, print_json, progress_bar
+from ntbench.cli.ui import _fail, check_out_file, check_out_folder, out, print_json, progress_bar
 
 
 @data_app.command("make")
@@ -27,6 +27,7 @@ def data_make(
 
     if train + val + test == 0:
         _fail("--train, --val and --test are all 0: that is an empty dataset (nothing written)")
+    check_out_folder("--out", out_dir)
     cfg = MicroWorldConfig(seed=seed, train=train, val=val, test=test, size=size)
     start = time.perf_counter()
     with progress_bar() as progress:
@@ -55,6 +56,8 @@ def data_stats(
     from ntbench.data.io import read_meta
     from ntbench.data.schema import DataError
     from ntbench.data.stats import plot_statistics, split_statistics
+
+    check_out_file("--plot", plot)
 
     try:
         meta = read_meta(root)
@@ -100,6 +103,7 @@ def data_convert(
     formats = ("mmud", "refcoco", "refcoco+", "refcocog")
     if fmt not in formats:
         _fail(f"unknown format {fmt!r}; allowed values: {', '.join(formats)}")
+    check_out_folder("DST", dst)
     if dst.exists() and any(dst.iterdir()):
         _fail(f"{dst} exists and is not empty; choose a new destination")
     try:

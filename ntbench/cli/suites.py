@@ -9,8 +9,9 @@ import typer
 from rich.table import Table
 
 from ntbench.cli.apps import app
-from ntbench.cli.ui import (SUITE_HAD_FAILURES, _check_storage, _fail, _parse_task_mix, err, out, print_json,
-                            make_data_with_bar, progress_bar, resolve_suite)
+from ntbench.cli.ui import (SUITE_HAD_FAILURES, _check_storage, _fail, _fail_invalid, _parse_task_mix,
+                            check_out_file, check_out_folder, err, make_data_with_bar, out, print_json,
+                            progress_bar, resolve_suite)
 
 
 def _load_suites(paths: list[Path]):
@@ -64,9 +65,16 @@ def _run_suite_with_bars(suite, results: Path, storage: Optional[str], workers: 
 
         def step(s: int, rec: dict) -> None:
             bar.update(trial_bar, completed=s, total=rec.get("total_steps"), info=f"loss {rec['loss']:.3f}")
-        return run_suite(suite, results, storage, workers, progress=step, on_trial=on_trial, on_total=on_total,
-                         recover_running=recover, retry_failed=retry_failed,
-                         make_data=make_data_with_bar(bar, info=""))
+        df = run_suite(suite, results, storage, workers, progress=step, on_trial=on_trial, on_total=on_total,
+                       recover_running=recover, retry_failed=retry_failed, make_data=make_data_with_bar(bar, info=""))
+        # run_suite returns when no cell is left: cells this run did not count ran in another run on
+        # the same folder. In a log the last state stays: the whole suite done, no reset trial bar
+        task = bar.tasks[suite_bar]
+        if task.total is not None and task.completed < task.total:
+            bar.update(suite_bar, info=f"{task.total - task.completed:.0f} by another run")
+        bar.update(suite_bar, completed=task.total)
+        bar.update(trial_bar, visible=False)
+        return df
 
 
 def _summary_table(suite, df) -> None:
@@ -112,6 +120,7 @@ def run(
     Exit codes: 0 every cell complete; 2 a usage or validation error (nothing run); 3 the suite
     finished but some trials failed (their reasons are in trials.csv and the report); 1 a crash."""
     (suite,) = _load_suites([path])
+    check_out_folder("--results", results)
     _check_storage(storage)
     df = _run_suite_with_bars(suite, results, storage, workers, recover_running, retry_failed)
     failed = int((df.status == "FAIL").sum()) if len(df) else 0
@@ -167,10 +176,15 @@ def compare(
 
     from ntbench.compare import compare_suite, paired_differences, side_by_side
 
+    check_out_folder("--results", results)
+    check_out_file("--csv", csv)
+
     try:
         seed_list = [int(x) for x in seeds.split(",") if x.strip()]
     except ValueError:
         _fail(f"--seeds {seeds!r}: expected comma-separated integers")
+    if not seed_list:
+        _fail(f"--seeds {seeds!r}: no seeds; expected comma-separated integers, e.g. 0,1,2")
     from ntbench.suite import SuiteError
     try:
         suite = compare_suite(adapters, backbone, steps, seed_list,
@@ -218,7 +232,7 @@ def evidence(
     eval_samples: Optional[int] = typer.Option(None, min=1, help="val samples scored per task (default: the recipe's "
                                                "500, all of the micro world's val split; at 64 the eval set alone "
                                                "moves oIoU by about 0.04)"),
-    out_dir: Path = typer.Option(Path("runs/evidence"), "--out"),
+    out_dir: Path = typer.Option(Path("runs/evidence"), "--out", help="folder for trials.csv and summary.md"),
     tasks: str = typer.Option("", help="task mix as for `ntbench train`, e.g. referring:2,reasoning:2,captioning,t2i "
                                        "(default: the recipe's)"),
     lr: Optional[float] = typer.Option(None, min=1e-8, help="peak learning rate (default: the recipe's)"),
@@ -231,10 +245,14 @@ def evidence(
 
     from ntbench.evidence import run_evidence, write_summary
 
+    check_out_folder("--out", out_dir)
+
     try:
         seed_list = [int(x) for x in seeds.split(",") if x.strip()]
     except ValueError:
         _fail(f"--seeds {seeds!r}: expected comma-separated integers, e.g. 0,1,2")
+    if not seed_list:
+        _fail(f"--seeds {seeds!r}: no seeds; expected comma-separated integers, e.g. 0,1,2")
     mix = None
     if tasks.strip():
         from pydantic import ValidationError
@@ -244,7 +262,7 @@ def evidence(
         try:
             mix = TrainConfig(tasks=_parse_task_mix(tasks)).tasks  # unknown names: "did you mean", before training
         except (ValidationError, UnknownNameError) as exc:
-            _fail(str(exc))
+            _fail_invalid(exc)
     with err.status("running evidence trials") as status:
         df = run_evidence(seed_list, steps, out_dir, eval_samples=eval_samples, tasks=mix,
                           lr=lr, lambda_bce=lambda_bce,

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from ntbench.cli.apps import bench_app
-from ntbench.cli.ui import _fail, _parse_options, err, out
+from ntbench.cli.ui import _fail, _fail_invalid, _parse_options, err, out
 
 
 def _seed_list(text: str) -> list[int]:
@@ -50,7 +50,7 @@ def bench_takeoff(
     try:
         TrialConfig(**base)
     except (ValidationError, UnknownNameError) as exc:
-        _fail(str(exc))
+        _fail_invalid(exc)
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         _fail(f"--out {out_dir}: exists and is not a folder")
     if backbone == "micro":  # prepare once here, not in every worker

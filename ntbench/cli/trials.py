@@ -9,8 +9,8 @@ import typer
 from rich.table import Table
 
 from ntbench.cli.apps import app
-from ntbench.cli.ui import (_fail, _parse_options, _parse_task_mix, _trial_fields, err, make_data_with_bar, out,
-                            print_json, progress_bar)
+from ntbench.cli.ui import (_fail, _fail_invalid, _parse_options, _parse_task_mix, _trial_fields, check_out_file,
+                            check_out_folder, err, make_data_with_bar, out, print_json, progress_bar)
 
 
 @app.command("train")
@@ -29,7 +29,8 @@ def train_cmd(
     option: list[str] = typer.Option([], "--option", "-o", help="adapter option KEY=VALUE (repeatable)"),
     eval_samples: Optional[int] = typer.Option(None, min=1, help="samples per task scored (default: the backbone's "
                                                 "recipe, else 32)"), meteor: bool = typer.Option(False, help="compute METEOR (Java)"),
-    device: str = typer.Option("auto"), as_json: bool = typer.Option(False, "--json"),
+    device: str = typer.Option("auto", help="auto (a GPU if one is visible), cpu, cuda or cuda:N"),
+    as_json: bool = typer.Option(False, "--json", help="print the trial's summary (metrics.json) as JSON"),
     pixel_refiner: bool = typer.Option(False, help="token-conditioned pixel CNN in the mask decoder (slower)"),
     lambda_bce: Optional[float] = typer.Option(None, min=0.0, help="weight of a per-pixel BCE term added to the "
                                                "Dice loss (default: the backbone's recipe, else 0)"),
@@ -67,9 +68,8 @@ def train_cmd(
                              "train": {**train_opts, "seed": seed, "device": device, "deterministic": deterministic,
                                        **fields.get("train", {})}})
     except (ValidationError, UnknownNameError) as exc:
-        _fail(str(exc))
-    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():  # found now, not after the training
-        _fail(f"--out {out_dir}: exists and is not a folder")
+        _fail_invalid(exc)
+    check_out_folder("--out", out_dir)  # found now, not after the training
     from ntbench.train.trainer import DeviceError, resolve_device
     try:
         resolve_device(cfg.train.device)
@@ -82,6 +82,7 @@ def train_cmd(
             summary = run_trial(cfg, out_dir, progress=lambda s, rec: bar.update(task, completed=s,
                                                                                   loss=f"{rec['loss']:.3f}"))
         except (AdapterError, UnknownNameError, BackboneError, DataError, FileNotFoundError) as exc:
+            bar.stop()  # in a log, the bar's last state would follow the error as if work went on
             _fail(str(exc))
         except FloatingPointError as exc:  # a diverged run: say where, not a traceback
             bar.stop()
@@ -124,6 +125,7 @@ def eval_cmd(
     from ntbench.model.backbone import BackboneError
     from ntbench.train.trial import RunFolderError, evaluate_run
 
+    check_out_file("--out", out_file)
     try:
         result = evaluate_run(run_dir, split=split, generated=generated, samples=samples, device=device)
     except (RunFolderError, BackboneError, DataError, FileNotFoundError) as exc:
@@ -170,6 +172,7 @@ def prepare(
 
     if backbone != "micro":
         _fail(f"--backbone {backbone!r}: nothing to prepare; allowed values: micro")
+    check_out_folder("--record", record)
     start = time.perf_counter()
     with progress_bar("loss {task.fields[loss]}") as bar:
         tasks: dict[str, int] = {}

@@ -76,6 +76,39 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _fail_invalid(exc: Exception) -> None:
+    """A pydantic ValidationError (or any other config error) as one line naming each key, exit 2."""
+    from pydantic import ValidationError
+
+    from ntbench.suite import _format_error
+
+    if isinstance(exc, ValidationError):
+        _fail("; ".join(e.removeprefix(": ") for e in _format_error("", exc)))
+    _fail(str(exc))
+
+
+def _existing_ancestor(path: Path) -> Path:
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
+def check_out_folder(option: str, path: Optional[Path]) -> None:
+    """An output folder checked before any work: neither it nor a parent may be a file (exit 2)."""
+    if path is not None and not _existing_ancestor(path).is_dir():
+        found = _existing_ancestor(path)
+        _fail(f"{option} {path}: " + ("exists and is not a folder" if found == path else f"{found} is a file"))
+
+
+def check_out_file(option: str, path: Optional[Path]) -> None:
+    """An output file checked before any work: not a folder, and its folder not under a file (exit 2)."""
+    if path is None:
+        return
+    if path.is_dir():
+        _fail(f"{option} {path}: is a folder; name a file")
+    check_out_folder(option, path.parent)
+
+
 def print_json(obj) -> None:
     """The one thing a ``--json`` command writes on stdout (its messages and bars go to stderr)."""
     import json

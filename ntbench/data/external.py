@@ -23,11 +23,11 @@ LCL = re.compile(r"<LCL-(\d+)>")
 
 
 def _unpickle(path: Path, trust_pickle: bool) -> Any:
+    if not path.is_file():  # a wrong path first: --trust-pickle would not help
+        raise DataError(f"{path} not found")
     if not trust_pickle:
         raise DataError(f"{path}: loading a pickle executes code; pass trust_pickle=True "
                         "(--trust-pickle) only for files from a source you trust")
-    if not path.is_file():
-        raise DataError(f"{path} not found")
     try:
         with open(path, "rb") as fh:
             return pickle.load(fh)
