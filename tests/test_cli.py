@@ -310,4 +310,10 @@ def test_bad_or_empty_seeds_exit_2_with_one_line_and_write_nothing(tmp_path):
             result = runner.invoke(app, [*args, "--seeds", seeds])
             lines = result.stderr.strip().splitlines()
             assert result.exit_code == 2 and len(lines) == 1 and "--seeds" in lines[0], (args, seeds, result.output)
+    # a seed given twice would count one run as two independent ones (narrower intervals): refused
+    for args in (["evidence", "--out", str(tmp_path / "ev")],
+                 ["compare", "neural", "--backbone", "tiny-random", "--results", str(tmp_path / "res")]):
+        result = runner.invoke(app, [*args, "--seeds", "0,1,0"])
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 2 and lines == ["error: --seeds '0,1,0': seed 0 given more than once"], result.output
     assert not (tmp_path / "ev").exists() and not (tmp_path / "res").exists()

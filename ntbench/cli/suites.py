@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ntbench.cli.apps import app
-from ntbench.cli.ui import (SUITE_HAD_FAILURES, _check_storage, _fail, _fail_invalid, _parse_task_mix,
+from ntbench.cli.ui import (SUITE_HAD_FAILURES, _check_storage, _fail, _fail_invalid, _parse_task_mix, _seed_list,
                             check_out_file, check_out_folder, err, make_data_with_bar, out, print_json,
                             progress_bar, resolve_suite)
 
@@ -179,12 +179,7 @@ def compare(
     check_out_folder("--results", results)
     check_out_file("--csv", csv)
 
-    try:
-        seed_list = [int(x) for x in seeds.split(",") if x.strip()]
-    except ValueError:
-        _fail(f"--seeds {seeds!r}: expected comma-separated integers")
-    if not seed_list:
-        _fail(f"--seeds {seeds!r}: no seeds; expected comma-separated integers, e.g. 0,1,2")
+    seed_list = _seed_list(seeds)
     from ntbench.suite import SuiteError
     try:
         suite = compare_suite(adapters, backbone, steps, seed_list,
@@ -247,12 +242,7 @@ def evidence(
 
     check_out_folder("--out", out_dir)
 
-    try:
-        seed_list = [int(x) for x in seeds.split(",") if x.strip()]
-    except ValueError:
-        _fail(f"--seeds {seeds!r}: expected comma-separated integers, e.g. 0,1,2")
-    if not seed_list:
-        _fail(f"--seeds {seeds!r}: no seeds; expected comma-separated integers, e.g. 0,1,2")
+    seed_list = _seed_list(seeds)
     mix = None
     if tasks.strip():
         from pydantic import ValidationError

@@ -167,6 +167,21 @@ def _parse_options(pairs: list[str]) -> dict:
     return opts
 
 
+def _seed_list(seeds: str) -> list[int]:
+    """'0,1,2' -> [0, 1, 2]; not integers, none, or a seed twice (its trials would be counted as two
+    independent runs and narrow every interval) exits 2 with one line."""
+    try:
+        seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+    except ValueError:
+        _fail(f"--seeds {seeds!r}: expected comma-separated integers, e.g. 0,1,2")
+    if not seed_list:
+        _fail(f"--seeds {seeds!r}: no seeds; expected comma-separated integers, e.g. 0,1,2")
+    twice = sorted({x for x in seed_list if seed_list.count(x) > 1})
+    if twice:
+        _fail(f"--seeds {seeds!r}: seed {', '.join(map(str, twice))} given more than once")
+    return seed_list
+
+
 def _parse_task_mix(tasks: str) -> dict[str, float]:
     """'referring,reasoning:2' -> {'referring': 1.0, 'reasoning': 2.0} (task names are checked by TrainConfig)."""
     ratios = {}
