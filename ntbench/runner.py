@@ -336,9 +336,14 @@ def run_suite(suite: Suite, results: Path = Path("runs"), storage_url: str | Non
         _watch(study, procs, on_trial)
         bad = [p.exitcode for p in procs if p.exitcode]
         if bad:
-            raise RuntimeError(f"{len(bad)} worker process(es) exited with codes {bad}; "
-                               "rerun the suite to finish the missing cells")
+            raise WorkersFailed(f"{len(bad)} worker process(es) exited with codes {bad}; "
+                                "rerun the suite to finish the missing cells")
     return write_trials_csv(suite, study, folder)
+
+
+class WorkersFailed(RuntimeError):
+    """A worker process of ``--workers N`` died (killed, out of memory): the finished cells are stored,
+    a rerun runs the rest."""
 
 
 def _watch(study: optuna.Study, procs: list, on_trial: Callable | None) -> None:

@@ -357,3 +357,20 @@ def test_paper_claims_are_typed_and_errors_name_the_file_and_key(tmp_path):
     assert "paper.claims[0].metric: 'captioning.BLEU-4': the report shows only the objective" in text
     result = runner.invoke(app, ["validate", str(bad)])
     assert result.exit_code == 2 and "paper.claims[0].a.train.seed" in result.output
+
+
+def test_a_dead_worker_is_one_line_and_exit_1(tmp_path, monkeypatch):
+    """Issue 15: a worker process of --workers N that dies (SIGKILL, out of memory) was a traceback."""
+    import ntbench.runner
+
+    def dies(*args, **kwargs):
+        raise ntbench.runner.WorkersFailed("1 worker process(es) exited with codes [-9]; "
+                                           "rerun the suite to finish the missing cells")
+
+    monkeypatch.setattr(ntbench.runner, "run_suite", dies)
+    path = write_suite(tmp_path / "w.yaml")
+    result = runner.invoke(app, ["run", str(path), "--results", str(tmp_path / "res"), "--workers", "2"])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 1, result.output
+    assert not isinstance(result.exception, ntbench.runner.WorkersFailed)  # handled, not a traceback
+    assert lines[-1] == "error: 1 worker process(es) exited with codes [-9]; rerun the suite to finish the missing cells"

@@ -50,6 +50,17 @@ def validate(paths: list[Path] = typer.Argument(..., help="suite YAML files or s
 def _run_suite_with_bars(suite, results: Path, storage: Optional[str], workers: int, recover: bool = False,
                          retry_failed: bool = False):
 
+    from ntbench.runner import WorkersFailed
+
+    try:
+        return _run_with_bars(suite, results, storage, workers, recover, retry_failed)
+    except WorkersFailed as exc:  # a runtime failure: one line, exit 1; finished cells stay stored
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(1)
+
+
+def _run_with_bars(suite, results: Path, storage: Optional[str], workers: int, recover: bool,
+                   retry_failed: bool):
     from ntbench.runner import run_suite
 
     with progress_bar("{task.fields[info]}") as bar:
