@@ -65,17 +65,19 @@ def _run_with_bars(suite, results: Path, storage: Optional[str], workers: int, r
 
     with progress_bar("{task.fields[info]}") as bar:
         suite_bar = bar.add_task(f"suite {suite.name}", total=None, info="")
-        trial_bar = bar.add_task("trial", total=None, info="", visible=workers <= 1)
+        # shown from a trial's first step on, when its step count is known (before that it read "0/?")
+        trial_bar = bar.add_task("trial", total=None, info="", visible=False)
 
         def on_total(n: int) -> None:
             bar.update(suite_bar, total=n, info="nothing to run" if n == 0 else "")
 
         def on_trial() -> None:
             bar.advance(suite_bar)
-            bar.reset(trial_bar)
+            bar.reset(trial_bar, visible=False)
 
         def step(s: int, rec: dict) -> None:
-            bar.update(trial_bar, completed=s, total=rec.get("total_steps"), info=f"loss {rec['loss']:.3f}")
+            bar.update(trial_bar, completed=s, total=rec.get("total_steps"), info=f"loss {rec['loss']:.3f}",
+                       visible=workers <= 1)
         df = run_suite(suite, results, storage, workers, progress=step, on_trial=on_trial, on_total=on_total,
                        recover_running=recover, retry_failed=retry_failed, make_data=make_data_with_bar(bar, info=""))
         # run_suite returns when no cell is left: cells this run did not count ran in another run on
