@@ -95,8 +95,8 @@ def _existing_ancestor(path: Path) -> Path:
 
 def check_out_folder(option: str, path: Optional[Path]) -> None:
     """An output folder checked before any work: neither it nor a parent may be a file (exit 2)."""
-    if path is not None and not _existing_ancestor(path).is_dir():
-        found = _existing_ancestor(path)
+    found = _existing_ancestor(path) if path is not None else None
+    if found is not None and not found.is_dir():
         _fail(f"{option} {path}: " + ("exists and is not a folder" if found == path else f"{found} is a file"))
 
 

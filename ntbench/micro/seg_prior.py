@@ -29,13 +29,12 @@ from torch.nn import functional as F
 
 from ntbench.data.render import COLOURS, SHAPES
 from ntbench.data.schema import decode_mask
+from ntbench.model.backbone import DEFAULT_SEG_LAYERS
 from ntbench.model.heads import MaskDecoder, dice_loss
 
 if TYPE_CHECKING:
     from ntbench.micro.recipe import MicroSizes, PrepareReport
 
-SEG_LAYERS = (-1, -2, -3)  # the vision layers the all-in-token model's decoder reads (Backbone.seg_layers)
-DECODER_WIDTH = 64         # AllInTokenModel's default decoder_width
 
 
 def prompt_codes(llm_width: int, rng: np.random.Generator) -> torch.Tensor:
@@ -77,7 +76,8 @@ def pretrain_mask_decoder(vision: nn.Module, samples: list, pool: torch.Tensor, 
     start = time.perf_counter()
     vision.eval()
     codes = prompt_codes(llm_width, rng)
-    decoder = MaskDecoder(llm_width, int(vision.config.hidden_size), len(SEG_LAYERS), width=DECODER_WIDTH)
+    # the shape the all-in-token model builds by default (its layers and decoder_width)
+    decoder = MaskDecoder(llm_width, int(vision.config.hidden_size), len(DEFAULT_SEG_LAYERS))
     whiten, decoder.whiten = decoder.whiten, nn.Identity()  # codes are already unit-variance
 
     def loss_of(step: int) -> torch.Tensor:
@@ -86,7 +86,7 @@ def pretrain_mask_decoder(vision: nn.Module, samples: list, pool: torch.Tensor, 
         with torch.no_grad():
             x = pixels(images).float()
             out = vision(pixel_values=x, output_hidden_states=True)
-            seg = [out.hidden_states[layer][:, 1:] for layer in SEG_LAYERS]
+            seg = [out.hidden_states[layer][:, 1:] for layer in DEFAULT_SEG_LAYERS]
         state = codes[[c[2] for c in chosen]] + codes[[c[3] for c in chosen]]
         target = torch.from_numpy(np.stack([decode_mask(samples[i].objects[j].mask) for i, j, _, _ in chosen]))
         logits = decoder(state, seg, tuple(target.shape[-2:]), x)

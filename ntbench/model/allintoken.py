@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from ntbench.adapters import apply_adapter, trainable_parameters
 from ntbench.model.backbone import CLIP_MEAN, CLIP_STD, Backbone
-from ntbench.model.heads import GenerationHead, MaskDecoder, dice_loss
+from ntbench.model.heads import DEFAULT_DECODER_WIDTH, GenerationHead, MaskDecoder, dice_loss
 from ntbench.model.tasks import GEN_TOKEN, obj_token
 
 
@@ -42,7 +42,7 @@ def init_projector_as_bos(projector: nn.Linear, embed: nn.Embedding, bos: int | 
 
 class AllInTokenModel(nn.Module):
     def __init__(self, backbone: Backbone, adapter: str = "neural", adapter_options: dict | None = None,
-                 max_objects: int = 8, train_embeddings: bool = False, decoder_width: int = 64,
+                 max_objects: int = 8, train_embeddings: bool = False, decoder_width: int = DEFAULT_DECODER_WIDTH,
                  lambda_seg: float = 1.0, lambda_gen: float = 10.0, lambda_bce: float = 0.0,
                  pixel_refiner: bool = False, whiten_state: bool = True, seed: int | None = None):
         super().__init__()

@@ -31,6 +31,9 @@ class BackboneError(ValueError):
     """A backbone that cannot be loaded offline, or parts that do not fit together."""
 
 
+DEFAULT_SEG_LAYERS = (-1, -2, -3)  # vision hidden-state layers the mask decoder reads
+
+
 @dataclass
 class Backbone:
     name: str
@@ -42,7 +45,7 @@ class Backbone:
     projector: nn.Linear | None = None
     # a mask decoder pretrained on prompts (SAM's role; micro v5): the model's decoder starts from it
     mask_decoder_prior: dict | None = None
-    seg_layers: tuple[int, ...] = (-1, -2, -3)  # vision hidden-state layers the mask decoder reads
+    seg_layers: tuple[int, ...] = DEFAULT_SEG_LAYERS
     meta: dict = field(default_factory=dict)
     # load_backbone's arguments (paths made absolute): a saved model reloads its backbone from them
     source: dict | None = None

@@ -91,8 +91,11 @@ class PixelRefiner(nn.Module):
         return coarse + F.interpolate(self.out(h), size=size, mode="bilinear", align_corners=False)[:, 0]
 
 
+DEFAULT_DECODER_WIDTH = 64
+
+
 class MaskDecoder(nn.Module):
-    def __init__(self, llm_width: int, vision_width: int, n_layers: int, width: int = 64, heads: int = 4,
+    def __init__(self, llm_width: int, vision_width: int, n_layers: int, width: int = DEFAULT_DECODER_WIDTH, heads: int = 4,
                  pixel_refiner: bool = False, whiten_state: bool = True):
         super().__init__()
         self.whiten = StateWhitening(llm_width) if whiten_state else nn.Identity()
