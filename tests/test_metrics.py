@@ -90,3 +90,17 @@ def test_fid_keeps_no_reference_to_the_encoder():
     del encode
     gc.collect()
     assert ref() is None
+
+
+def test_answer_accuracy_compares_words_without_tags_case_or_punctuation():
+    from ntbench.eval.evaluate import answer_accuracy, answer_words
+    ref = "The yellow cross <OBJ-1> is closest to the top."
+    assert answer_words(ref) == ["the", "yellow", "cross", "is", "closest", "to", "the", "top"]
+    # the micro tokenizer decodes without tags and with its own spacing: the same answer
+    assert answer_accuracy([ref], ["the yellow cross is closest to the top ."]) == 1.0
+    counts = "There are two crosses: <OBJ-1> and <OBJ-2>."
+    # another object, a wrong count, a truncated answer: 3 of 4 wrong (worked by hand)
+    got = ["the yellow triangle is closest to the top.", "there is one cross : and .",
+           "there are two crosses", "there are two crosses: and."]
+    assert answer_accuracy([ref, counts, counts, counts], got) == 0.25
+    assert np.isnan(answer_accuracy([], []))

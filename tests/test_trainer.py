@@ -60,6 +60,7 @@ def test_each_adapter_trains_on_all_tasks(adapter, data):
     for task in ("referring", "reasoning"):  # teacher-forced and generated, both conventions
         for key in ("tf_paper_oIoU", "tf_paper_mIoU", "tf_lisa_gIoU", "tf_lisa_cIoU", "gen_paper_oIoU", "gen_lisa_gIoU"):
             assert key in metrics[task]
+        assert 0.0 <= metrics[task]["gen_answer_accuracy"] <= 1.0
     assert {"BLEU-4", "CIDEr", "ROUGE-L", "METEOR"} <= set(metrics["captioning"])
     assert {"FID", "KID", "embedding_mse"} <= set(metrics["t2i"])
     if adapter == "neural":  # per-task, per-layer activation frequency of every neuron

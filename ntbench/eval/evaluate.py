@@ -1,6 +1,7 @@
 """Evaluation of an all-in-token model on a split, per task, in teacher-forced and generated modes."""
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from typing import Any
 
@@ -71,6 +72,26 @@ def _teacher_forced(model: AllInTokenModel, items: list[Item], batch_size: int, 
     return {"preds": preds, "gts": gts, "emb_pred": emb_pred, "emb_true": emb_true, "real": real}
 
 
+_TAG = re.compile(r"<OBJ-\d+>")
+
+
+def answer_words(text: str) -> list[str]:
+    """An answer's words without its object tags, case or punctuation: what decides whether a generated
+    answer names the same object as the reference ("The yellow cross <OBJ-1> is closest to the top."
+    and "the yellow cross is closest to the top ." are the same answer)."""
+    return re.sub(r"[^a-z0-9 ]+", " ", _TAG.sub(" ", text).lower()).split()
+
+
+def answer_accuracy(references: list[str], generated: list[str]) -> float:
+    """Fraction of generated answers whose words equal the reference's (:func:`answer_words`).
+
+    A generated-mode mask follows the object the answer names, so a wrong answer caps ``gen_*`` oIoU
+    whatever the mask decoder does; this says how often that happened."""
+    if not references:
+        return float("nan")
+    return sum(answer_words(r) == answer_words(g) for r, g in zip(references, generated)) / len(references)
+
+
 @torch.no_grad()
 def _generated(model: AllInTokenModel, items: list[Item], batch_size: int, device, max_new_tokens: int):
     """Generated answers; each emitted <OBJ-k> is decoded into a mask and matched to target k."""
@@ -128,8 +149,9 @@ def evaluate(model: AllInTokenModel, dataset: SampleDataset, tasks: list[str], n
             if TASKS.get(task).segmentation:
                 metrics.update({f"tf_{k}": v for k, v in segmentation_metrics(tf["preds"], tf["gts"]).items()})
                 if generated:
-                    _, preds, gts = _generated(model, items, batch_size, device, max_new_tokens)
+                    texts, preds, gts = _generated(model, items, batch_size, device, max_new_tokens)
                     metrics.update({f"gen_{k}": v for k, v in segmentation_metrics(preds, gts).items()})
+                    metrics["gen_answer_accuracy"] = answer_accuracy([it.example.answer for it in items], texts)
             if task == "captioning":
                 texts, _, _ = _generated(model, items, batch_size, device, max_new_tokens)
                 refs = {it.sample_id: [it.example.answer] for it in items}
@@ -192,7 +214,7 @@ def metric_names(task: str, generated: bool = True, meteor: bool = False) -> lis
     if spec.segmentation:
         one = [np.ones((2, 2), dtype=bool)]
         seg = list(segmentation_metrics(one, one))
-        names += [f"tf_{k}" for k in seg] + ([f"gen_{k}" for k in seg] if generated else [])
+        names += [f"tf_{k}" for k in seg] + ([f"gen_{k}" for k in seg] + ["gen_answer_accuracy"] if generated else [])
     if canonical == "captioning":
         found = caption_metrics({"a": ["a b"]}, {"a": "a b"}, meteor=False)
         names += [k for k, v in found.items() if isinstance(v, float)] + (["METEOR"] if meteor else [])
