@@ -25,7 +25,11 @@ METRICS = {"reasoning_oIoU": ("reasoning", "tf_paper_oIoU"), "referring_oIoU": (
 CHECKS = [("neural", "frozen", "reasoning_oIoU"), ("neural", "frozen", "referring_oIoU"),
           ("neural", "all_objects", "reasoning_oIoU"), ("neural", "all_objects", "referring_oIoU"),
           ("neural", "largest_object", "reasoning_oIoU"), ("neural", "largest_object", "referring_oIoU"),
-          ("neural", "frozen", "BLEU-4")]
+          ("neural", "frozen", "BLEU-4"),
+          # generated answers (issue 13 item 6): the mask follows the object the generated answer names
+          ("neural", "frozen", "reasoning_gen_oIoU"), ("neural", "frozen", "referring_gen_oIoU"),
+          ("neural", "all_objects", "reasoning_gen_oIoU"), ("neural", "all_objects", "referring_gen_oIoU"),
+          ("neural", "largest_object", "reasoning_gen_oIoU"), ("neural", "largest_object", "referring_gen_oIoU")]
 
 SEGMENTATION_TASKS = ("reasoning", "referring")
 
@@ -94,6 +98,8 @@ def summarize(df: pd.DataFrame) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     stats = df.groupby("method")[list(METRICS)].agg(["mean", "std"])
     checks = []
     for better, baseline, metric in CHECKS:
+        if metric not in df or df[metric].isna().all():  # e.g. no generated answers were scored
+            continue
         a, b = df[df.method == better][metric], df[df.method == baseline][metric]
         margin = float(a.mean() - b.mean())
         sigma = float(max(a.std(ddof=1), b.std(ddof=1) if len(b) > 1 else 0.0))

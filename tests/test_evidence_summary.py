@@ -37,7 +37,10 @@ def test_summary_names_the_eval_set_size_and_writes_checks(tmp_path):
     text = write_summary(df, tmp_path, "ntbench evidence --seeds 0,1,2")
     assert "reasoning 437; referring 437" in text
     checks = json.loads((tmp_path / "checks.json").read_text())
-    assert len(checks) == 7 and all(isinstance(c["passes"], bool) for c in checks)
+    assert len(checks) == 13 and all(isinstance(c["passes"], bool) for c in checks)
+    # without generated answers, their six checks are left out rather than failed
+    _, teacher_forced = summarize(df.assign(reasoning_gen_oIoU=np.nan, referring_gen_oIoU=np.nan))
+    assert len(teacher_forced) == 7 and not any("gen" in c["metric"] for c in teacher_forced)
     sd = np.std([0.50, 0.55, 0.60], ddof=1)
     assert f"**{sd:.4f}**" in text
 
