@@ -249,7 +249,7 @@ def test_evidence_json(tmp_path, monkeypatch):
     result = runner.invoke(app, ["evidence", "--seeds", "0,1,2", "--out", str(tmp_path), "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert len(data["checks"]) == 7 and len(data["trials"]) == 12
+    assert len(data["checks"]) == len(ntbench.evidence.CHECKS) == 13 and len(data["trials"]) == 12
     assert data["summary"] == str(tmp_path / "summary.md") and (tmp_path / "summary.md").is_file()
 
 
