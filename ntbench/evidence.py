@@ -22,16 +22,17 @@ from ntbench.train.trial import TrialConfig, run_trial
 METRICS = {"reasoning_oIoU": ("reasoning", "tf_paper_oIoU"), "referring_oIoU": ("referring", "tf_paper_oIoU"),
            "reasoning_gen_oIoU": ("reasoning", "gen_paper_oIoU"), "referring_gen_oIoU": ("referring", "gen_paper_oIoU"),
            "BLEU-4": ("captioning", "BLEU-4"), "CIDEr": ("captioning", "CIDEr"), "FID": ("t2i", "FID")}
-CHECKS = [("neural", "frozen", "reasoning_oIoU"), ("neural", "frozen", "referring_oIoU"),
-          ("neural", "all_objects", "reasoning_oIoU"), ("neural", "all_objects", "referring_oIoU"),
-          ("neural", "largest_object", "reasoning_oIoU"), ("neural", "largest_object", "referring_oIoU"),
-          ("neural", "frozen", "BLEU-4"),
-          # generated answers (issue 13 item 6): the mask follows the object the generated answer names
-          ("neural", "frozen", "reasoning_gen_oIoU"), ("neural", "frozen", "referring_gen_oIoU"),
-          ("neural", "all_objects", "reasoning_gen_oIoU"), ("neural", "all_objects", "referring_gen_oIoU"),
-          ("neural", "largest_object", "reasoning_gen_oIoU"), ("neural", "largest_object", "referring_gen_oIoU")]
-
 SEGMENTATION_TASKS = ("reasoning", "referring")
+
+
+def _segmentation_checks(metric: str) -> list[tuple[str, str, str]]:
+    """neural against frozen and both trivial masks, on each segmentation task's ``metric``."""
+    return [("neural", baseline, f"{task}_{metric}") for baseline in ("frozen", "all_objects", "largest_object")
+            for task in SEGMENTATION_TASKS]
+
+
+# generated answers too (issue 13 item 6): there the mask follows the object the generated answer names
+CHECKS = _segmentation_checks("oIoU") + [("neural", "frozen", "BLEU-4")] + _segmentation_checks("gen_oIoU")
 
 
 def evidence_trial_config(adapter: str, seed: int, steps: int | None = None, backbone: str = "micro",

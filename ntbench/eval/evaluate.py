@@ -214,7 +214,8 @@ def metric_names(task: str, generated: bool = True, meteor: bool = False) -> lis
     if spec.segmentation:
         one = [np.ones((2, 2), dtype=bool)]
         seg = list(segmentation_metrics(one, one))
-        names += [f"tf_{k}" for k in seg] + ([f"gen_{k}" for k in seg] + ["gen_answer_accuracy"] if generated else [])
+        names += [f"tf_{k}" for k in seg]
+        names += [f"gen_{k}" for k in seg] + ["gen_answer_accuracy"] if generated else []
     if canonical == "captioning":
         found = caption_metrics({"a": ["a b"]}, {"a": "a b"}, meteor=False)
         names += [k for k, v in found.items() if isinstance(v, float)] + (["METEOR"] if meteor else [])

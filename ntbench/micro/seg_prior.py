@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from ntbench.micro.recipe import MicroSizes, PrepareReport
 
 
-
 def prompt_codes(llm_width: int, rng: np.random.Generator) -> torch.Tensor:
     """[len(SHAPES) + len(COLOURS), llm_width]: fixed random rows; an object's code is its shape row
     plus its colour row (unit variance per dimension, like a whitened state)."""

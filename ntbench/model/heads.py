@@ -95,8 +95,8 @@ DEFAULT_DECODER_WIDTH = 64
 
 
 class MaskDecoder(nn.Module):
-    def __init__(self, llm_width: int, vision_width: int, n_layers: int, width: int = DEFAULT_DECODER_WIDTH, heads: int = 4,
-                 pixel_refiner: bool = False, whiten_state: bool = True):
+    def __init__(self, llm_width: int, vision_width: int, n_layers: int, width: int = DEFAULT_DECODER_WIDTH,
+                 heads: int = 4, pixel_refiner: bool = False, whiten_state: bool = True):
         super().__init__()
         self.whiten = StateWhitening(llm_width) if whiten_state else nn.Identity()
         self.refiner = PixelRefiner(llm_width) if pixel_refiner else None
