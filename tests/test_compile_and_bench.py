@@ -103,6 +103,23 @@ def test_step_benchmark_rows_at_a_tiny_shape():
     assert (m1 - h) / (m2 + h) - 5e-4 <= by["neural"]["ratio_vs_lora"] <= (m1 + h) / (m2 - h) + 5e-4
 
 
+def test_an_arm_that_fails_to_compile_is_reported_and_the_others_are_measured(monkeypatch):
+    from ntbench.bench import StepBenchConfig, step, step_benchmark
+
+    def broken_compile(model):
+        def forward(*args, **kwargs):
+            raise RuntimeError("inductor failed")
+        return forward
+    monkeypatch.setattr(step.torch, "compile", broken_compile)
+    cfg = StepBenchConfig(shape="tiny", hidden=32, layers=2, heads=2, vocab=64, batch=2, seq_len=8, rounds=1,
+                          steps_per_round=1, warmup=1, arms=("frozen", "neural"), compiled=("neural",))
+    by = {r["adapter"]: r for r in step_benchmark(cfg)}
+    assert set(by) == {"frozen", "neural", "neural+compile"}
+    assert by["neural+compile"]["error"] == "RuntimeError: inductor failed"
+    assert "median_step_s" not in by["neural+compile"] and "ratio_vs_neural+compile" not in by["neural"]
+    assert by["neural"]["ratio_vs_frozen"] > 0 and by["frozen"]["warmup_s"] >= 0
+
+
 def test_step_benchmark_arms_share_the_frozen_weights():
     """Every arm wraps the same weight tensors (one copy in memory at 7B), and adapting one arm leaves
     the base model untouched."""

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import torch
 
 LATENCY_PARTS = ("image encode", "prefill", "decode", "mask decode")
+LATENCY_MODES = ("eager", "static", "graphs")
 
 
 def _timed(device: torch.device, fn: Callable[[], Any]) -> tuple[Any, float]:
@@ -30,7 +31,7 @@ def _timed(device: torch.device, fn: Callable[[], Any]) -> tuple[Any, float]:
 
 def latency_benchmark(backbone: str = "random-7b", prompt_tokens: int = 32, answer_tokens: int = 8,
                       repeats: int = 10, warmup: int = 3, dtype: str = "bfloat16", adapter: str = "neural",
-                      adapter_options: dict | None = None,
+                      adapter_options: dict | None = None, mode: str = "eager",
                       progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Wall time of answering one reasoning-segmentation question at batch 1.
 
@@ -38,7 +39,14 @@ def latency_benchmark(backbone: str = "random-7b", prompt_tokens: int = 32, answ
     prompt]; greedy decoding of ``answer_tokens`` tokens with the KV cache, the last of them forced
     to ``<OBJ-1>`` (random weights choose no meaningful word); the mask decoder on the ``<OBJ-1>``
     state. The LLM and the vision encoder run in ``dtype``, the heads under autocast.
+
+    ``mode``: ``eager`` (Hugging Face's dynamic cache, as :meth:`AllInTokenModel.generate`),
+    ``static`` (a static cache, every part run eagerly) or ``graphs`` (the static parts replayed
+    from CUDA graphs; CUDA only). See :mod:`ntbench.bench.static_answer`. The static modes also
+    report whether their answer tokens equal the eager path's.
     """
+    if mode not in LATENCY_MODES:
+        raise ValueError(f"unknown latency mode {mode!r}; allowed: {', '.join(LATENCY_MODES)}")
     from ntbench.model.allintoken import AllInTokenModel
     from ntbench.model.backbone import load_backbone
     from ntbench.model.tasks import obj_token
@@ -57,10 +65,14 @@ def latency_benchmark(backbone: str = "random-7b", prompt_tokens: int = 32, answ
              "text_mask": torch.ones(1, prompt_tokens, dtype=torch.long, device=device),
              "uses_image": torch.ones(1, dtype=torch.bool, device=device)}
     obj = model.tokenizer.convert_tokens_to_ids(obj_token(1))
-    autocast = torch.autocast(device.type, dtype=getattr(torch, dtype), enabled=device.type == "cuda")
+    # no autocast weight cache: CUDA graph capture forbids it, and all modes must run the same kernels
+    autocast = torch.autocast(device.type, dtype=getattr(torch, dtype), enabled=device.type == "cuda",
+                              cache_enabled=False)
+    eager_tokens: list[torch.Tensor] = []
 
     def answer() -> dict[str, float]:
         parts = {}
+        eager_tokens.clear()
         with torch.no_grad(), autocast:
             vision, parts["image encode"] = _timed(device, lambda: model.encode_images(batch["images"]))
             (logits, hidden, off, cache), parts["prefill"] = _timed(device, lambda: model._prefill(batch, vision))
@@ -70,6 +82,7 @@ def latency_benchmark(backbone: str = "random-7b", prompt_tokens: int = 32, answ
                 mask, state = batch["text_mask"], hidden
                 for i in range(answer_tokens):
                     token = logits[:, -1].argmax(-1) if i < answer_tokens - 1 else torch.full((1,), obj, device=device)
+                    eager_tokens.append(token)
                     mask = torch.cat([mask, mask[:, -1:]], dim=1)
                     logits, state, cache = model._extend(token, batch, mask, vision, cache)
                 return state
@@ -79,19 +92,36 @@ def latency_benchmark(backbone: str = "random-7b", prompt_tokens: int = 32, answ
                 state, vision, rows, torch.full((1,), state.shape[1] - 1, device=device), (size, size)))
         return parts
 
+    extra = {}
+    measured = answer
+    if mode != "eager":
+        from ntbench.bench.static_answer import StaticAnswerer
+
+        answer()  # the eager path's tokens, to compare with
+        reference = torch.cat(eager_tokens)
+        with torch.no_grad(), autocast:
+            say("recording CUDA graphs" if mode == "graphs" else "building the static cache")
+            static = StaticAnswerer(model, batch, answer_tokens, obj, graphs=mode == "graphs")
+            tokens = static.answer()["tokens"]
+        extra["tokens_match_eager"] = bool(torch.equal(tokens, reference))
+
+        def measured() -> dict[str, float]:
+            with torch.no_grad(), autocast:
+                return {part: _timed(device, lambda: static.part(part))[1] for part in LATENCY_PARTS}
     for i in range(warmup):
         say(f"warm-up {i + 1}/{warmup}")
-        answer()
+        measured()
     runs = []
     for i in range(repeats):
         say(f"run {i + 1}/{repeats}")
-        runs.append(answer())
+        runs.append(measured())
     rows = []
     for part in (*LATENCY_PARTS, "total"):
         values = [sum(r.values()) if part == "total" else r[part] for r in runs]
         rows.append({"part": part, "median_ms": round(1000 * statistics.median(values), 2),
                      "min_ms": round(1000 * min(values), 2), "max_ms": round(1000 * max(values), 2)})
-    return {"rows": rows, "backbone": bb.name, "dtype": dtype, "adapter": adapter, "prompt_tokens": prompt_tokens,
+    return {"rows": rows, "mode": mode, **extra, "backbone": bb.name, "dtype": dtype, "adapter": adapter,
+            "prompt_tokens": prompt_tokens,
             "image_tokens": int(vision_tokens(model)), "answer_tokens": answer_tokens, "repeats": repeats,
             "device_name": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
             "torch": torch.__version__}

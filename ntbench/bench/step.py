@@ -140,10 +140,23 @@ def step_benchmark(cfg: StepBenchConfig | None = None,
         adapter, options = table[arm]
         steppers[name] = _stepper(base, cfg, adapter, options, ids, compiled=name.endswith("+compile"))
     cuda = cfg.device.startswith("cuda")
-    for name, step in steppers.items():
-        say(f"warming up {name}")
-        for _ in range(cfg.warmup):
-            step()
+    warmup_s: dict[str, float] = {}
+    failed: dict[str, str] = {}
+    for name, step in list(steppers.items()):
+        say(f"warming up {name}" + (" (compiling)" if name.endswith("+compile") else ""))
+        start = time.perf_counter()
+        try:
+            for _ in range(cfg.warmup):
+                step()
+        except Exception as exc:  # an arm that cannot run (a compile failure) is reported; the others go on
+            failed[name] = f"{type(exc).__name__}: {exc}"[:500]
+            del steppers[name]
+            if cuda:
+                torch.cuda.empty_cache()
+            continue
+        warmup_s[name] = time.perf_counter() - start  # for a compiled arm: mostly the compilation
+    if not steppers:
+        raise RuntimeError(f"every bench arm failed: {failed}")
     times: dict[str, list[float]] = {name: [] for name in steppers}
     peak: dict[str, float] = {name: float("nan") for name in steppers}
     for r in range(cfg.rounds):
@@ -167,11 +180,17 @@ def step_benchmark(cfg: StepBenchConfig | None = None,
                "median_step_s": round(med, 5), "q25_step_s": round(_quantile(ts, 0.25), 5),
                "q75_step_s": round(_quantile(ts, 0.75), 5), "min_step_s": round(min(ts), 5), "steps": len(ts),
                "peak_memory_mb": round(peak[name], 1), "shared_weights_mb": round(weights_mb, 1),
+               "warmup_s": round(warmup_s[name], 2),
                "shape": cfg.describe(), "device_name": device_name, "machine": machine}
         for other, other_med in medians.items():
             if other != name:
                 row[f"ratio_vs_{other}"] = round(med / other_med, 3)
         rows.append(row)
+    for name, error in failed.items():
+        adapter, options = table[name.removesuffix("+compile")]
+        rows.append({"adapter": name, "base_adapter": adapter, "options": options,
+                     "compiled": name.endswith("+compile"), "error": error, "shape": cfg.describe(),
+                     "device_name": device_name, "machine": machine})
     return rows
 
 

@@ -66,9 +66,14 @@ def bench_step(
     for col in ["adapter", "median step (s)", "IQR (s)", "peak MB", *ratio_cols]:
         table.add_column(col, justify="right")
     for r in rows:
+        if "error" in r:
+            continue
         table.add_row(r["adapter"], f"{r['median_step_s']:.4f}", f"{r['q25_step_s']:.4f}-{r['q75_step_s']:.4f}",
                       f"{r['peak_memory_mb']:.0f}", *[str(r.get(c, "-")) for c in ratio_cols])
     out.print(table)
+    for r in rows:
+        if "error" in r:
+            err.print(f"[red]arm {r['adapter']} failed:[/red] {r['error']}")
 
 
 @bench_app.command("latency")
@@ -78,16 +83,23 @@ def bench_latency(
     repeats: int = typer.Option(10, min=1), dtype: str = typer.Option("bfloat16"),
     adapter: str = typer.Option("neural", help="adapter of the answering model (neural: Dz 128 on q,v)"),
     option: list[str] = typer.Option([], "--option", "-o", help="adapter option KEY=VALUE (repeatable)"),
+    mode: str = typer.Option("eager", help="eager: Hugging Face's dynamic KV cache; static: a static cache; "
+                                           "graphs: the static parts replayed from CUDA graphs (CUDA only)"),
     out_file: Optional[Path] = typer.Option(None, "--out", help="also write the result as JSON"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """End-to-end latency of one reasoning-segmentation answer at batch 1, part by part."""
-    from ntbench.bench.paper_scale import latency_benchmark
+    from ntbench.bench.paper_scale import LATENCY_MODES, latency_benchmark
 
+    if mode not in LATENCY_MODES:
+        _fail(f"--mode {mode!r} is not one of {', '.join(LATENCY_MODES)}")
+    if mode == "graphs" and not torch_cuda_available():
+        _fail("--mode graphs replays CUDA graphs and needs a CUDA device; --mode static runs the same code eagerly")
     with err.status("measuring latency") as status:
         options = _parse_options(option) if option else ({"dz": 128, "targets": "qv"} if adapter == "neural" else {})
         res = latency_benchmark(backbone, prompt_tokens, answer_tokens, repeats, dtype=dtype, adapter=adapter,
-                                adapter_options=options, progress=lambda msg: status.update(f"latency: {msg}"))
+                                adapter_options=options, mode=mode,
+                                progress=lambda msg: status.update(f"latency: {msg}"))
     res["command"] = "ntbench " + " ".join(sys.argv[1:])
     if out_file:
         out_file.parent.mkdir(parents=True, exist_ok=True)
@@ -95,13 +107,21 @@ def bench_latency(
     if as_json:
         print(json.dumps(res, indent=2))
         return
-    table = Table(title=f"{res['backbone']} {dtype} {adapter}, {res['image_tokens']} image + {prompt_tokens} prompt tokens, "
-                        f"{answer_tokens} answer tokens", caption=f"{res['device_name']}, torch {res['torch']}")
+    match = "" if "tokens_match_eager" not in res else f"; answer tokens equal the eager path's: {res['tokens_match_eager']}"
+    table = Table(title=f"{res['backbone']} {dtype} {adapter} ({mode}), {res['image_tokens']} image + {prompt_tokens} "
+                        f"prompt tokens, {answer_tokens} answer tokens",
+                  caption=f"{res['device_name']}, torch {res['torch']}{match}")
     for col in ("part", "median (ms)", "min (ms)", "max (ms)"):
         table.add_column(col, justify="right")
     for r in res["rows"]:
         table.add_row(r["part"], f"{r['median_ms']:.2f}", f"{r['min_ms']:.2f}", f"{r['max_ms']:.2f}")
     out.print(table)
+
+
+def torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 @bench_app.command("paper-trial")

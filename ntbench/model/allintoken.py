@@ -95,6 +95,10 @@ class AllInTokenModel(nn.Module):
         for p in params:
             p.requires_grad_(True)
         self._head_params = params
+        # the CLIP normalisation as buffers: built once on the model's device, because a tensor made
+        # from a Python list on every call is a host-to-device copy that CUDA graph capture forbids
+        self.register_buffer("clip_mean", torch.tensor(CLIP_MEAN)[:, None, None], persistent=False)
+        self.register_buffer("clip_std", torch.tensor(CLIP_STD)[:, None, None], persistent=False)
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write what was trained (tokenizer, heads, adapter) and the config that rebuilds the rest;
@@ -137,8 +141,8 @@ class AllInTokenModel(nn.Module):
         x = images.float() / 255.0
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
-        mean = torch.tensor(CLIP_MEAN, device=x.device)[:, None, None]
-        std = torch.tensor(CLIP_STD, device=x.device)[:, None, None]
+        mean = self.clip_mean.to(x.device, torch.float32)
+        std = self.clip_std.to(x.device, torch.float32)
         dtype = next(self.vision.parameters()).dtype
         pixels = ((x - mean) / std).to(dtype)
         out = self.vision(pixel_values=pixels, output_hidden_states=True)
