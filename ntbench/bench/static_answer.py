@@ -26,7 +26,8 @@ import torch
 
 
 class StaticAnswerer:
-    def __init__(self, model, batch: dict, answer_tokens: int, obj_id: int, graphs: bool):
+    def __init__(self, model, batch: dict, answer_tokens: int, obj_id: int, graphs: bool,
+                 compile_step: bool = False):
         from transformers import StaticCache
 
         if graphs and batch["images"].device.type != "cuda":
@@ -45,6 +46,9 @@ class StaticAnswerer:
         self.size = (model.image_size, model.image_size)
         self.graphs: dict[str, torch.cuda.CUDAGraph] = {}
         self.vision = self.hidden = self.masks = None
+        # torch.compile fuses the decode step's small kernels (norms, rotary, the adapter's mask); a CUDA
+        # graph then replays the fused kernels. Shapes never change, so it compiles once (first warm-up)
+        self.step_fn = torch.compile(self._step, dynamic=False) if compile_step else self._step
         if graphs:
             self._capture()
 
@@ -105,7 +109,7 @@ class StaticAnswerer:
             for i in range(self.answer_tokens):
                 if i == self.answer_tokens - 1:
                     self.token.fill_(self.obj_id)  # random weights choose no meaningful word: force <OBJ-1>
-                self._run("step", self._step)
+                self._run("step", self.step_fn)
         elif name == "mask decode":
             self._run(name, self._mask)
         else:
@@ -128,7 +132,7 @@ class StaticAnswerer:
         torch.cuda.synchronize()
         # record in the order the parts run: each graph reads the outputs the one before recorded
         # (self.vision, self.hidden are the recorded tensors from here on)
-        for name, fn in (("image encode", self._encode), ("prefill", self._prefill), ("step", self._step),
+        for name, fn in (("image encode", self._encode), ("prefill", self._prefill), ("step", self.step_fn),
                          ("mask decode", self._mask)):
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):

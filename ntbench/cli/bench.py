@@ -85,6 +85,8 @@ def bench_latency(
     option: list[str] = typer.Option([], "--option", "-o", help="adapter option KEY=VALUE (repeatable)"),
     mode: str = typer.Option("eager", help="eager: Hugging Face's dynamic KV cache; static: a static cache; "
                                            "graphs: the static parts replayed from CUDA graphs (CUDA only)"),
+    compile_decode: bool = typer.Option(False, "--compile-decode", help="static modes: torch.compile the decode "
+                                                                        "step (fused kernels) before recording"),
     out_file: Optional[Path] = typer.Option(None, "--out", help="also write the result as JSON"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -93,12 +95,14 @@ def bench_latency(
 
     if mode not in LATENCY_MODES:
         _fail(f"--mode {mode!r} is not one of {', '.join(LATENCY_MODES)}")
+    if compile_decode and mode == "eager":
+        _fail("--compile-decode needs a static cache: --mode static or --mode graphs")
     if mode == "graphs" and not torch_cuda_available():
         _fail("--mode graphs replays CUDA graphs and needs a CUDA device; --mode static runs the same code eagerly")
     with err.status("measuring latency") as status:
         options = _parse_options(option) if option else ({"dz": 128, "targets": "qv"} if adapter == "neural" else {})
         res = latency_benchmark(backbone, prompt_tokens, answer_tokens, repeats, dtype=dtype, adapter=adapter,
-                                adapter_options=options, mode=mode,
+                                adapter_options=options, mode=mode, compile_decode=compile_decode,
                                 progress=lambda msg: status.update(f"latency: {msg}"))
     res["command"] = "ntbench " + " ".join(sys.argv[1:])
     if out_file:
