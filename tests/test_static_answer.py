@@ -69,3 +69,5 @@ def test_latency_static_mode_reports_matching_tokens():
     assert res["mode"] == "static" and res["tokens_match_eager"] is True
     with pytest.raises(ValueError, match="allowed: eager, static, graphs"):
         latency_benchmark("random-tiny", mode="cudagraph")
+    with pytest.raises(ValueError, match="needs a static cache"):
+        latency_benchmark("random-tiny", mode="eager", compile_prefill=True)

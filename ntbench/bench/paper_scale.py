@@ -32,6 +32,7 @@ def _timed(device: torch.device, fn: Callable[[], Any]) -> tuple[Any, float]:
 def latency_benchmark(backbone: str = "random-7b", prompt_tokens: int = 32, answer_tokens: int = 8,
                       repeats: int = 10, warmup: int = 3, dtype: str = "bfloat16", adapter: str = "neural",
                       adapter_options: dict | None = None, mode: str = "eager", compile_decode: bool = False,
+                      compile_prefill: bool = False,
                       progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Wall time of answering one reasoning-segmentation question at batch 1.
 
@@ -43,13 +44,14 @@ def latency_benchmark(backbone: str = "random-7b", prompt_tokens: int = 32, answ
     ``mode``: ``eager`` (Hugging Face's dynamic cache, as :meth:`AllInTokenModel.generate`),
     ``static`` (a static cache, every part run eagerly) or ``graphs`` (the static parts replayed
     from CUDA graphs; CUDA only). See :mod:`ntbench.bench.static_answer`. The static modes also
-    report whether their answer tokens equal the eager path's. ``compile_decode`` (static modes):
-    the decode step goes through ``torch.compile`` first (its compile time is reported).
+    report whether their answer tokens equal the eager path's. ``compile_decode`` and
+    ``compile_prefill`` (static modes): that part goes through ``torch.compile`` first (the set-up
+    time, compilation included, is reported).
     """
     if mode not in LATENCY_MODES:
         raise ValueError(f"unknown latency mode {mode!r}; allowed: {', '.join(LATENCY_MODES)}")
-    if compile_decode and mode == "eager":
-        raise ValueError("compile_decode needs a static cache: mode 'static' or 'graphs'")
+    if (compile_decode or compile_prefill) and mode == "eager":
+        raise ValueError("compiling a part needs a static cache: mode 'static' or 'graphs'")
     from ntbench.model.allintoken import AllInTokenModel
     from ntbench.model.backbone import load_backbone
     from ntbench.model.tasks import obj_token
@@ -106,11 +108,11 @@ def latency_benchmark(backbone: str = "random-7b", prompt_tokens: int = 32, answ
             say("recording CUDA graphs" if mode == "graphs" else "building the static cache")
             start = time.perf_counter()
             static = StaticAnswerer(model, batch, answer_tokens, obj, graphs=mode == "graphs",
-                                    compile_step=compile_decode)
+                                    compile_step=compile_decode, compile_prefill=compile_prefill)
             tokens = static.answer()["tokens"]
             extra["setup_s"] = round(time.perf_counter() - start, 1)  # warm-up, compile and capture
         extra["tokens_match_eager"] = bool(torch.equal(tokens, reference))
-        extra["compile_decode"] = compile_decode
+        extra.update(compile_decode=compile_decode, compile_prefill=compile_prefill)
 
         def measured() -> dict[str, float]:
             with torch.no_grad(), autocast:

@@ -27,7 +27,7 @@ import torch
 
 class StaticAnswerer:
     def __init__(self, model, batch: dict, answer_tokens: int, obj_id: int, graphs: bool,
-                 compile_step: bool = False):
+                 compile_step: bool = False, compile_prefill: bool = False):
         from transformers import StaticCache
 
         if graphs and batch["images"].device.type != "cuda":
@@ -47,8 +47,10 @@ class StaticAnswerer:
         self.graphs: dict[str, torch.cuda.CUDAGraph] = {}
         self.vision = self.hidden = self.masks = None
         # torch.compile fuses the decode step's small kernels (norms, rotary, the adapter's mask); a CUDA
-        # graph then replays the fused kernels. Shapes never change, so it compiles once (first warm-up)
+        # graph then replays the fused kernels. Shapes never change, so it compiles once (first warm-up).
+        # The prefill likewise, optionally: it is one call per answer, so compiling it pays less
         self.step_fn = torch.compile(self._step, dynamic=False) if compile_step else self._step
+        self.prefill_fn = torch.compile(self._prefill, dynamic=False) if compile_prefill else self._prefill
         if graphs:
             self._capture()
 
@@ -104,7 +106,7 @@ class StaticAnswerer:
         if name == "image encode":
             self._run(name, self._encode)
         elif name == "prefill":
-            self._run(name, self._prefill)
+            self._run(name, self.prefill_fn)
         elif name == "decode":
             for i in range(self.answer_tokens):
                 if i == self.answer_tokens - 1:
@@ -132,7 +134,7 @@ class StaticAnswerer:
         torch.cuda.synchronize()
         # record in the order the parts run: each graph reads the outputs the one before recorded
         # (self.vision, self.hidden are the recorded tensors from here on)
-        for name, fn in (("image encode", self._encode), ("prefill", self._prefill), ("step", self.step_fn),
+        for name, fn in (("image encode", self._encode), ("prefill", self.prefill_fn), ("step", self.step_fn),
                          ("mask decode", self._mask)):
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):

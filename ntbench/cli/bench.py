@@ -87,6 +87,8 @@ def bench_latency(
                                            "graphs: the static parts replayed from CUDA graphs (CUDA only)"),
     compile_decode: bool = typer.Option(False, "--compile-decode", help="static modes: torch.compile the decode "
                                                                         "step (fused kernels) before recording"),
+    compile_prefill: bool = typer.Option(False, "--compile-prefill", help="static modes: torch.compile the "
+                                                                          "prefill too"),
     out_file: Optional[Path] = typer.Option(None, "--out", help="also write the result as JSON"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -95,14 +97,15 @@ def bench_latency(
 
     if mode not in LATENCY_MODES:
         _fail(f"--mode {mode!r} is not one of {', '.join(LATENCY_MODES)}")
-    if compile_decode and mode == "eager":
-        _fail("--compile-decode needs a static cache: --mode static or --mode graphs")
+    if (compile_decode or compile_prefill) and mode == "eager":
+        _fail("--compile-decode and --compile-prefill need a static cache: --mode static or --mode graphs")
     if mode == "graphs" and not torch_cuda_available():
         _fail("--mode graphs replays CUDA graphs and needs a CUDA device; --mode static runs the same code eagerly")
     with err.status("measuring latency") as status:
         options = _parse_options(option) if option else ({"dz": 128, "targets": "qv"} if adapter == "neural" else {})
         res = latency_benchmark(backbone, prompt_tokens, answer_tokens, repeats, dtype=dtype, adapter=adapter,
                                 adapter_options=options, mode=mode, compile_decode=compile_decode,
+                                compile_prefill=compile_prefill,
                                 progress=lambda msg: status.update(f"latency: {msg}"))
     res["command"] = "ntbench " + " ".join(sys.argv[1:])
     if out_file:
