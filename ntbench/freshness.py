@@ -1,8 +1,7 @@
 """Are stored result rows from the code HEAD would run, and from the micro backbone it would build?
 
 Every trial row carries ``prov.git_commit`` and ``prov.git_dirty`` (:mod:`ntbench.provenance`).
-A row is *stale* when the code at its commit differs from HEAD's (files under ``results/`` do
-not count: committing results must not age them), when it came from a dirty tree, or when the
+A row is *stale* when the code at its commit differs from HEAD's, when it came from a dirty tree, or when the
 micro backbone it used has another version than HEAD's. Rows carry no backbone version, but the
 version is a constant in the code (``MICRO_VERSION`` in ``ntbench/micro/recipe.py``, earlier
 ``ntbench/micro.py``), so it is read from the row's commit in git. A report with stale rows says so in a banner at the top.
@@ -39,9 +38,16 @@ def micro_version_at(root: Path, commit: str) -> int | None:
     return None
 
 
+# the code that can change a trial's numbers: the library, the strategy plugins and the dependency ranges.
+# Results, documentation, tests, suites (a row carries its own resolved configuration) and CI do not count,
+# so committing results or fixing a README does not age the rows
+RUN_CODE = ("ntbench", "strategies", "pyproject.toml")
+
+
 def code_differs(root: Path, commit: str, head: str) -> bool | None:
-    """Whether the code (all but ``results/``) at ``commit`` differs from ``head`` (None: unknown commit)."""
-    res = _git(root, "diff", "--quiet", commit, head, "--", ".", ":(exclude)results")
+    """Whether the code that runs a trial (:data:`RUN_CODE`) differs between ``commit`` and ``head``
+    (None: unknown commit)."""
+    res = _git(root, "diff", "--quiet", commit, head, "--", *RUN_CODE)
     return {0: False, 1: True}.get(res.returncode)
 
 

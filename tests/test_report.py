@@ -98,9 +98,12 @@ def test_banner_names_another_backbone_version_other_code_and_dirty_rows(tmp_pat
     _git(repo, "commit", "-qm", "v3")
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
     (repo / "results").mkdir()
-    (repo / "results" / "x.csv").write_text("a\n")  # a results-only commit does not age the rows
+    (repo / "results" / "x.csv").write_text("a\n")  # a results-only commit does not age the rows,
+    (repo / "README.md").write_text("docs\n")       # nor documentation, tests or suites
+    (repo / "tests").mkdir()
+    (repo / "tests" / "test_x.py").write_text("def test(): pass\n")
     _git(repo, "add", "-A")
-    _git(repo, "commit", "-qm", "results")
+    _git(repo, "commit", "-qm", "results, docs and tests")
 
     fresh = pd.DataFrame({"status": ["COMPLETE"] * 2, "prov.git_commit": [head] * 2, "prov.git_dirty": [False] * 2})
     assert banner(fresh, "micro", repo) == []
