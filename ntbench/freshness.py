@@ -1,7 +1,7 @@
 """Are stored result rows from the code HEAD would run, and from the micro backbone it would build?
 
 Every trial row carries ``prov.git_commit`` and ``prov.git_dirty`` (:mod:`ntbench.provenance`).
-A row is *stale* when the code at its commit differs from HEAD's, when it came from a dirty tree, or when the
+A row is *stale* when the code that runs a trial (:data:`RUN_CODE`) differs at its commit from HEAD, when it came from a dirty tree, or when the
 micro backbone it used has another version than HEAD's. Rows carry no backbone version, but the
 version is a constant in the code (``MICRO_VERSION`` in ``ntbench/micro/recipe.py``, earlier
 ``ntbench/micro.py``), so it is read from the row's commit in git. A report with stale rows says so in a banner at the top.
