@@ -26,6 +26,13 @@ import torch
 
 
 class StaticAnswerer:
+    """Answers one fixed question (image + prompt, batch 1) again and again, part by part, for timing.
+
+    ``graphs``: after two eager warm-ups each part is recorded as a CUDA graph and replayed from then
+    on. ``compile_step`` / ``compile_prefill``: that part goes through ``torch.compile`` first.
+    :meth:`answer` returns the tokens the decode steps read, the last ``<OBJ-1>`` state and the mask.
+    """
+
     def __init__(self, model, batch: dict, answer_tokens: int, obj_id: int, graphs: bool,
                  compile_step: bool = False, compile_prefill: bool = False):
         from transformers import StaticCache
