@@ -62,8 +62,14 @@ def test_deterministic_switch_is_scoped_and_can_be_turned_off():
         assert torch.is_deterministic_algorithms_warn_only_enabled()  # warn_only restored too
         with deterministic_kernels(False):
             assert torch.is_deterministic_algorithms_warn_only_enabled()  # off: nothing touched
+            assert torch.backends.cuda.mem_efficient_sdp_enabled()
+        # SDPA's memory-efficient backward is atomic under warn_only: off inside, restored after
+        with deterministic_kernels(True):
+            assert not torch.backends.cuda.mem_efficient_sdp_enabled()
+        assert torch.backends.cuda.mem_efficient_sdp_enabled()
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cuda.enable_mem_efficient_sdp(True)
     assert TrainConfig().deterministic is True and TrainConfig(deterministic=False).deterministic is False
 
 

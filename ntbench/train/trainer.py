@@ -106,17 +106,25 @@ def deterministic_kernels(enabled: bool = True):
     between two runs of the same seed, so "seed" was not a controlled variable. On CUDA the
     switch also needs cuBLAS's fixed workspace; ops with no deterministic CUDA kernel warn
     instead of failing, so CUDA runs are reproducible only as far as those ops allow.
+
+    Under warn_only, SDPA's memory-efficient backward keeps its non-deterministic (atomic) form:
+    on an H200 it was the only op of a micro trial that warned. So that backend is switched off
+    here; fp32 attention then takes the math backend and bf16 attention flash, neither of which
+    PyTorch flags as non-deterministic.
     """
     if not enabled:
         yield
         return
     before, before_warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    mem_efficient_before = torch.backends.cuda.mem_efficient_sdp_enabled()
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts: set before any CUDA work
     torch.use_deterministic_algorithms(True, warn_only=torch.cuda.is_available())
+    torch.backends.cuda.enable_mem_efficient_sdp(False)
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(before, warn_only=before_warn)
+        torch.backends.cuda.enable_mem_efficient_sdp(mem_efficient_before)
 
 
 class DeviceError(ValueError):
