@@ -5,6 +5,10 @@ A row is *stale* when the code that runs a trial (:data:`RUN_CODE`) differs at i
 micro backbone it used has another version than HEAD's. Rows carry no backbone version, but the
 version is a constant in the code (``MICRO_VERSION`` in ``ntbench/micro/recipe.py``, earlier
 ``ntbench/micro.py``), so it is read from the row's commit in git. A report with stale rows says so in a banner at the top.
+
+A second banner, :func:`setup_banner`, says when a suite's rows come from more than one arithmetic
+setup (CPU or which GPU, thread count, torch version): a seed is bit-reproducible only within one,
+so a pair of cells split across setups compares two unlike draws, and pairing loses its power.
 """
 from __future__ import annotations
 
@@ -42,12 +46,15 @@ def micro_version_at(root: Path, commit: str) -> int | None:
 # Results, documentation, tests, suites (a row carries its own resolved configuration) and CI do not count,
 # so committing results or fixing a README does not age the rows
 RUN_CODE = ("ntbench", "strategies", "pyproject.toml")
+# modules that only read finished rows (tables, plots, this check): a trial never runs them, so a change
+# to how results are reported does not age the results
+REPORT_ONLY = ("ntbench/report.py", "ntbench/plots.py", "ntbench/paper_table.py", "ntbench/freshness.py")
 
 
 def code_differs(root: Path, commit: str, head: str) -> bool | None:
-    """Whether the code that runs a trial (:data:`RUN_CODE`) differs between ``commit`` and ``head``
-    (None: unknown commit)."""
-    res = _git(root, "diff", "--quiet", commit, head, "--", *RUN_CODE)
+    """Whether the code that runs a trial (:data:`RUN_CODE` less :data:`REPORT_ONLY`) differs between
+    ``commit`` and ``head`` (None: unknown commit)."""
+    res = _git(root, "diff", "--quiet", commit, head, "--", *RUN_CODE, *(f":(exclude){p}" for p in REPORT_ONLY))
     return {0: False, 1: True}.get(res.returncode)
 
 
@@ -122,3 +129,34 @@ def banner(df: pd.DataFrame, backbone: str | None, root: Path = CODE_ROOT) -> li
         return []
     return ["> **Stale results.** Of the " + f"{s['rows']} complete rows: " + "; ".join(notes) + ". These numbers "
             "may not be what the current code gives; rerun the suite to refresh them.", ""]
+
+
+# what decides a run's floating-point arithmetic: the device, the CPU thread count (reductions split
+# work by thread) and torch's kernels. The same seed gives the same numbers only when all three match
+SETUP_COLUMNS = ("prov.cuda", "prov.torch_threads", "prov.torch")
+
+
+def setups(df: pd.DataFrame) -> Counter:
+    """Complete rows per arithmetic setup, e.g. ``{"cpu, 1 thread, torch 2.14.1": 12}``."""
+    done = df[df.status == "COMPLETE"] if "status" in df else df
+    if not any(c in done for c in SETUP_COLUMNS):
+        return Counter()
+    labels = Counter()
+    for _, row in done.iterrows():
+        gpu, threads, torch_v = (row.get(c) for c in SETUP_COLUMNS)
+        device = gpu if isinstance(gpu, str) and gpu else "cpu"
+        threads = f", {int(threads)} thread{'s' if int(threads) != 1 else ''}" if pd.notna(threads) else ""
+        labels[f"{device}{threads}, torch {torch_v}"] += 1
+    return labels
+
+
+def setup_banner(df: pd.DataFrame) -> list[str]:
+    """Markdown lines for the top of a report whose rows come from more than one setup (else [])."""
+    found = setups(df)
+    if len(found) < 2:
+        return []
+    made = "; ".join(f"{n} on {label}" for label, n in sorted(found.items()))
+    return [f"> **Mixed machines.** The complete rows come from {len(found)} arithmetic setups ({made}). "
+            "A seed is bit-reproducible only within one setup, so a paired difference across setups "
+            "compares two unlike runs: its interval is wider than a one-setup run's would be. Rerun the "
+            "suite on one kind of machine to compare like with like.", ""]

@@ -268,14 +268,15 @@ def trivial_baselines(suite: Suite, folder: Path, metric: str) -> dict[str, floa
 
 def report_suite(folder: Path) -> dict[str, list[Path]]:
     """Tables (CSV + markdown) and plots for one suite folder holding trials.csv."""
-    from ntbench.freshness import banner
+    from ntbench.freshness import banner, setup_banner
     from ntbench.plots import activation_plots, cost_plot, delta_plot, grid_plot
 
     suite = Suite(**yaml.safe_load((folder / "suite.resolved.yaml").read_text()))
     df = pd.read_csv(folder / "trials.csv")
     made: dict[str, list[Path]] = {"tables": [], "plots": []}
     metrics = [suite.objective] + [m for m in suite.report.metrics if m != suite.objective]
-    md = [f"# {suite.name}", "", *banner(df, suite.defaults.get("backbone", "tiny-random")), suite.description, "",
+    md = [f"# {suite.name}", "", *banner(df, suite.defaults.get("backbone", "tiny-random")),
+          *setup_banner(df), suite.description, "",
           *method_lines(suite, df), ""]
     for metric in metrics:
         if metric not in df.columns or df[metric].dropna().empty:

@@ -102,6 +102,7 @@ def test_banner_names_another_backbone_version_other_code_and_dirty_rows(tmp_pat
     (repo / "README.md").write_text("docs\n")       # nor documentation, tests or suites
     (repo / "tests").mkdir()
     (repo / "tests" / "test_x.py").write_text("def test(): pass\n")
+    (repo / "ntbench" / "report.py").write_text("# how tables are written\n")  # nor the report's own code
     _git(repo, "add", "-A")
     _git(repo, "commit", "-qm", "results, docs and tests")
 
@@ -115,6 +116,11 @@ def test_banner_names_another_backbone_version_other_code_and_dirty_rows(tmp_pat
     # not the micro backbone: its version does not matter, the code still does
     (text, _) = banner(stale, "tiny-random", repo)
     assert "micro backbone" not in text and f"2 by {old[:10]}" in text
+    (repo / "ntbench" / "micro" / "heads.py").write_text("x = 1\n")  # code a trial runs does age them
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "trial code")
+    (text, _) = banner(fresh, "micro", repo)
+    assert f"2 by {head[:10]}" in text
 
 
 def test_compare_prints_the_paired_difference_with_its_interval(tmp_path, monkeypatch):
@@ -209,6 +215,22 @@ def test_banner_says_when_the_code_is_not_a_git_checkout(tmp_path):
     rows = pd.DataFrame({"status": ["COMPLETE"], "prov.git_commit": ["a" * 40], "prov.git_dirty": [False]})
     (text, _) = banner(rows, "tiny-random", tmp_path)  # tmp_path: no repository
     assert "not a git checkout" in text and "does not have" not in text
+
+
+def test_setup_banner_names_each_setup_only_when_rows_mix_them():
+    from ntbench.freshness import setup_banner
+
+    one = pd.DataFrame({"status": ["COMPLETE"] * 3, "prov.cuda": [None] * 3, "prov.torch_threads": [1] * 3,
+                        "prov.torch": ["2.14.1"] * 3})
+    assert setup_banner(one) == []
+    mixed = pd.concat([one, pd.DataFrame({"status": ["COMPLETE", "COMPLETE", "FAIL"], "prov.cuda": ["NVIDIA H200"] * 3,
+                                          "prov.torch_threads": [1] * 3, "prov.torch": ["2.11.0+cu130"] * 3})])
+    (text, _) = setup_banner(mixed)
+    assert "2 arithmetic setups" in text  # the FAIL row is not counted
+    assert "3 on cpu, 1 thread, torch 2.14.1" in text and "2 on NVIDIA H200, 1 thread, torch 2.11.0+cu130" in text
+    two_threads = one.assign(**{"prov.torch_threads": [1, 2, 2]})  # same CPU, another thread count
+    assert "2 on cpu, 2 threads" in setup_banner(two_threads)[0]
+    assert setup_banner(pd.DataFrame({"status": ["COMPLETE"]})) == []  # rows without provenance: nothing to say
 
 
 # --- paper vs ntbench: one claim per verdict, hand-worked numbers ---------------------------------------
