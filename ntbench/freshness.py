@@ -132,31 +132,48 @@ def banner(df: pd.DataFrame, backbone: str | None, root: Path = CODE_ROOT) -> li
 
 
 # what decides a run's floating-point arithmetic: the device, the CPU thread count (reductions split
-# work by thread) and torch's kernels. The same seed gives the same numbers only when all three match
+# work by thread) and torch's kernels. The same seed gives the same numbers only when all three match.
+# Not recorded, so not told apart: two CPU models (their vector units can pick other kernels)
 SETUP_COLUMNS = ("prov.cuda", "prov.torch_threads", "prov.torch")
 
 
+def _setup_label(row: pd.Series) -> str | None:
+    """``"cpu, 1 thread, torch 2.14.1"``; None when the row does not record its threads or torch."""
+    gpu, threads, torch_version = (row.get(c) for c in SETUP_COLUMNS)
+    if pd.isna(threads) or pd.isna(torch_version) or not str(torch_version):
+        return None  # older rows: unknown, not a setup of their own
+    device = gpu if isinstance(gpu, str) and gpu else "cpu"  # prov.cuda is empty on CPU runs
+    return f"{device}, {int(threads)} thread{'' if int(threads) == 1 else 's'}, torch {torch_version}"
+
+
 def setups(df: pd.DataFrame) -> Counter:
-    """Complete rows per arithmetic setup, e.g. ``{"cpu, 1 thread, torch 2.14.1": 12}``."""
+    """Complete rows per arithmetic setup (rows that do not record one are left out)."""
     done = df[df.status == "COMPLETE"] if "status" in df else df
-    if not any(c in done for c in SETUP_COLUMNS):
+    if done.empty or not all(c in done for c in SETUP_COLUMNS[1:]):
         return Counter()
-    labels = Counter()
-    for _, row in done.iterrows():
-        gpu, threads, torch_v = (row.get(c) for c in SETUP_COLUMNS)
-        device = gpu if isinstance(gpu, str) and gpu else "cpu"
-        threads = f", {int(threads)} thread{'s' if int(threads) != 1 else ''}" if pd.notna(threads) else ""
-        labels[f"{device}{threads}, torch {torch_v}"] += 1
-    return labels
+    return Counter(label for label in done.apply(_setup_label, axis=1) if isinstance(label, str))
 
 
 def setup_banner(df: pd.DataFrame) -> list[str]:
-    """Markdown lines for the top of a report whose rows come from more than one setup (else [])."""
+    """Markdown lines for the top of a report where one seed's rows span arithmetic setups (else []).
+
+    Pairing compares cells within a seed, so rows on two setups do no harm while each seed stays on
+    one; a seed split across setups pairs two unlike runs.
+    """
     found = setups(df)
     if len(found) < 2:
         return []
+    done = df[df.status == "COMPLETE"] if "status" in df else df
+    labels = done.apply(_setup_label, axis=1)
+    if "param.train.seed" in done:
+        split = sorted(seed for seed, group in labels.groupby(done["param.train.seed"]) if group.dropna().nunique() > 1)
+        if not split:
+            return []
+        where = f"seed{'s' if len(split) > 1 else ''} {', '.join(str(x) for x in split)} ran on more than one"
+    else:
+        where = "the suite has no seed axis, and its rows ran on more than one"
     made = "; ".join(f"{n} on {label}" for label, n in sorted(found.items()))
-    return [f"> **Mixed machines.** The complete rows come from {len(found)} arithmetic setups ({made}). "
-            "A seed is bit-reproducible only within one setup, so a paired difference across setups "
-            "compares two unlike runs: its interval is wider than a one-setup run's would be. Rerun the "
-            "suite on one kind of machine to compare like with like.", ""]
+    return [f"> **Mixed machines.** The complete rows come from {len(found)} arithmetic setups ({made}), and "
+            f"{where}. A seed is bit-reproducible only within one setup, so a paired difference across "
+            "setups compares two unlike runs, and its interval may be wider than a one-setup run's. "
+            "Rerun the suite on one kind of machine to compare like with like.", ""]

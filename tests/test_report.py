@@ -217,20 +217,43 @@ def test_banner_says_when_the_code_is_not_a_git_checkout(tmp_path):
     assert "not a git checkout" in text and "does not have" not in text
 
 
-def test_setup_banner_names_each_setup_only_when_rows_mix_them():
-    from ntbench.freshness import setup_banner
+def test_setup_banner_speaks_only_when_a_seed_spans_setups():
+    from ntbench.freshness import setup_banner, setups
 
-    one = pd.DataFrame({"status": ["COMPLETE"] * 3, "prov.cuda": [None] * 3, "prov.torch_threads": [1] * 3,
-                        "prov.torch": ["2.14.1"] * 3})
-    assert setup_banner(one) == []
-    mixed = pd.concat([one, pd.DataFrame({"status": ["COMPLETE", "COMPLETE", "FAIL"], "prov.cuda": ["NVIDIA H200"] * 3,
-                                          "prov.torch_threads": [1] * 3, "prov.torch": ["2.11.0+cu130"] * 3})])
+    def rows(seeds, gpu, threads, torch_v, status="COMPLETE"):
+        return pd.DataFrame({"status": status, "param.train.seed": seeds, "prov.cuda": gpu,
+                             "prov.torch_threads": threads, "prov.torch": torch_v})
+    cpu = rows([0, 1, 2], None, 1, "2.14.1")
+    assert setup_banner(cpu) == []
+    # seed 2 on both machines (the FAIL row on a third setup is not counted)
+    mixed = pd.concat([cpu, rows([2, 3], "NVIDIA H200", 1, "2.11.0+cu130"), rows([0], "A100", 1, "2.11", "FAIL")])
     (text, _) = setup_banner(mixed)
-    assert "2 arithmetic setups" in text  # the FAIL row is not counted
+    assert "2 arithmetic setups" in text and "seed 2 ran on more than one" in text
     assert "3 on cpu, 1 thread, torch 2.14.1" in text and "2 on NVIDIA H200, 1 thread, torch 2.11.0+cu130" in text
-    two_threads = one.assign(**{"prov.torch_threads": [1, 2, 2]})  # same CPU, another thread count
+    # each seed on one setup: pairs stay like with like, nothing to say
+    assert setup_banner(pd.concat([cpu, rows([3, 4], "NVIDIA H200", 1, "2.11.0+cu130")])) == []
+    two_threads = cpu.assign(**{"prov.torch_threads": [1, 2, 2]}, **{"param.train.seed": [0, 0, 1]})
     assert "2 on cpu, 2 threads" in setup_banner(two_threads)[0]
-    assert setup_banner(pd.DataFrame({"status": ["COMPLETE"]})) == []  # rows without provenance: nothing to say
+    # rows that record no thread count (older provenance) are unknown, not a setup of their own
+    older = pd.concat([cpu, rows([0, 1], None, float("nan"), "2.14.1")])
+    assert setups(older) == {"cpu, 1 thread, torch 2.14.1": 3} and setup_banner(older) == []
+    assert setup_banner(pd.DataFrame({"status": ["COMPLETE"]})) == []  # no provenance at all
+    assert setups(rows([0], None, 1, "2.14.1", "FAIL")) == {}  # no complete row
+
+
+def test_report_only_modules_exist_and_no_trial_imports_them():
+    # the staleness check ignores changes to REPORT_ONLY: that is only sound while trials never run them
+    import subprocess
+    import sys
+
+    from ntbench.freshness import CODE_ROOT, REPORT_ONLY
+
+    assert all((CODE_ROOT / p).is_file() for p in REPORT_ONLY)  # a rename would silently drop the exclusion
+    names = [p.removesuffix(".py").replace("/", ".") for p in REPORT_ONLY]
+    probe = ("import sys, ntbench.train.trial, ntbench.runner, ntbench.bench.trial; "
+             f"print([n for n in {names!r} if n in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 # --- paper vs ntbench: one claim per verdict, hand-worked numbers ---------------------------------------

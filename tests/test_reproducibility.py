@@ -62,14 +62,49 @@ def test_deterministic_switch_is_scoped_and_can_be_turned_off():
         assert torch.is_deterministic_algorithms_warn_only_enabled()  # warn_only restored too
         with deterministic_kernels(False):
             assert torch.is_deterministic_algorithms_warn_only_enabled()  # off: nothing touched
-            assert torch.backends.cuda.mem_efficient_sdp_enabled()
-        # SDPA's memory-efficient backward is atomic under warn_only: off inside, restored after
-        with deterministic_kernels(True):
-            assert not torch.backends.cuda.mem_efficient_sdp_enabled()
-        assert torch.backends.cuda.mem_efficient_sdp_enabled()
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
-        torch.backends.cuda.enable_mem_efficient_sdp(True)
+    assert TrainConfig().deterministic is True and TrainConfig(deterministic=False).deterministic is False
+
+
+FUSED = {"flash": (torch.backends.cuda.flash_sdp_enabled, torch.backends.cuda.enable_flash_sdp),
+         "mem_efficient": (torch.backends.cuda.mem_efficient_sdp_enabled, torch.backends.cuda.enable_mem_efficient_sdp),
+         "cudnn": (torch.backends.cuda.cudnn_sdp_enabled, torch.backends.cuda.enable_cudnn_sdp)}
+
+
+def _fused_state() -> dict[str, bool]:
+    return {name: is_on() for name, (is_on, _) in FUSED.items()}
+
+
+def test_cuda_work_runs_attention_on_the_math_backend_and_restores_each_switch():
+    # the fused SDPA backwards are atomic under warn_only; the switches are process-wide
+    start = _fused_state()
+    try:
+        FUSED["mem_efficient"][1](False)  # a user's own choice, kept through the context
+        with deterministic_kernels(True, "cuda"):
+            assert _fused_state() == {"flash": False, "mem_efficient": False, "cudnn": False}
+            assert torch.backends.cuda.math_sdp_enabled()
+        assert _fused_state() == {"flash": start["flash"], "mem_efficient": False, "cudnn": start["cudnn"]}
+        FUSED["mem_efficient"][1](True)
+        with pytest.raises(RuntimeError, match="boom"):
+            with deterministic_kernels(True, torch.device("cuda", 0)):
+                raise RuntimeError("boom")
+        assert _fused_state() == {**start, "mem_efficient": True}  # restored on the way out of an error too
+        # CPU work (CPU attention reads the flash switch) and the switch turned off touch nothing
+        for ctx in (deterministic_kernels(True, "cpu"), deterministic_kernels(True), deterministic_kernels(False, "cuda")):
+            with ctx:
+                assert _fused_state() == {**start, "mem_efficient": True}
+    finally:
+        for name, (_, set_on) in FUSED.items():
+            set_on(start[name])
+
+
+def test_micro_recipe_trains_in_fp32_without_checkpointing_on_a_gpu():
+    from ntbench.train.trial import TrialConfig
+
+    micro = TrialConfig(backbone="micro")
+    assert micro.train.bf16 is False and micro.train.gradient_checkpointing is False
+    assert TrialConfig(backbone="tiny-random").train.bf16 is True  # other backbones keep the trainer's defaults
     assert TrainConfig().deterministic is True and TrainConfig(deterministic=False).deterministic is False
 
 

@@ -28,7 +28,7 @@ def _curve(cfg_data: dict[str, Any], every: int, max_steps: int, margin: float, 
     from ntbench.data.cache import resolve_data
     from ntbench.data.io import SampleDataset
     from ntbench.eval.evaluate import evaluate, trivial_mask_baselines
-    from ntbench.train.trainer import deterministic_kernels, train
+    from ntbench.train.trainer import deterministic_kernels, resolve_device, train
     from ntbench.train.trial import TrialConfig, build_model
 
     torch.set_num_threads(1)
@@ -41,7 +41,7 @@ def _curve(cfg_data: dict[str, Any], every: int, max_steps: int, margin: float, 
     state = {"took_off": None}
     start = time.perf_counter()
 
-    with deterministic_kernels(cfg.train.deterministic):
+    with deterministic_kernels(cfg.train.deterministic, resolve_device(cfg.train.device)):
         model = build_model(cfg)
 
         def on_event(event: str, record: dict) -> str | None:

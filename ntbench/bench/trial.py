@@ -45,13 +45,13 @@ def trial_benchmark(cfg, progress: Callable[[str], None] | None = None) -> dict[
     """
     from ntbench.data.io import SampleDataset
     from ntbench.eval.evaluate import evaluate
-    from ntbench.train.trainer import deterministic_kernels, train
+    from ntbench.train.trainer import deterministic_kernels, resolve_device, train
     from ntbench.train.trial import build_model, resolve_data
 
     say = progress or (lambda msg: None)
     rows: list[dict[str, Any]] = []
     wall = time.perf_counter()
-    with deterministic_kernels(cfg.train.deterministic):
+    with deterministic_kernels(cfg.train.deterministic, resolve_device(cfg.train.device)):
         say("setup")
         start = time.perf_counter()
         data = resolve_data(cfg.data)

@@ -20,8 +20,9 @@ from pydantic import BaseModel
 # - BCE beside Dice (lambda_bce 1): Dice alone settles on the all-objects mask more often;
 # - all 500 val samples scored: 64 samples move oIoU by about 0.04 (diagnosis section 8a);
 # - on a GPU, fp32 and no activation checkpointing (both CUDA-only switches, so CPU runs are unchanged):
-#   a 128-wide model gains nothing from bf16 or checkpointing, and fp32 keeps a GPU run measuring
-#   the same arithmetic as the CPU runs that validated this recipe.
+#   a 128-wide model gains nothing from bf16 or checkpointing, and fp32 keeps a GPU run at the
+#   precision of the CPU runs that validated this recipe (its numbers are still another draw:
+#   CUDA kernels sum in another order).
 MICRO_RECIPE: dict[str, Any] = {
     "lambda_bce": 1.0,
     "eval_samples": 500,

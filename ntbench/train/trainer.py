@@ -98,33 +98,46 @@ def enable_checkpointing(llm: torch.nn.Module) -> bool:
     return True
 
 
+# SDPA's fused CUDA backends and how to read / set each: under warn_only, each of their backwards
+# keeps its atomic (run-to-run varying) form and only warns "defaults to a non-deterministic algorithm"
+_FUSED_SDPA = (("flash", torch.backends.cuda.flash_sdp_enabled, torch.backends.cuda.enable_flash_sdp),
+               ("mem_efficient", torch.backends.cuda.mem_efficient_sdp_enabled, torch.backends.cuda.enable_mem_efficient_sdp),
+               ("cudnn", torch.backends.cuda.cudnn_sdp_enabled, torch.backends.cuda.enable_cudnn_sdp))
+
+
 @contextmanager
-def deterministic_kernels(enabled: bool = True):
-    """Run the enclosed work with deterministic kernels, then restore the process-wide setting.
+def deterministic_kernels(enabled: bool = True, device: str | torch.device = "cpu"):
+    """Run the enclosed work with deterministic kernels, then restore the process-wide settings.
 
     Why: without it a micro trial's loss differed by 2e-6 at step 3 and by 0.025 at step 200
     between two runs of the same seed, so "seed" was not a controlled variable. On CUDA the
     switch also needs cuBLAS's fixed workspace; ops with no deterministic CUDA kernel warn
     instead of failing, so CUDA runs are reproducible only as far as those ops allow.
 
-    Under warn_only, SDPA's memory-efficient backward keeps its non-deterministic (atomic) form:
-    on an H200 it was the only op of a micro trial that warned. So that backend is switched off
-    here; fp32 attention then takes the math backend and bf16 attention flash, neither of which
-    PyTorch flags as non-deterministic.
+    On a CUDA ``device`` attention also runs on SDPA's math backend: the fused backends (flash,
+    memory-efficient, cuDNN) keep a non-deterministic backward under warn_only. On an H200 the
+    memory-efficient one was the only op of a micro trial that warned. Math attention is slower
+    at large shapes; ``train.deterministic: false`` gives the fused kernels back. The switches are
+    process-wide and CPU attention reads the flash one too, so they are touched only for CUDA work.
     """
     if not enabled:
         yield
         return
     before, before_warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
-    mem_efficient_before = torch.backends.cuda.mem_efficient_sdp_enabled()
+    cuda = torch.device(device).type == "cuda"
+    sdpa_before = {name: enabled_fn() for name, enabled_fn, _ in _FUSED_SDPA} if cuda else {}
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts: set before any CUDA work
-    torch.use_deterministic_algorithms(True, warn_only=torch.cuda.is_available())
-    torch.backends.cuda.enable_mem_efficient_sdp(False)
     try:
+        torch.use_deterministic_algorithms(True, warn_only=torch.cuda.is_available())
+        for name, _, set_fn in _FUSED_SDPA:
+            if name in sdpa_before:
+                set_fn(False)
         yield
     finally:
         torch.use_deterministic_algorithms(before, warn_only=before_warn)
-        torch.backends.cuda.enable_mem_efficient_sdp(mem_efficient_before)
+        for name, _, set_fn in _FUSED_SDPA:
+            if name in sdpa_before:
+                set_fn(sdpa_before[name])
 
 
 class DeviceError(ValueError):
@@ -228,7 +241,7 @@ def train(model: TrainableModel, dataset: SampleDataset, cfg: TrainConfig,
           callbacks: list[Callback] = (), evaluate_fn: Callable[[int], dict] | None = None,
           progress: Callable[[int, dict], None] | None = None) -> dict[str, Any]:
     """Train ``model`` in place; returns the loss history and speed/memory measurements."""
-    with deterministic_kernels(cfg.deterministic):
+    with deterministic_kernels(cfg.deterministic, resolve_device(cfg.device)):
         return _train(model, dataset, cfg, callbacks, evaluate_fn, progress)
 
 

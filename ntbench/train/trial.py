@@ -117,7 +117,7 @@ def run_trial(cfg: TrialConfig, out: str | Path | None = None, callbacks: list[C
               progress: Callable[[int, dict], None] | None = None) -> dict[str, Any]:
     """Train and evaluate one configuration; write ``out/metrics.json``, the adapter and heads."""
     provenance()  # the git state as the trial starts (cached for the process)
-    with deterministic_kernels(cfg.train.deterministic):  # evaluation too: the same seed, the same numbers
+    with deterministic_kernels(cfg.train.deterministic, resolve_device(cfg.train.device)):  # evaluation too
         return _run_trial(cfg, out, callbacks, progress)
 
 
@@ -206,8 +206,9 @@ def evaluate_run(run_dir: str | Path, split: str | None = None, generated: bool 
         cfg = TrialConfig(**{**summary["config"], **paths, "data": str(data), **overrides})
     except ValidationError as exc:
         raise RunFolderError(f"{run_dir}: the trial's configuration does not hold here: {exc}") from None
-    with deterministic_kernels(cfg.train.deterministic):  # as run_trial evaluates
-        model = AllInTokenModel.from_pretrained(run_dir).to(resolve_device(device or cfg.train.device))
+    target = resolve_device(device or cfg.train.device)
+    with deterministic_kernels(cfg.train.deterministic, target):  # as run_trial evaluates
+        model = AllInTokenModel.from_pretrained(run_dir).to(target)
         metrics = evaluate_trial(model, cfg, SampleDataset(data, cfg.eval_split))
     same = all(summary["config"][k] == v for k, v in overrides.items())
     settings = {"split": cfg.eval_split, "samples": cfg.eval_samples, "seed": cfg.eval_seed,
