@@ -131,19 +131,14 @@ def banner(df: pd.DataFrame, backbone: str | None, root: Path = CODE_ROOT) -> li
             "may not be what the current code gives; rerun the suite to refresh them.", ""]
 
 
-# what decides a run's floating-point arithmetic: the device, the CPU thread count (reductions split
-# work by thread) and torch's kernels. The same seed gives the same numbers only when all three match.
-# Not recorded, so not told apart: two CPU models (their vector units can pick other kernels)
+# the provenance fields that name a run's arithmetic setup (see ntbench.provenance.setup_label)
 SETUP_COLUMNS = ("prov.cuda", "prov.torch_threads", "prov.torch")
 
 
 def _setup_label(row: pd.Series) -> str | None:
-    """``"cpu, 1 thread, torch 2.14.1"``; None when the row does not record its threads or torch."""
-    gpu, threads, torch_version = (row.get(c) for c in SETUP_COLUMNS)
-    if pd.isna(threads) or pd.isna(torch_version) or not str(torch_version):
-        return None  # older rows: unknown, not a setup of their own
-    device = gpu if isinstance(gpu, str) and gpu else "cpu"  # prov.cuda is empty on CPU runs
-    return f"{device}, {int(threads)} thread{'' if int(threads) == 1 else 's'}, torch {torch_version}"
+    from ntbench.provenance import setup_label
+
+    return setup_label(*(row.get(c) for c in SETUP_COLUMNS))
 
 
 def setups(df: pd.DataFrame) -> Counter:

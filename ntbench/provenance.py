@@ -54,3 +54,25 @@ def provenance() -> dict[str, Any]:
                             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
     info.update(code_git_state())
     return info
+
+
+def setup_label(cuda: Any, threads: Any, torch_version: Any) -> str | None:
+    """The arithmetic setup of a run, e.g. ``"cpu, 1 thread, torch 2.14.1"``, from its provenance
+    fields ``cuda``, ``torch_threads`` and ``torch``; None when threads or torch are not recorded.
+
+    Why these three: the device's kernels, the CPU thread count (reductions split work by thread) and
+    torch's version decide the floating-point arithmetic, so the same seed gives the same numbers
+    only when all three match. Not recorded, so not told apart: two CPU models.
+    """
+    def missing(value: Any) -> bool:
+        return value is None or value != value or value == ""  # None, NaN (a CSV's empty cell) or ""
+    if missing(threads) or missing(torch_version):
+        return None
+    device = cuda if isinstance(cuda, str) and cuda else "cpu"  # empty on CPU runs
+    return f"{device}, {int(threads)} thread{'' if int(threads) == 1 else 's'}, torch {torch_version}"
+
+
+def current_setup(threads: int | None = None) -> str:
+    """This process's setup as :func:`setup_label` words it (``threads``: what a worker will use)."""
+    cuda = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    return setup_label(cuda, threads or torch.get_num_threads(), torch.__version__)

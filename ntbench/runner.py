@@ -33,6 +33,7 @@ import yaml
 from ntbench.claims import Claims
 from ntbench.records import (INTERRUPTED, counted, enqueue_retries, interrupted, record_trial,  # noqa: F401
                              trial_rows, write_trials_csv)  # (trial_rows: public here too)
+from ntbench.provenance import current_setup, setup_label
 from ntbench.storage import HEARTBEAT, make_storage
 from ntbench.suite import Suite, label, trial_config
 
@@ -303,7 +304,8 @@ def run_suite(suite: Suite, results: Path = Path("runs"), storage_url: str | Non
               progress: Callable | None = None, on_trial: Callable | None = None,
               on_total: Callable[[int], None] | None = None, recover_running: bool = False,
               heartbeat: tuple[int, int] = HEARTBEAT, retry_failed: bool = False,
-              make_data: Callable[[str | None], Any] | None = None) -> pd.DataFrame:
+              make_data: Callable[[str | None], Any] | None = None,
+              on_notice: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Run what is missing of ``suite``; write ``trials.csv`` and the resolved suite; return the rows.
 
     ``on_trial`` is called once per finished trial, by any worker (with ``workers > 1`` the parent
@@ -312,6 +314,8 @@ def run_suite(suite: Suite, results: Path = Path("runs"), storage_url: str | Non
     ``heartbeat``: (interval, grace period) in seconds on a database storage.
     ``retry_failed``: also re-run the cells whose trials failed (see ``prepare_study``).
     ``make_data``: see ``prepare_inputs``.
+    ``on_notice``: told when the suite's finished rows ran on another arithmetic setup than this run
+    will (see :func:`setup_notice`); default: a Python warning.
     """
     folder = suite_dir(suite, results)
     folder.mkdir(parents=True, exist_ok=True)
@@ -321,6 +325,9 @@ def run_suite(suite: Suite, results: Path = Path("runs"), storage_url: str | Non
     if on_total:
         on_total(todo)
     if todo:
+        notice = setup_notice(trial_rows(suite, study), current_setup(1 if workers > 1 else None))
+        if notice:
+            (on_notice or (lambda text: warnings.warn(text, stacklevel=2)))(notice)
         prepare_inputs(suite, make_data)  # data and backbones are made once here, not raced by the workers
     if workers <= 1:
         # also with nothing left to take: another run's RUNNING trials are waited for (or re-run)
@@ -339,6 +346,27 @@ def run_suite(suite: Suite, results: Path = Path("runs"), storage_url: str | Non
             raise WorkersFailed(f"{len(bad)} worker process(es) exited with codes {bad}; "
                                 "rerun the suite to finish the missing cells")
     return write_trials_csv(suite, study, folder)
+
+
+def setup_notice(rows: pd.DataFrame, here: str) -> str | None:
+    """A warning when a suite resumes on another arithmetic setup than its completed rows (else None).
+
+    Cells are compared by seed, and a seed is bit-reproducible only on one setup: finishing a suite
+    elsewhere pairs unlike runs (its report then says "Mixed machines"). Only a warning, since
+    finishing elsewhere may still be what a user wants.
+    """
+    if rows.empty or "status" not in rows:
+        return None
+    done = rows[rows.status == "COMPLETE"]
+    there = {label for label in (setup_label(*(r.get(f"prov.{k}") for k in ("cuda", "torch_threads", "torch")))
+                                 for _, r in done.iterrows()) if label}
+    if not there or there == {here}:
+        return None
+    trials = f"{len(done)} completed trial{'' if len(done) == 1 else 's'}"
+    return (f"this suite's {trials} ran on {'; '.join(sorted(there))}, and this run is on {here}. "
+            "A seed is bit-reproducible only within one setup, so cells paired across setups compare unlike "
+            "runs: finish the suite on the kind of machine that started it, or its report will say "
+            "'Mixed machines'.")
 
 
 class WorkersFailed(RuntimeError):

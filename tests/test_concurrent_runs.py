@@ -157,3 +157,44 @@ def test_a_sampled_suite_spends_its_budget_once_and_names_its_objective(tmp_path
     study = _study(suite, tmp_path / "res", None)
     assert len(study.get_trials()) == 2
     assert study.metric_names == [suite.objective]  # what optuna-dashboard shows as the objective's name
+
+
+def test_resuming_on_another_setup_warns_and_names_both(tmp_path, monkeypatch):
+    """Cells pair by seed, and a seed repeats bit for bit only on one setup (device, threads, torch)."""
+    import ntbench.runner as runner
+    from ntbench.provenance import current_setup
+
+    monkeypatch.setenv("NTBENCH_HOME", str(tmp_path / "home"))
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump({"name": "two", "defaults": {**FAST, "train": {**FAST["train"], "steps": 1}},
+                                    "axes": {"train.seed": [0, 1]}}))
+    suite = load_suite(path)
+
+    def stop_after_one():
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_suite(suite, tmp_path / "res", on_trial=stop_after_one)
+    notices = []
+    here = current_setup()
+    runner.run_suite(suite, tmp_path / "res", on_notice=notices.append)  # the same setup: nothing to say
+    assert notices == []
+    # a suite half done here, finished on a GPU
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_suite(load_suite(path), tmp_path / "res2", on_trial=stop_after_one)
+    monkeypatch.setattr(runner, "current_setup", lambda threads=None: "NVIDIA H200, 1 thread, torch 2.11.0+cu130")
+    df = runner.run_suite(suite, tmp_path / "res2", on_notice=notices.append)
+    assert (df.status == "COMPLETE").sum() == 2
+    assert len(notices) == 1 and f"this suite's 1 completed trial ran on {here}" in notices[0]
+    assert "this run is on NVIDIA H200, 1 thread, torch 2.11.0+cu130" in notices[0]
+
+
+def test_setup_notice_from_rows():
+    from ntbench.runner import setup_notice
+
+    rows = pd.DataFrame({"status": ["COMPLETE", "COMPLETE", "FAIL"], "prov.cuda": [None, None, "A100"],
+                         "prov.torch_threads": [1, 1, 1], "prov.torch": ["2.14.1"] * 3})
+    assert setup_notice(rows, "cpu, 1 thread, torch 2.14.1") is None
+    assert "ran on cpu, 1 thread, torch 2.14.1, and this run is on cpu, 2 threads" in \
+        setup_notice(rows, "cpu, 2 threads, torch 2.14.1")
+    assert setup_notice(rows.assign(**{"prov.torch_threads": float("nan")}), "x") is None  # older rows: unknown
+    assert setup_notice(pd.DataFrame(), "x") is None

@@ -79,7 +79,8 @@ def _run_with_bars(suite, results: Path, storage: Optional[str], workers: int, r
             bar.update(trial_bar, completed=s, total=rec.get("total_steps"), info=f"loss {rec['loss']:.3f}",
                        visible=workers <= 1)
         df = run_suite(suite, results, storage, workers, progress=step, on_trial=on_trial, on_total=on_total,
-                       recover_running=recover, retry_failed=retry_failed, make_data=make_data_with_bar(bar, info=""))
+                       recover_running=recover, retry_failed=retry_failed, make_data=make_data_with_bar(bar, info=""),
+                       on_notice=lambda text: bar.console.print(f"[yellow]warning:[/] {text}"))
         # run_suite returns when no cell is left: cells this run did not count ran in another run on
         # the same folder. In a log the last state stays: the whole suite done, no reset trial bar
         task = bar.tasks[suite_bar]
