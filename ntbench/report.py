@@ -182,6 +182,10 @@ def method_lines(suite: Suite, df: pd.DataFrame) -> list[str]:
     else:
         lines.append(f"Minimum detectable effect: not estimable; it needs cells paired with the best by at "
                      f"least 2 shared seeds (here n = {hi}).")
+    if suite.linked:  # settings a cell takes with its axis value: a reader must know they differ too
+        linked = "; ".join(f"{key} = {value}: " + ", ".join(f"{k} = {v}" for k, v in settings.items())
+                           for key, by_value in suite.linked.items() for value, settings in by_value.items())
+        lines.append(f"Linked settings (a cell takes them with its axis value): {linked}.")
     return lines
 
 

@@ -168,6 +168,7 @@ def load_suite(path: str | Path) -> Suite:
         labels = [label(v) for v in values] if isinstance(values, list) else []
         for dup in sorted({str(x) for x in labels if labels.count(x) > 1}):
             errors.append(f"axes.{key}: two values share the label {dup!r}; each value needs its own")
+    errors += _linked_errors(suite)
     errors += paper_errors(suite)
     errors += _check_values(suite)
     if not errors:  # each value is fine on its own: now every combination of them
@@ -175,6 +176,26 @@ def load_suite(path: str | Path) -> Suite:
     if errors:
         raise SuiteError(str(path), errors)
     return suite
+
+
+def _linked_errors(suite: Suite) -> list[str]:
+    """``linked`` names axes and their values, and sets only keys that no axis or range varies."""
+    errors = []
+    varied = [*suite.axes, *suite.ranges]
+    for key, by_value in suite.linked.items():
+        if key not in suite.axes:
+            errors.append(f"linked.{key}: not an axis of this suite; allowed: {', '.join(suite.axes) or '(none)'}")
+            continue
+        labels = [label(v) for v in suite.axes[key]]
+        for value_label, settings in by_value.items():
+            if not any(same_label(value_label, x) for x in labels):
+                errors.append(f"linked.{key}.{value_label}: not a value of axes.{key}; allowed: "
+                              f"{', '.join(str(x) for x in labels)}")
+            for setting in settings:
+                if setting in varied:
+                    errors.append(f"linked.{key}.{value_label}.{setting}: {setting!r} is an axis or range of "
+                                  "this suite; a linked setting must not vary on its own")
+    return errors
 
 
 def _adapter_errors(config: dict[str, Any]) -> list[str]:

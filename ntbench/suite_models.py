@@ -98,6 +98,12 @@ class Suite(BaseModel):
         "total_steps", description="total_steps: every cell trains train.steps (the paper's design); "
                                    "main_task_updates: the objective's task gets the defaults' number of updates")
     paper: PaperTable | None = Field(None, description="the paper's claims this suite tests (report: paper vs ntbench)")
+    # Settings that follow an axis value rather than vary on their own: the learning rate each
+    # adapter was tuned to, say. A cell stays named by its axis values (labels, claims, report rows
+    # unchanged); its trial config carries the linked settings, so every row records them.
+    linked: dict[str, dict[str, dict[str, Any]]] = Field(
+        default_factory=dict, description="axis key -> value (as labelled) -> {dotted key: value} set in "
+                                           "the cells with that value, e.g. {adapter: {lora: {train.lr: 0.001}}}")
 
     def content_hash(self) -> str:
         """The suite's content plus the recipes of the backbones it names: a changed recipe changes
@@ -105,16 +111,29 @@ class Suite(BaseModel):
         from ntbench.train.recipes import recipe_for
 
         backbones = {self.defaults.get("backbone")} | set(map(str, self.axes.get("backbone", [])))
-        recipes = {b: recipe_for(b) for b in sorted(str(b) for b in backbones) if recipe_for(b)}
+        recipes = {b: _hashed_recipe(recipe_for(b)) for b in sorted(str(b) for b in backbones) if recipe_for(b)}
         # the paper's claims change what the report says, not what a cell trains: not in the hash
         content = self.model_dump(exclude={"paper"}) | ({"recipes": recipes} if recipes else {})
         if content["budget"] == "total_steps":  # the default leaves the studies of earlier suites their names
             del content["budget"]
+        if not content["linked"]:  # likewise
+            del content["linked"]
         return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
     def study_name(self) -> str:
         """Derived from the content: editing a suite starts a new study instead of clashing."""
         return f"{self.name}-{self.content_hash()}"
+
+
+# recipe switches that act only on CUDA (bf16 autocast, activation checkpointing): left out of a suite's
+# hash, so pinning them renames no study. A half-run CPU study keeps resuming across such a change;
+# a study moved between CPU and GPU is flagged anyway (runner.setup_notice, the report's banner)
+CUDA_ONLY_TRAIN_KEYS = ("bf16", "gradient_checkpointing")
+
+
+def _hashed_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
+    train = {k: v for k, v in recipe.get("train", {}).items() if k not in CUDA_ONLY_TRAIN_KEYS}
+    return {**recipe, "train": train} if "train" in recipe else recipe
 
 
 EMPTY_LABEL = "default"  # an empty mapping sets nothing: the cell runs on the defaults
@@ -147,9 +166,15 @@ def set_dotted(config: dict, key: str, value: Any) -> None:
 
 
 def resolve(suite: Suite, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The defaults with a cell's axis values laid on, then the settings linked to those values."""
     config = copy.deepcopy(suite.defaults)
     for key, value in overrides.items():
         set_dotted(config, key, value)
+    for key, value in overrides.items():
+        for value_label, settings in suite.linked.get(key, {}).items():
+            if same_label(label(value), value_label):
+                for setting, setting_value in settings.items():
+                    set_dotted(config, setting, copy.deepcopy(setting_value))
     return config
 
 

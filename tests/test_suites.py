@@ -374,3 +374,44 @@ def test_a_dead_worker_is_one_line_and_exit_1(tmp_path, monkeypatch):
     assert result.exit_code == 1, result.output
     assert not isinstance(result.exception, ntbench.runner.WorkersFailed)  # handled, not a traceback
     assert lines[-1] == "error: 1 worker process(es) exited with codes [-9]; rerun the suite to finish the missing cells"
+
+
+def test_linked_settings_follow_their_axis_value_and_bad_links_are_named(tmp_path):
+    """The learning rate each adapter was tuned to: cells stay named by the axis, configs carry the lr."""
+    from ntbench.suite import Suite, trial_config
+
+    spec = dict(name="l", objective="reasoning.tf_paper_oIoU",
+                defaults={**FAST, "adapter_options": {}, "train": {**FAST["train"], "lr": 0.002}},
+                axes={"adapter": ["neural", "lora"], "train.seed": [0, 1]})
+    plain = Suite(**spec)
+    linked = Suite(**spec, linked={"adapter": {"lora": {"train.lr": 0.0005, "train.weight_decay": 0.1}}})
+    lrs = {(a, s): trial_config(linked, {"adapter": a, "train.seed": s}).train.lr
+           for a in ("neural", "lora") for s in (0, 1)}
+    assert lrs == {("neural", 0): 0.002, ("neural", 1): 0.002, ("lora", 0): 0.0005, ("lora", 1): 0.0005}
+    assert trial_config(linked, {"adapter": "lora", "train.seed": 0}).train.weight_decay == 0.1
+    assert trial_config(linked, {"adapter": "neural", "train.seed": 0}).train.weight_decay == 0.0
+    assert linked.study_name() != plain.study_name()  # other cells: another study
+    # a suite without links keeps its study name (results/paired_beta resumes: see the budget test)
+
+    bad = write_suite(tmp_path / "bad.yaml", axes={"adapter": ["neural", "lora"], "train.seed": [0]},
+                      defaults={**FAST, "adapter_options": {}},
+                      linked={"adapter": {"lorra": {"train.lr": 0.001}, "lora": {"train.seed": 3, "train.lr": -1}},
+                              "train.lr": {"0.001": {"train.steps": 3}}})
+    with pytest.raises(SuiteError) as err:
+        load_suite(bad)
+    text = str(err.value)
+    assert "linked.adapter.lorra: not a value of axes.adapter; allowed: neural, lora" in text
+    assert "linked.adapter.lora.train.seed: 'train.seed' is an axis or range" in text
+    assert "linked.train.lr: not an axis of this suite; allowed: adapter, train.seed" in text
+    assert "train.lr" in text and "greater than 0" in text  # a linked value is checked in its cells
+
+
+def test_report_names_linked_settings(tmp_path):
+    from ntbench.report import method_lines
+    from ntbench.suite import Suite
+
+    suite = Suite(name="l", axes={"adapter": ["neural", "lora"]}, linked={"adapter": {"lora": {"train.lr": 0.0005}}})
+    df = pd.DataFrame({"status": ["COMPLETE"] * 2, "param.adapter": ["neural", "lora"],
+                       "reasoning.tf_paper_oIoU": [0.5, 0.4]})
+    assert "Linked settings (a cell takes them with its axis value): adapter = lora: train.lr = 0.0005." \
+        in method_lines(suite, df)
