@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ntbench.provenance import row_setup
+
 # where MICRO_VERSION has lived (the module became a package): the first that exists at a commit counts
 RECIPES = ("ntbench/micro/recipe.py", "ntbench/micro.py")
 _VERSION = re.compile(r"^MICRO_VERSION\s*=\s*(\d+)", re.M)
@@ -131,22 +133,12 @@ def banner(df: pd.DataFrame, backbone: str | None, root: Path = CODE_ROOT) -> li
             "may not be what the current code gives; rerun the suite to refresh them.", ""]
 
 
-# the provenance fields that name a run's arithmetic setup (see ntbench.provenance.setup_label)
-SETUP_COLUMNS = ("prov.cuda", "prov.torch_threads", "prov.torch")
-
-
-def _setup_label(row: pd.Series) -> str | None:
-    from ntbench.provenance import setup_label
-
-    return setup_label(*(row.get(c) for c in SETUP_COLUMNS))
-
-
 def setups(df: pd.DataFrame) -> Counter:
     """Complete rows per arithmetic setup (rows that do not record one are left out)."""
     done = df[df.status == "COMPLETE"] if "status" in df else df
-    if done.empty or not all(c in done for c in SETUP_COLUMNS[1:]):
+    if done.empty or not all(c in done for c in ("prov.torch_threads", "prov.torch")):
         return Counter()
-    return Counter(label for label in done.apply(_setup_label, axis=1) if isinstance(label, str))
+    return Counter(label for label in done.apply(row_setup, axis=1) if isinstance(label, str))
 
 
 def setup_banner(df: pd.DataFrame) -> list[str]:
@@ -159,7 +151,7 @@ def setup_banner(df: pd.DataFrame) -> list[str]:
     if len(found) < 2:
         return []
     done = df[df.status == "COMPLETE"] if "status" in df else df
-    labels = done.apply(_setup_label, axis=1)
+    labels = done.apply(row_setup, axis=1)
     if "param.train.seed" in done:
         split = sorted(seed for seed, group in labels.groupby(done["param.train.seed"]) if group.dropna().nunique() > 1)
         if not split:

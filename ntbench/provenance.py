@@ -72,6 +72,11 @@ def setup_label(cuda: Any, threads: Any, torch_version: Any) -> str | None:
     return f"{device}, {int(threads)} thread{'' if int(threads) == 1 else 's'}, torch {torch_version}"
 
 
+def row_setup(row: Any) -> str | None:
+    """:func:`setup_label` of a result row (a mapping with ``prov.cuda``, ``prov.torch_threads``, ``prov.torch``)."""
+    return setup_label(row.get("prov.cuda"), row.get("prov.torch_threads"), row.get("prov.torch"))
+
+
 def current_setup(threads: int | None = None) -> str:
     """This process's setup as :func:`setup_label` words it (``threads``: what a worker will use)."""
     cuda = torch.cuda.get_device_name() if torch.cuda.is_available() else None

@@ -33,7 +33,7 @@ import yaml
 from ntbench.claims import Claims
 from ntbench.records import (INTERRUPTED, counted, enqueue_retries, interrupted, record_trial,  # noqa: F401
                              trial_rows, write_trials_csv)  # (trial_rows: public here too)
-from ntbench.provenance import current_setup, setup_label
+from ntbench.provenance import current_setup, row_setup
 from ntbench.storage import HEARTBEAT, make_storage
 from ntbench.suite import Suite, label, trial_config
 
@@ -358,8 +358,7 @@ def setup_notice(rows: pd.DataFrame, here: str) -> str | None:
     if rows.empty or "status" not in rows:
         return None
     done = rows[rows.status == "COMPLETE"]
-    there = {label for label in (setup_label(*(r.get(f"prov.{k}") for k in ("cuda", "torch_threads", "torch")))
-                                 for _, r in done.iterrows()) if label}
+    there = {label for label in done.apply(row_setup, axis=1) if isinstance(label, str)} if len(done) else set()
     if not there or there == {here}:
         return None
     trials = f"{len(done)} completed trial{'' if len(done) == 1 else 's'}"
