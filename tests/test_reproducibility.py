@@ -196,3 +196,18 @@ def test_evaluating_during_training_does_not_change_the_training_run(micro_home,
         return json.loads((out / "history.json").read_text())["history"]
     # evaluation passes must not advance the adapter's per-pass mask seeds (or any training stream)
     assert history(0, tmp_path / "plain") == history(2, tmp_path / "with-evals")
+
+
+def test_prefetching_batches_changes_no_number(micro_home, monkeypatch, tmp_path):
+    # batch k+1 is built on a background thread during step k; with periodic evaluation
+    # (eval_every) the main thread tokenises at the same time
+    import json
+
+    home, data = micro_home
+    monkeypatch.setenv("NTBENCH_HOME", str(home))
+    a = run_trial(_cfg(data, train={"prefetch": 0, "eval_every": 3}), out=tmp_path / "a")
+    b = run_trial(_cfg(data, train={"prefetch": 2, "eval_every": 3}), out=tmp_path / "b")
+    ha = json.loads((tmp_path / "a" / "history.json").read_text())
+    hb = json.loads((tmp_path / "b" / "history.json").read_text())
+    assert len(ha["history"]) == 8 and ha["history"] == hb["history"]
+    assert a["metrics"] == b["metrics"]

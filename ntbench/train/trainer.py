@@ -8,6 +8,7 @@ on CUDA, step time / tokens per second / peak memory, and DDP under ``torchrun``
 """
 from __future__ import annotations
 
+import copy
 import math
 import os
 import statistics
@@ -25,6 +26,7 @@ from ntbench.cost import FLOP_FORMULAS
 from ntbench.data.io import SampleDataset
 from ntbench.model.batching import Item, collate, to_device
 from ntbench.model.tasks import TASKS
+from ntbench.train.prefetch import BatchStream
 
 Callback = Callable[[str, dict[str, Any]], Any]  # (event, state) -> "stop" to end training early
 
@@ -71,6 +73,15 @@ class TrainConfig(BaseModel):
     deterministic: bool = Field(True, description="deterministic kernels (torch.use_deterministic_algorithms): the "
                                                   "same config, seed and thread count give bit-identical numbers on "
                                                   "CPU; on CUDA ops without a deterministic kernel only warn")
+
+    prefetch: int | None = Field(None, ge=0, description="batches built ahead on a background thread (None: 2 on "
+                                                         "CUDA, 0 on CPU, where the thread would compete with the "
+                                                         "step for the same cores); the batches are the same either way")
+
+    def prefetch_depth(self, device: torch.device) -> int:
+        if self.prefetch is not None:
+            return self.prefetch
+        return 2 if device.type == "cuda" else 0
 
     @property
     def warmup_steps(self) -> int:
@@ -269,48 +280,56 @@ def _train(model: TrainableModel, dataset: SampleDataset, cfg: TrainConfig, call
     model.train()
     stopped = False
     flops = 0
-    data_times = []
-    for step in range(cfg.steps):
-        start = time.perf_counter()
-        batch = to_device(collate(mixer.draw(cfg.batch_size), model.tokenizer), device)
-        data_times.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        # the first step is counted (forward + backward FLOPs of the whole model); it is left
-        # out of the step-time median below, so the counter's overhead does not bias timings
-        counter = FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS) if step == 0 else nullcontext()
-        with counter:
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda and cfg.bf16):
-                losses = runner(batch)
-            if not torch.isfinite(losses["loss"]):
-                raise FloatingPointError(f"non-finite loss at step {step}: {float(losses['loss'])}")
-            optimizer.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-        if step == 0:
-            flops = counter.get_total_flops()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        if use_cuda:
-            torch.cuda.synchronize(device)
-        step_times.append(time.perf_counter() - start)
-        n_img = batch["uses_image"].long().sum() * model.image_tokens
-        tokens += int(batch["text_mask"].sum() + n_img)  # text + image tokens the LLM read
-        record = {"step": step + 1, **{k: float(v.detach()) for k, v in losses.items()}, "lr": scheduler.get_last_lr()[0]}
-        history.append(record)
-        if progress:
-            progress(step + 1, record)
-        for cb in callbacks:
-            if cb("step", record) == "stop":
-                stopped = True
-        if evaluate_fn and cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
-            metrics = evaluate_fn(step + 1)
-            evals.append({"step": step + 1, **metrics})
+    data_times = []  # how long each step waited for its batch (with prefetch: what building it did not hide)
+    depth = cfg.prefetch_depth(device)
+    # the producer gets its own tokenizer: evaluation (eval_every) tokenises on this thread meanwhile,
+    # and a fast tokenizer shared by two threads can fail with "Already borrowed"
+    tokenizer = copy.deepcopy(model.tokenizer) if depth else model.tokenizer
+    batches = BatchStream(lambda: collate(mixer.draw(cfg.batch_size), tokenizer), cfg.steps, depth)
+    try:
+        for step in range(cfg.steps):
+            start = time.perf_counter()
+            batch = to_device(next(batches), device)
+            data_times.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            # the first step is counted (forward + backward FLOPs of the whole model); it is left
+            # out of the step-time median below, so the counter's overhead does not bias timings
+            counter = FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS) if step == 0 else nullcontext()
+            with counter:
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda and cfg.bf16):
+                    losses = runner(batch)
+                if not torch.isfinite(losses["loss"]):
+                    raise FloatingPointError(f"non-finite loss at step {step}: {float(losses['loss'])}")
+                optimizer.zero_grad(set_to_none=True)
+                losses["loss"].backward()
+            if step == 0:
+                flops = counter.get_total_flops()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            if use_cuda:
+                torch.cuda.synchronize(device)
+            step_times.append(time.perf_counter() - start)
+            n_img = batch["uses_image"].long().sum() * model.image_tokens
+            tokens += int(batch["text_mask"].sum() + n_img)  # text + image tokens the LLM read
+            record = {"step": step + 1, **{k: float(v.detach()) for k, v in losses.items()}, "lr": scheduler.get_last_lr()[0]}
+            history.append(record)
+            if progress:
+                progress(step + 1, record)
             for cb in callbacks:
-                if cb("eval", {"step": step + 1, "metrics": metrics}) == "stop":
+                if cb("step", record) == "stop":
                     stopped = True
-        if stopped:
-            break
+            if evaluate_fn and cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
+                metrics = evaluate_fn(step + 1)
+                evals.append({"step": step + 1, **metrics})
+                for cb in callbacks:
+                    if cb("eval", {"step": step + 1, "metrics": metrics}) == "stop":
+                        stopped = True
+            if stopped:
+                break
+    finally:
+        batches.close()
     timed = step_times[min(3, len(step_times) - 1):]  # the first steps include warm-up costs
     return {"history": history, "evaluations": evals, "stopped_early": stopped, "steps_run": len(history),
             "step_time_s": statistics.median(timed),
