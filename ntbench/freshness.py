@@ -12,6 +12,7 @@ so a pair of cells split across setups compares two unlike draws, and pairing lo
 """
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from collections import Counter
@@ -60,6 +61,32 @@ def code_differs(root: Path, commit: str, head: str) -> bool | None:
     return {0: False, 1: True}.get(res.returncode)
 
 
+VERIFIED = "verified.json"  # a suite folder's record of `ntbench verify` reruns (ntbench.verify)
+
+
+def read_verified(folder: Path | None) -> list[dict]:
+    """The reruns recorded in ``folder/verified.json`` ([] when there are none)."""
+    path = Path(folder) / VERIFIED if folder is not None else None
+    if path is None or not path.is_file():
+        return []
+    try:
+        entries = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc}); it is written by `ntbench verify`") from None
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+
+def _reruns(root: Path, head: str, verified: list[dict]) -> dict[str, dict[str, list[dict]]]:
+    """Reruns made with HEAD's trial code, by the commit of the rows they checked: identical or not."""
+    out: dict[str, dict[str, list[dict]]] = {}
+    for e in verified:
+        commit, at = e.get("row_commit"), e.get("commit")
+        if isinstance(commit, str) and isinstance(at, str) and code_differs(root, at, head) is False:
+            out.setdefault(commit, {"identical": [], "different": []})[
+                "identical" if e.get("identical") else "different"].append(e)
+    return out
+
+
 def _micro_version_now(root: Path) -> int | None:
     for recipe in RECIPES:
         found = _VERSION.search((root / recipe).read_text()) if (root / recipe).is_file() else None
@@ -68,17 +95,21 @@ def _micro_version_now(root: Path) -> int | None:
     return None
 
 
-def stale_rows(df: pd.DataFrame, backbone: str | None, root: Path = CODE_ROOT) -> dict:
+def stale_rows(df: pd.DataFrame, backbone: str | None, root: Path = CODE_ROOT, verified: list[dict] = ()) -> dict:
     """Counts of complete rows made by other code, a dirty tree, or another micro backbone version.
 
     Args:
         df: trial rows (``prov.git_commit``, ``prov.git_dirty``; ``param.backbone`` if an axis).
         backbone: the suite's default backbone, for rows without a ``param.backbone`` column.
         root: the git checkout of the code (default: this package's).
+        verified: ``ntbench verify`` reruns (:func:`read_verified`). Rows of a commit whose trial code
+            differs from HEAD's move from ``other_code`` to ``rechecked`` when a rerun with HEAD's
+            trial code gave identical numbers; a rerun that differed is listed in ``contradicted``.
 
     Returns:
-        ``{"rows", "head", "other_code": {commit: n}, "unknown_commit": {commit: n}, "no_commit",
-        "dirty", "micro_now", "micro_other": {version: n}}``.
+        ``{"rows", "head", "other_code": {commit: n}, "rechecked": {commit: (n, [trials])},
+        "contradicted": {commit: [trials]}, "unknown_commit": {commit: n}, "no_commit", "dirty",
+        "micro_now", "micro_other": {version: n}}``.
     """
     done = df[df.status == "COMPLETE"] if "status" in df else df
     head = _git(root, "rev-parse", "HEAD").stdout.strip() or None
@@ -103,13 +134,25 @@ def stale_rows(df: pd.DataFrame, backbone: str | None, root: Path = CODE_ROOT) -
             if versions[commit] is not None and versions[commit] != micro_now:
                 micro_other[versions[commit]] += 1
     no_commit = int(sum(not isinstance(c, str) or not c for c in commits))
-    return {"rows": len(done), "head": head, "other_code": dict(other), "unknown_commit": dict(unknown),
+    reruns = _reruns(root, head, list(verified)) if head and other else {}
+    rechecked, contradicted = {}, {}
+    for commit in list(other):
+        found = reruns.get(commit, {"identical": [], "different": []})
+        if found["different"]:
+            contradicted[commit] = sorted({e["trial"] for e in found["different"]})
+        elif found["identical"]:
+            rechecked[commit] = (other.pop(commit), sorted({e["trial"] for e in found["identical"]}))
+    return {"rows": len(done), "head": head, "other_code": dict(other), "rechecked": rechecked,
+            "contradicted": contradicted, "unknown_commit": dict(unknown),
             "no_commit": no_commit, "dirty": dirty, "micro_now": micro_now, "micro_other": dict(micro_other)}
 
 
-def banner(df: pd.DataFrame, backbone: str | None, root: Path = CODE_ROOT) -> list[str]:
-    """Markdown lines for the top of a report (empty when every row is from HEAD's code and backbone)."""
-    s = stale_rows(df, backbone, root)
+def banner(df: pd.DataFrame, backbone: str | None, root: Path = CODE_ROOT, folder: Path | None = None) -> list[str]:
+    """Markdown lines for the top of a report (empty when every row is from HEAD's code and backbone).
+
+    ``folder``: the suite's results folder, whose ``verified.json`` (``ntbench verify``) may show that
+    rows made by older trial code are what HEAD's code gives."""
+    s = stale_rows(df, backbone, root, read_verified(folder))
     notes = []
     if s["micro_other"]:
         made = ", ".join(f"{n} on v{v}" for v, n in sorted(s["micro_other"].items()))
@@ -118,6 +161,9 @@ def banner(df: pd.DataFrame, backbone: str | None, root: Path = CODE_ROOT) -> li
         made = ", ".join(f"{n} by {c[:10]}" for c, n in sorted(s["other_code"].items()))
         notes.append(f"rows made by code that differs from the code this report was made with, commit "
                      f"{str(s['head'])[:10]} ({made})")
+    for commit, trials in sorted(s["contradicted"].items()):
+        notes.append(f"`ntbench verify` reran trial{'s' if len(trials) > 1 else ''} {', '.join(map(str, trials))} "
+                     f"of commit {commit[:10]} with this code and got different numbers (verified.json)")
     if s["head"] is None and s["rows"]:
         notes.append("this code is not a git checkout, so the rows' code versions cannot be checked")
     elif s["unknown_commit"]:
@@ -127,9 +173,17 @@ def banner(df: pd.DataFrame, backbone: str | None, root: Path = CODE_ROOT) -> li
         notes.append(f"{s['no_commit']} rows carry no git commit")
     if s["dirty"]:
         notes.append(f"{s['dirty']} rows made from a tree with uncommitted code changes")
+    lines = []
+    if s["rechecked"]:
+        made = "; ".join(f"{n} rows by {c[:10]}, rerun: trial{'s' if len(t) > 1 else ''} {', '.join(map(str, t))}"
+                         for c, (n, t) in sorted(s["rechecked"].items()))
+        lines += ["> **Rechecked.** The trial code changed after some rows were made, and `ntbench verify` reran "
+                  f"one or more of their trials with this code on the same setup: identical numbers ({made}; "
+                  "verified.json). Cells that run other code paths (another adapter, strategy or task) were "
+                  "not rerun themselves.", ""]
     if not notes:
-        return []
-    return ["> **Stale results.** Of the " + f"{s['rows']} complete rows: " + "; ".join(notes) + ". These numbers "
+        return lines
+    return lines + ["> **Stale results.** Of the " + f"{s['rows']} complete rows: " + "; ".join(notes) + ". These numbers "
             "may not be what the current code gives; rerun the suite to refresh them.", ""]
 
 

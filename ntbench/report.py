@@ -279,7 +279,7 @@ def report_suite(folder: Path) -> dict[str, list[Path]]:
     df = pd.read_csv(folder / "trials.csv")
     made: dict[str, list[Path]] = {"tables": [], "plots": []}
     metrics = [suite.objective] + [m for m in suite.report.metrics if m != suite.objective]
-    md = [f"# {suite.name}", "", *banner(df, suite.defaults.get("backbone", "tiny-random")),
+    md = [f"# {suite.name}", "", *banner(df, suite.defaults.get("backbone", "tiny-random"), folder=folder),
           *setup_banner(df), suite.description, "",
           *method_lines(suite, df), ""]
     for metric in metrics:

@@ -1,4 +1,4 @@
-"""`ntbench validate`, `run`, `report`, `compare` and `evidence`: suites and their results."""
+"""`ntbench validate`, `run`, `report`, `compare`, `evidence` and `verify`: suites and their results."""
 from __future__ import annotations
 
 import sys
@@ -281,3 +281,37 @@ def evidence(
                     "trials": json.loads(df.to_json(orient="records"))})
     else:
         out.print(text)
+
+
+@app.command()
+def verify(folder: Path = typer.Argument(..., help="a suite's results folder, e.g. results/alpha_grid"),
+           trial: Optional[list[int]] = typer.Option(None, "--trial", help="trial number to rerun (repeatable; "
+                                                     "default: the quickest complete trial)"),
+           as_json: bool = typer.Option(False, "--json", help="print the recorded checks as JSON")) -> None:
+    """Rerun stored trials with the code checked out now, on the setup they ran on, and compare every
+    number; appends to FOLDER/verified.json, which the report's banner reads (then run `ntbench report`)."""
+    from ntbench.verify import VerifyError, verify_trial
+
+    entries = []
+    for number in trial or [None]:
+        try:
+            with progress_bar("loss {task.fields[loss]}") as bar:
+                task = bar.add_task(f"rerun trial {number if number is not None else '(quickest)'}", total=None, loss="-")
+
+                def step(s: int, rec: dict) -> None:
+                    bar.update(task, completed=s, loss=f"{rec.get('loss', float('nan')):.4f}")
+                entry = verify_trial(folder, number, progress=step)
+        except VerifyError as exc:
+            _fail(str(exc))
+        entries.append(entry)
+        if not as_json:
+            verdict = "[green]identical[/]" if entry["identical"] else \
+                f"[bold red]{entry['n_differing']} of {entry['compared']} numbers differ[/]: " + ", ".join(entry["differing"][:5])
+            out.print(f"trial {entry['trial']} (made by {str(entry['row_commit'])[:10]}, rerun at {entry['commit'][:10]}, "
+                      f"{entry['setup']}, {entry['seconds']:.0f} s): {verdict}")
+    if as_json:
+        print_json(entries)
+    elif entries:
+        out.print(f"recorded in {folder / 'verified.json'}; `ntbench report` shows it in the banner")
+    if any(not e["identical"] for e in entries):
+        raise typer.Exit(1)
