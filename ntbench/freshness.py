@@ -49,9 +49,10 @@ def micro_version_at(root: Path, commit: str) -> int | None:
 # Results, documentation, tests, suites (a row carries its own resolved configuration) and CI do not count,
 # so committing results or fixing a README does not age the rows
 RUN_CODE = ("ntbench", "strategies", "pyproject.toml")
-# modules that only read finished rows (tables, plots, this check): a trial never runs them, so a change
-# to how results are reported does not age the results
-REPORT_ONLY = ("ntbench/report.py", "ntbench/plots.py", "ntbench/paper_table.py", "ntbench/freshness.py")
+# modules that only read finished rows (tables, plots, this check, the rerun check): a trial never runs
+# them, so a change to how results are reported or checked does not age the results
+REPORT_ONLY = ("ntbench/report.py", "ntbench/plots.py", "ntbench/paper_table.py", "ntbench/freshness.py",
+               "ntbench/verify.py")
 
 
 def code_differs(root: Path, commit: str, head: str) -> bool | None:
