@@ -97,7 +97,7 @@ def verify_trial(folder: Path, number: int | None = None,
     Args:
         folder: a suite's results folder (``optuna.journal``, ``suite.resolved.yaml``).
         number: the trial to rerun (default: the quickest complete one).
-        progress: per-step callback, as ``run_trial`` takes.
+        progress: per-step callback, as ``run_trial`` takes (its record also holds ``total_steps``).
         run: what trains a config (default ``run_trial``; tests pass a stand-in).
 
     Returns:
@@ -126,7 +126,9 @@ def verify_trial(folder: Path, number: int | None = None,
         raise VerifyError("the code here has uncommitted changes (or is not a git checkout): a rerun would "
                           "not say anything about a commit; commit or stash, then verify")
     start = time.perf_counter()
-    rerun = (run or run_trial)(TrialConfig(**config), progress=progress)
+    cfg = TrialConfig(**config)
+    rerun = (run or run_trial)(cfg, progress=progress and (  # the bar also needs how many steps
+        lambda s, rec: progress(s, {**rec, "total_steps": cfg.train.steps})))
     stored_metrics = dict(summary.get("metrics") or {})
     diff = differences({"metrics": stored_metrics, "loss_first": summary.get("loss_first"),
                         "loss_last": summary.get("loss_last")},

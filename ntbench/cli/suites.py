@@ -299,7 +299,7 @@ def verify(folder: Path = typer.Argument(..., help="a suite's results folder, e.
                 task = bar.add_task(f"rerun trial {number if number is not None else '(quickest)'}", total=None, loss="-")
 
                 def step(s: int, rec: dict) -> None:
-                    bar.update(task, completed=s, loss=f"{rec.get('loss', float('nan')):.4f}")
+                    bar.update(task, completed=s, total=rec.get("total_steps"), loss=f"{rec.get('loss', float('nan')):.4f}")
                 entry = verify_trial(folder, number, progress=step)
         except VerifyError as exc:
             _fail(str(exc))
