@@ -89,6 +89,25 @@ def differences(stored: dict, rerun: dict) -> list[str]:
     return sorted(k for k in a.keys() | b.keys() if k not in a or k not in b or not same(a[k], b[k]))
 
 
+def check_rerunnable(folder: Path, number: int | None = None) -> tuple[optuna.trial.FrozenTrial, str, dict]:
+    """Everything that can refuse a rerun, checked before any work: returns the trial, this setup
+    (after setting the row's thread count) and the code's git state. Raises :class:`VerifyError`."""
+    trial = pick_trial(stored_trials(Path(folder)), number)
+    prov = trial.user_attrs.get("summary", {}).get("provenance", {})
+    threads = prov.get("torch_threads")
+    if prov.get("cuda") is None and isinstance(threads, int) and threads >= 1:
+        torch.set_num_threads(threads)  # a CPU row is bit-exact only at its own thread count
+    row_setup, here = setup_label(prov.get("cuda"), threads, prov.get("torch")), current_setup()
+    if row_setup is None or row_setup != here:
+        raise VerifyError(f"trial {trial.number} ran on {row_setup or 'an unrecorded setup'}, this machine is {here}: "
+                          "its numbers can be rerun bit for bit only on the setup that made them")
+    git = code_git_state()
+    if not git.get("git_commit") or git.get("git_dirty"):
+        raise VerifyError("the code here has uncommitted changes (or is not a git checkout): a rerun would "
+                          "not say anything about a commit; commit or stash, then verify")
+    return trial, here, git
+
+
 def verify_trial(folder: Path, number: int | None = None,
                  progress: Callable[[int, dict], None] | None = None,
                  run: Callable[..., dict] | None = None) -> dict[str, Any]:
@@ -111,20 +130,9 @@ def verify_trial(folder: Path, number: int | None = None,
     from ntbench.train.trial import TrialConfig, run_trial
 
     folder = Path(folder)
-    trial = pick_trial(stored_trials(folder), number)
+    trial, here, git = check_rerunnable(folder, number)
     summary, config = trial.user_attrs.get("summary", {}), trial.user_attrs["config"]
     prov = summary.get("provenance", {})
-    threads = prov.get("torch_threads")
-    if prov.get("cuda") is None and isinstance(threads, int) and threads >= 1:
-        torch.set_num_threads(threads)  # a CPU row is bit-exact only at its own thread count
-    row_setup, here = setup_label(prov.get("cuda"), threads, prov.get("torch")), current_setup()
-    if row_setup is None or row_setup != here:
-        raise VerifyError(f"trial {trial.number} ran on {row_setup or 'an unrecorded setup'}, this machine is {here}: "
-                          "its numbers can be rerun bit for bit only on the setup that made them")
-    git = code_git_state()
-    if not git.get("git_commit") or git.get("git_dirty"):
-        raise VerifyError("the code here has uncommitted changes (or is not a git checkout): a rerun would "
-                          "not say anything about a commit; commit or stash, then verify")
     start = time.perf_counter()
     cfg = TrialConfig(**config)
     rerun = (run or run_trial)(cfg, progress=progress and (  # the bar also needs how many steps
@@ -134,6 +142,11 @@ def verify_trial(folder: Path, number: int | None = None,
                         "loss_last": summary.get("loss_last")},
                        {"metrics": rerun["metrics"], "loss_first": rerun.get("loss_first"),
                         "loss_last": rerun.get("loss_last")})
+    frequency_file = trial.user_attrs.get("activation_frequency_file")  # stored beside the journal
+    if frequency_file and (folder / frequency_file).is_file() and rerun["metrics"].get("activation_frequency"):
+        stored_map = json.loads((folder / frequency_file).read_text())
+        if json.dumps(stored_map) != json.dumps(json.loads(json.dumps(rerun["metrics"]["activation_frequency"]))):
+            diff.append("metrics.activation_frequency")
     entry = {"trial": trial.number, "params": trial.params, "row_commit": prov.get("git_commit"),
              "commit": git["git_commit"], "setup": here, "identical": not diff, "differing": diff[:20],
              "n_differing": len(diff), "compared": len(_flat({"metrics": stored_metrics})) + 2,

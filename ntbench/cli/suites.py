@@ -290,11 +290,12 @@ def verify(folder: Path = typer.Argument(..., help="a suite's results folder, e.
            as_json: bool = typer.Option(False, "--json", help="print the recorded checks as JSON")) -> None:
     """Rerun stored trials with the code checked out now, on the setup they ran on, and compare every
     number; appends to FOLDER/verified.json, which the report's banner reads (then run `ntbench report`)."""
-    from ntbench.verify import VerifyError, verify_trial
+    from ntbench.verify import VerifyError, check_rerunnable, verify_trial
 
     entries = []
     for number in trial or [None]:
         try:
+            check_rerunnable(folder, number)  # refusals before the bar, which would read as work started
             with progress_bar("loss {task.fields[loss]}") as bar:
                 task = bar.add_task(f"rerun trial {number if number is not None else '(quickest)'}", total=None, loss="-")
 
