@@ -63,6 +63,14 @@ def test_a_moved_number_is_named_and_the_cli_exits_1(env, monkeypatch):
         return out
     entry = verify.verify_trial(env, 0, run=nudged)
     assert not entry["identical"] and entry["differing"] == ["metrics.reasoning.tf_paper_oIoU"]
+
+    def other_map(cfg, progress=None):  # the activation map is stored beside the journal, and compared too
+        out = run_trial(cfg, progress=progress)
+        freq = out["metrics"]["activation_frequency"]
+        task = next(iter(freq))
+        freq[task][0][0] = 1.0 - freq[task][0][0]
+        return out
+    assert verify.verify_trial(env, 0, run=other_map)["differing"] == ["metrics.activation_frequency"]
     import ntbench.train.trial as trial_mod
     monkeypatch.setattr(trial_mod, "run_trial", nudged)
     result = CliRunner().invoke(app, ["verify", str(env), "--trial", "0"])
