@@ -18,9 +18,13 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
+import logging
+
 import pandas as pd
 
 from ntbench.provenance import row_setup
+
+log = logging.getLogger(__name__)
 
 # where MICRO_VERSION has lived (the module became a package): the first that exists at a commit counts
 RECIPES = ("ntbench/micro/recipe.py", "ntbench/micro.py")
@@ -66,25 +70,38 @@ VERIFIED = "verified.json"  # a suite folder's record of `ntbench verify` reruns
 
 
 def read_verified(folder: Path | None) -> list[dict]:
-    """The reruns recorded in ``folder/verified.json`` ([] when there are none)."""
+    """The well-formed reruns recorded in ``folder/verified.json`` ([] when there are none).
+
+    A hand-edited or truncated file must not stop a report, nor vouch for rows: entries that lack a
+    field, or whose ``identical`` is not literally true or false, are left out with a warning."""
     path = Path(folder) / VERIFIED if folder is not None else None
     if path is None or not path.is_file():
         return []
     try:
         entries = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc}); it is written by `ntbench verify`") from None
-    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+        log.warning("%s: not valid JSON (%s); its reruns are ignored", path, exc)
+        return []
+    good = [e for e in entries if isinstance(e, dict) and isinstance(e.get("trial"), int)
+            and isinstance(e.get("identical"), bool) and all(isinstance(e.get(k), str) for k in ("row_commit", "commit", "setup"))
+            and e.get("row_dirty") is not True] if isinstance(entries, list) else []
+    if not isinstance(entries, list) or len(good) < len(entries):
+        log.warning("%s: %s malformed entries ignored", path, len(entries) - len(good) if isinstance(entries, list) else "all")
+    return good
 
 
-def _reruns(root: Path, head: str, verified: list[dict]) -> dict[str, dict[str, list[dict]]]:
-    """Reruns made with HEAD's trial code, by the commit of the rows they checked: identical or not."""
-    out: dict[str, dict[str, list[dict]]] = {}
+def _reruns(root: Path, head: str, verified: list[dict]) -> dict[tuple[str, str], dict[str, list[int]]]:
+    """Reruns made with HEAD's trial code, by the (commit, setup) of the rows they checked: the trials
+    that came back identical and those that did not."""
+    out: dict[tuple[str, str], dict[str, list[int]]] = {}
+    same_as_head: dict[str, bool] = {}
     for e in verified:
-        commit, at = e.get("row_commit"), e.get("commit")
-        if isinstance(commit, str) and isinstance(at, str) and code_differs(root, at, head) is False:
-            out.setdefault(commit, {"identical": [], "different": []})[
-                "identical" if e.get("identical") else "different"].append(e)
+        at = e["commit"]
+        if at not in same_as_head:
+            same_as_head[at] = code_differs(root, at, head) is False
+        if same_as_head[at]:
+            found = out.setdefault((e["row_commit"], e["setup"]), {"identical": [], "different": []})
+            found["identical" if e["identical"] else "different"].append(e["trial"])
     return out
 
 
@@ -103,9 +120,10 @@ def stale_rows(df: pd.DataFrame, backbone: str | None, root: Path = CODE_ROOT, v
         df: trial rows (``prov.git_commit``, ``prov.git_dirty``; ``param.backbone`` if an axis).
         backbone: the suite's default backbone, for rows without a ``param.backbone`` column.
         root: the git checkout of the code (default: this package's).
-        verified: ``ntbench verify`` reruns (:func:`read_verified`). Rows of a commit whose trial code
-            differs from HEAD's move from ``other_code`` to ``rechecked`` when a rerun with HEAD's
-            trial code gave identical numbers; a rerun that differed is listed in ``contradicted``.
+        verified: ``ntbench verify`` reruns (:func:`read_verified`). A row made by trial code that
+            differs from HEAD's moves from ``other_code`` to ``rechecked`` when a rerun of its commit,
+            on its setup, with HEAD's trial code gave identical numbers; a rerun that differed is
+            listed in ``contradicted`` and keeps its commit's rows of that setup stale.
 
     Returns:
         ``{"rows", "head", "other_code": {commit: n}, "rechecked": {commit: (n, [trials])},
@@ -119,9 +137,15 @@ def stale_rows(df: pd.DataFrame, backbone: str | None, root: Path = CODE_ROOT, v
     backbones = done["param.backbone"] if "param.backbone" in done else \
         pd.Series([backbone] * len(done), index=done.index)
     micro_now = _micro_version_now(root)
+    setups_ = done.apply(row_setup, axis=1) if len(done) else pd.Series([], dtype=object)
+    reruns = _reruns(root, head, list(verified)) if head and verified else {}
     differs, versions = {}, {}
     other, unknown, micro_other = Counter(), Counter(), Counter()
-    for commit, bb in zip(commits, backbones):
+    rechecked: dict[str, list] = {}
+    contradicted: dict[str, set] = {}
+    dirty_rows = done["prov.git_dirty"].astype(str).str.lower().eq("true") if "prov.git_dirty" in done else \
+        pd.Series([False] * len(done), index=done.index)
+    for commit, bb, setup, row_dirty in zip(commits, backbones, setups_, dirty_rows):
         if not isinstance(commit, str) or not commit:
             continue
         if head and commit not in differs:
@@ -129,20 +153,23 @@ def stale_rows(df: pd.DataFrame, backbone: str | None, root: Path = CODE_ROOT, v
         if differs.get(commit) is None:
             unknown[commit] += 1
         elif differs[commit]:
-            other[commit] += 1
+            found = reruns.get((commit, setup), {"identical": [], "different": []})
+            if found["different"]:
+                contradicted.setdefault(commit, set()).update(found["different"])
+            # a clean rerun of this commit, on this row's setup, vouches for its clean rows only
+            if found["identical"] and not found["different"] and not row_dirty:
+                entry = rechecked.setdefault(commit, [0, set()])
+                entry[0] += 1
+                entry[1].update(found["identical"])
+            else:
+                other[commit] += 1
         if bb == "micro":
             versions.setdefault(commit, micro_version_at(root, commit))
             if versions[commit] is not None and versions[commit] != micro_now:
                 micro_other[versions[commit]] += 1
     no_commit = int(sum(not isinstance(c, str) or not c for c in commits))
-    reruns = _reruns(root, head, list(verified)) if head and other else {}
-    rechecked, contradicted = {}, {}
-    for commit in list(other):
-        found = reruns.get(commit, {"identical": [], "different": []})
-        if found["different"]:
-            contradicted[commit] = sorted({e["trial"] for e in found["different"]})
-        elif found["identical"]:
-            rechecked[commit] = (other.pop(commit), sorted({e["trial"] for e in found["identical"]}))
+    rechecked = {c: (n, sorted(t)) for c, (n, t) in rechecked.items()}
+    contradicted = {c: sorted(t) for c, t in contradicted.items()}
     return {"rows": len(done), "head": head, "other_code": dict(other), "rechecked": rechecked,
             "contradicted": contradicted, "unknown_commit": dict(unknown),
             "no_commit": no_commit, "dirty": dirty, "micro_now": micro_now, "micro_other": dict(micro_other)}

@@ -7,7 +7,8 @@ CUDA fix). Rerunning one trial of the suite at HEAD, on the arithmetic setup it 
 differ" into a measurement: identical numbers, or the list of metrics that moved. Each check is
 appended to ``verified.json`` in the suite's folder, and the report's banner reads it back.
 
-A rerun proves the rows of that trial's commit were not moved *on the code paths that trial ran*.
+A rerun proves the rows of that trial's commit and setup were not moved *on the code paths that
+trial ran*; rows of the same commit made on another setup (a GPU, another thread count) stay stale.
 A cell with another adapter, strategy or task mix may run code the rerun never touched, so the
 banner names the trials rerun, and several (``--trial`` repeated) can be checked.
 """
@@ -24,14 +25,15 @@ from typing import Any, Callable
 import optuna
 import torch
 import yaml
+from pydantic import ValidationError
 
 from ntbench.atomic import write_text
 from ntbench.freshness import VERIFIED, read_verified
 from ntbench.provenance import code_git_state, current_setup, setup_label
 from ntbench.suite import Suite
 
-# the trial's own timings and machine facts, not its numbers: never compared
-NOT_COMPARED = ("activation_frequency",)
+# compared on its own (it may sit in a file beside the journal), so left out of the flat comparison
+SEPARATE = ("activation_frequency",)
 
 
 class VerifyError(ValueError):
@@ -73,13 +75,13 @@ def pick_trial(trials: list[optuna.trial.FrozenTrial], number: int | None) -> op
 
 
 def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(obj, dict):
+    if isinstance(obj, dict) and obj:
         out: dict[str, Any] = {}
         for k, v in obj.items():
-            if k not in NOT_COMPARED:
+            if k not in SEPARATE:
                 out.update(_flat(v, f"{prefix}{k}."))
         return out
-    return {prefix[:-1]: obj}
+    return {prefix[:-1]: obj}  # a leaf, or an empty mapping (kept, so that {} against nothing differs)
 
 
 def differences(stored: dict, rerun: dict) -> list[str]:
@@ -91,21 +93,36 @@ def differences(stored: dict, rerun: dict) -> list[str]:
 
 def check_rerunnable(folder: Path, number: int | None = None) -> tuple[optuna.trial.FrozenTrial, str, dict]:
     """Everything that can refuse a rerun, checked before any work: returns the trial, this setup
-    (after setting the row's thread count) and the code's git state. Raises :class:`VerifyError`."""
+    (with the row's thread count, which this sets) and the code's git state. Raises :class:`VerifyError`."""
     trial = pick_trial(stored_trials(Path(folder)), number)
     prov = trial.user_attrs.get("summary", {}).get("provenance", {})
-    threads = prov.get("torch_threads")
-    if prov.get("cuda") is None and isinstance(threads, int) and threads >= 1:
-        torch.set_num_threads(threads)  # a CPU row is bit-exact only at its own thread count
+    if prov.get("git_dirty") is not False or not prov.get("git_commit"):
+        raise VerifyError(f"trial {trial.number} was made from a tree with uncommitted changes (or records no clean "
+                          "commit): its code is not a commit's, so a rerun cannot vouch for that commit's rows")
+    threads, before = prov.get("torch_threads"), torch.get_num_threads()
+    if isinstance(threads, int) and threads >= 1:
+        torch.set_num_threads(threads)  # bit-exact only at the row's thread count (suite workers run one each)
     row_setup, here = setup_label(prov.get("cuda"), threads, prov.get("torch")), current_setup()
-    if row_setup is None or row_setup != here:
-        raise VerifyError(f"trial {trial.number} ran on {row_setup or 'an unrecorded setup'}, this machine is {here}: "
-                          "its numbers can be rerun bit for bit only on the setup that made them")
     git = code_git_state()
-    if not git.get("git_commit") or git.get("git_dirty"):
-        raise VerifyError("the code here has uncommitted changes (or is not a git checkout): a rerun would "
-                          "not say anything about a commit; commit or stash, then verify")
+    refusal = None
+    if row_setup is None or row_setup != here:
+        refusal = (f"trial {trial.number} ran on {row_setup or 'an unrecorded setup'}, this machine is {here}: "
+                   "its numbers can be rerun bit for bit only on the setup that made them")
+    elif not git.get("git_commit") or git.get("git_dirty"):
+        refusal = ("the code here has uncommitted changes (or is not a git checkout): a rerun would "
+                   "not say anything about a commit; commit or stash, then verify")
+    if refusal:
+        torch.set_num_threads(before)
+        raise VerifyError(refusal)
     return trial, here, git
+
+
+def _stored_map(folder: Path, trial: optuna.trial.FrozenTrial) -> Any:
+    """The trial's activation map: a file beside the journal, or (older suites) inside its summary."""
+    name = trial.user_attrs.get("activation_frequency_file")
+    if name and (folder / name).is_file():
+        return json.loads((folder / name).read_text())
+    return (trial.user_attrs.get("summary", {}).get("metrics") or {}).get("activation_frequency")
 
 
 def verify_trial(folder: Path, number: int | None = None,
@@ -124,8 +141,9 @@ def verify_trial(folder: Path, number: int | None = None,
         ``setup``, ``identical``, ``differing`` (metric paths), ``compared`` (how many), ``seconds``.
 
     Raises:
-        VerifyError: no such complete trial; the trial ran on another setup (device, torch
-            version) than this machine's; the code here has uncommitted changes or no git state.
+        VerifyError: no such complete trial; the trial was made from a dirty tree, or ran on another
+            setup (device, thread count, torch version) than this machine's; its stored configuration
+            no longer validates; the code here has uncommitted changes or no git state.
     """
     from ntbench.train.trial import TrialConfig, run_trial
 
@@ -133,23 +151,25 @@ def verify_trial(folder: Path, number: int | None = None,
     trial, here, git = check_rerunnable(folder, number)
     summary, config = trial.user_attrs.get("summary", {}), trial.user_attrs["config"]
     prov = summary.get("provenance", {})
+    try:
+        cfg = TrialConfig(**config)
+    except ValidationError as exc:
+        raise VerifyError(f"trial {trial.number}: its stored configuration does not hold with this code: {exc}") from None
     start = time.perf_counter()
-    cfg = TrialConfig(**config)
     rerun = (run or run_trial)(cfg, progress=progress and (  # the bar also needs how many steps
         lambda s, rec: progress(s, {**rec, "total_steps": cfg.train.steps})))
-    stored_metrics = dict(summary.get("metrics") or {})
-    diff = differences({"metrics": stored_metrics, "loss_first": summary.get("loss_first"),
-                        "loss_last": summary.get("loss_last")},
-                       {"metrics": rerun["metrics"], "loss_first": rerun.get("loss_first"),
-                        "loss_last": rerun.get("loss_last")})
-    frequency_file = trial.user_attrs.get("activation_frequency_file")  # stored beside the journal
-    if frequency_file and (folder / frequency_file).is_file() and rerun["metrics"].get("activation_frequency"):
-        stored_map = json.loads((folder / frequency_file).read_text())
-        if json.dumps(stored_map) != json.dumps(json.loads(json.dumps(rerun["metrics"]["activation_frequency"]))):
-            diff.append("metrics.activation_frequency")
+    stored = {"metrics": summary.get("metrics") or {}, "loss_first": summary.get("loss_first"),
+              "loss_last": summary.get("loss_last")}
+    diff = differences(stored, {"metrics": rerun["metrics"], "loss_first": rerun.get("loss_first"),
+                                "loss_last": rerun.get("loss_last")})
+    stored_map, rerun_map = _stored_map(folder, trial), rerun["metrics"].get("activation_frequency")
+    if (stored_map is not None or rerun_map is not None) and \
+            json.dumps(stored_map) != json.dumps(json.loads(json.dumps(rerun_map))):
+        diff.append("metrics.activation_frequency")  # also when only one side has a map
     entry = {"trial": trial.number, "params": trial.params, "row_commit": prov.get("git_commit"),
-             "commit": git["git_commit"], "setup": here, "identical": not diff, "differing": diff[:20],
-             "n_differing": len(diff), "compared": len(_flat({"metrics": stored_metrics})) + 2,
+             "row_dirty": prov.get("git_dirty"), "commit": git["git_commit"], "setup": here,
+             "identical": not diff, "differing": diff[:20], "n_differing": len(diff),
+             "compared": len(_flat(json.loads(json.dumps(stored, default=str)))) + (stored_map is not None),
              "seconds": round(time.perf_counter() - start, 1),
              "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
     entries = read_verified(folder) + [entry]

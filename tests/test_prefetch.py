@@ -57,3 +57,15 @@ def test_prefetch_depth_defaults_by_device_and_explicit_values_win():
         TrainConfig(prefetch=-1)
     with pytest.raises(ValueError):
         BatchStream(lambda: 0, steps=3, depth=-1)
+
+
+def test_an_error_in_the_step_stops_a_producer_blocked_on_a_full_queue():
+    make, calls = _counter()
+    before = threading.active_count()
+    with pytest.raises(FloatingPointError):
+        with BatchStream(make, steps=1000, depth=1) as stream:
+            next(stream)
+            while len(calls) < 3:  # the producer has filled the queue and waits to put the next batch
+                threading.Event().wait(0.01)
+            raise FloatingPointError("non-finite loss at step 1")
+    assert threading.active_count() == before

@@ -24,6 +24,9 @@ def suite_folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("verify")
     mp = pytest.MonkeyPatch()
     mp.setenv("NTBENCH_HOME", str(root / "home"))
+    import ntbench.provenance
+    # the rows must come from a clean commit whatever state this checkout is in (workers=1: in process)
+    mp.setattr(ntbench.provenance, "code_git_state", lambda: {"git_commit": "a" * 40, "git_dirty": False})
     path = root / "v.yaml"
     path.write_text(yaml.safe_dump({"name": "v", "defaults": FAST, "axes": {"adapter_options.beta": [0.3, 0.7],
                                     "train.seed": [0]}, "objective": "reasoning.tf_paper_oIoU"}))
@@ -43,6 +46,10 @@ def env(suite_folder, monkeypatch):
 
 
 def test_a_stored_trial_reruns_identically_and_is_recorded(env):
+    import hashlib
+
+    journal = lambda: hashlib.sha256((env / "optuna.journal").read_bytes()).hexdigest()  # noqa: E731
+    before = journal()
     entry = verify.verify_trial(env, 1)
     assert entry["identical"] and entry["differing"] == [] and entry["trial"] == 1
     assert entry["compared"] > 10 and entry["commit"] == CLEAN["git_commit"]
@@ -51,6 +58,7 @@ def test_a_stored_trial_reruns_identically_and_is_recorded(env):
     assert json.loads((env / verify.VERIFIED).read_text()) == [entry]
     again = verify.verify_trial(env)  # default: the quickest complete trial; appended, not replaced
     assert again["identical"] and len(json.loads((env / verify.VERIFIED).read_text())) == 2
+    assert journal() == before  # the stored study is read from a copy, never written
 
 
 def test_a_moved_number_is_named_and_the_cli_exits_1(env, monkeypatch):
@@ -87,6 +95,27 @@ def test_what_cannot_be_rerun_here_is_refused_with_the_reason(env, monkeypatch):
     monkeypatch.setattr(verify, "code_git_state", lambda: {**CLEAN, "git_dirty": True})
     with pytest.raises(verify.VerifyError, match="uncommitted"):
         verify.verify_trial(env, 0)
+    monkeypatch.setattr(verify, "code_git_state", lambda: CLEAN)
+    row_threads = pd.read_csv(env / "trials.csv")["prov.torch_threads"].iloc[0]
+    torch.set_num_threads(int(row_threads) + 1)
+    monkeypatch.setattr(verify, "current_setup", lambda: "NVIDIA H200, 1 thread, torch 2.11.0+cu130")
+    with pytest.raises(verify.VerifyError):
+        verify.verify_trial(env, 0)
+    assert torch.get_num_threads() == row_threads + 1  # a refusal leaves the thread count as it found it
+    monkeypatch.undo()
+    monkeypatch.setattr(verify, "code_git_state", lambda: CLEAN)
+    verify.check_rerunnable(env, 0)
+    assert torch.get_num_threads() == row_threads  # a rerun runs at the row's thread count
+    stored = verify.stored_trials(env)
+
+    def dirty_rows(folder):
+        for t in stored:
+            t.user_attrs["summary"]["provenance"]["git_dirty"] = True
+        return stored
+    monkeypatch.setattr(verify, "stored_trials", dirty_rows)
+    with pytest.raises(verify.VerifyError, match="trial 0 was made from a tree with uncommitted changes"):
+        verify.verify_trial(env, 0)
+    monkeypatch.undo()
     with pytest.raises(verify.VerifyError, match="optuna.journal"):
         verify.verify_trial(env.parent, 0)
     assert not (env / verify.VERIFIED).exists()  # nothing recorded for a refused check
@@ -96,7 +125,7 @@ def _git(root, *args):
     return subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, text=True).stdout.strip()
 
 
-def test_banner_trusts_only_identical_reruns_made_with_heads_trial_code(tmp_path):
+def test_banner_trusts_only_identical_clean_reruns_made_with_heads_trial_code_on_the_rows_setup(tmp_path, caplog):
     from ntbench.freshness import banner
 
     repo = tmp_path / "repo"
@@ -109,21 +138,35 @@ def test_banner_trusts_only_identical_reruns_made_with_heads_trial_code(tmp_path
         _git(repo, "add", "-A")
         _git(repo, "commit", "-qm", f"c{i}")
     old, mid, head = _git(repo, "rev-list", "--reverse", "HEAD").split()
-    rows = pd.DataFrame({"status": "COMPLETE", "prov.git_commit": [old, old, mid], "prov.git_dirty": False})
+    cpu = "cpu, 1 thread, torch 2.14.1"
+    rows = pd.DataFrame({"status": "COMPLETE", "prov.git_commit": [old, old, mid, old, old],
+                         "prov.git_dirty": [False, False, False, False, True],
+                         "prov.cuda": [None, None, None, "NVIDIA H200", None], "prov.torch_threads": 1,
+                         "prov.torch": ["2.14.1"] * 3 + ["2.11.0+cu130", "2.14.1"]})
     folder = tmp_path / "suite"
     folder.mkdir()
 
-    def recorded(*entries):
-        (folder / "verified.json").write_text(json.dumps([{"trial": t, "row_commit": r, "commit": c, "identical": same}
-                                                          for t, r, c, same in entries]))
+    def recorded(*entries, raw=None):
+        (folder / "verified.json").write_text(raw if raw is not None else json.dumps(
+            [{"trial": t, "row_commit": r, "commit": c, "identical": same, "setup": setup}
+             for t, r, c, same, setup in entries]))
         return "\n".join(banner(rows, "tiny-random", repo, folder))
 
     text = recorded()
     assert "**Stale results.**" in text and "Rechecked" not in text
-    text = recorded((0, old, head, True))  # old's rows rechecked at HEAD; mid's row still stale
-    assert f"2 rows by {old[:10]}, rerun: trial 0" in text and f"1 by {mid[:10]}" in text and "Stale" in text
-    assert "Rechecked" not in recorded((0, old, mid, True))  # rerun with code that is not HEAD's: no evidence
-    text = recorded((0, old, head, True), (1, mid, head, True))
-    assert "**Rechecked.**" in text and "Stale" not in text
-    text = recorded((0, old, head, False), (1, mid, head, True))  # a rerun that differed keeps the rows stale
-    assert "reran trial 0 of commit" in text and "got different numbers" in text and f"2 by {old[:10]}" in text
+    # old's two clean CPU rows rechecked at HEAD; its H200 row and its dirty row, and mid's row, stay stale
+    text = recorded((0, old, head, True, cpu))
+    assert f"2 rows by {old[:10]}, rerun: trial 0" in text
+    assert f"2 by {old[:10]}" in text and f"1 by {mid[:10]}" in text and "Stale" in text
+    assert "Rechecked" not in recorded((0, old, mid, True, cpu))  # rerun with code that is not HEAD's
+    assert "Rechecked" not in recorded((0, old, head, True, "cpu, 2 threads, torch 2.14.1"))  # another setup
+    text = recorded((0, old, head, False, cpu), (1, mid, head, True, cpu))  # a rerun that differed
+    assert "reran trial 0 of commit" in text and "got different numbers" in text and f"4 by {old[:10]}" in text
+    assert f"1 rows by {mid[:10]}, rerun: trial 1" in text
+    # malformed records vouch for nothing and stop no report
+    for raw in ("{not json", json.dumps([{"trial": 0, "row_commit": old, "commit": head, "identical": "true",
+                                          "setup": cpu}, {"row_commit": old}, 5])):
+        with caplog.at_level("WARNING"):
+            text = recorded(raw=raw)
+        assert "Rechecked" not in text and "Stale" in text
+    assert "ignored" in caplog.text

@@ -190,7 +190,8 @@ def bench_trial(
     lines = [f"# One trial's wall time: {adapter} on {backbone}, {res['steps']} steps", "",
              f"Made by: `{command}` ({res['machine']}).", "",
              f"Total **{res['total_s']:.1f} s**; median step {res['step_time_s'] * 1000:.0f} ms "
-             f"+ batch building {res['data_time_s'] * 1000:.0f} ms.", "",
+             f"+ {'batch building' if not res.get('prefetch') else 'waiting for batches built ahead'} "
+             f"{res['data_time_s'] * 1000:.0f} ms.", "",
              "| phase | part | seconds | share |", "|---|---|---|---|"]
     lines += [f"| {r['phase']} | {r['part']} | {r['seconds']:.1f} | {100 * r['share']:.0f}% |" for r in res["rows"]]
     if out_dir is not None:

@@ -71,6 +71,16 @@ class BatchStream:
                 return
         self._put(_DONE)
 
+    def _take(self) -> Any:
+        """The next item; an error instead of a hang if the producer is gone without posting one."""
+        while True:
+            try:
+                return self._queue.get(timeout=1.0)
+            except queue.Empty:
+                if self._thread is None or not self._thread.is_alive():
+                    if self._queue.empty():
+                        raise RuntimeError("the batch prefetch thread ended without a batch or an error") from None
+
     def __iter__(self) -> Iterator[Any]:
         return self
 
@@ -80,7 +90,7 @@ class BatchStream:
         if self._thread is None:
             item = self._make()
         else:
-            item = self._queue.get()
+            item = self._take()
             if isinstance(item, _Failure):
                 self.close()
                 raise item.exc

@@ -333,5 +333,5 @@ def _train(model: TrainableModel, dataset: SampleDataset, cfg: TrainConfig, call
     timed = step_times[min(3, len(step_times) - 1):]  # the first steps include warm-up costs
     return {"history": history, "evaluations": evals, "stopped_early": stopped, "steps_run": len(history),
             "step_time_s": statistics.median(timed),
-            "data_time_s": statistics.median(data_times), "tflops_per_step": flops / 1e12, "tokens_per_s": tokens / max(sum(step_times), 1e-9),
+            "data_time_s": statistics.median(data_times), "prefetch": depth, "tflops_per_step": flops / 1e12, "tokens_per_s": tokens / max(sum(step_times), 1e-9),
             "peak_memory_mb": peak_memory_mb(device, memory_reset), "gradient_checkpointing": checkpointing, "device": str(device), "world_size": world, "rank": rank}
