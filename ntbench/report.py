@@ -358,7 +358,7 @@ def write_index(results: Path) -> Path:
             text = report.read_text()
             # each line its own paragraph: a line right after a "> " banner would join the quote
             for ln in text.splitlines():
-                if ln.startswith(("> **Stale", "Minimum detectable")) or " complete / " in ln:
+                if ln.startswith(("> **Stale", "> **Rechecked", "> **Mixed", "Minimum detectable")) or " complete / " in ln:
                     lines += [ln, ""]
         for f in sorted(folder.iterdir()):
             if f.suffix in (".md", ".csv", ".png") and not f.name.endswith(".partial"):

@@ -170,3 +170,18 @@ def test_banner_trusts_only_identical_clean_reruns_made_with_heads_trial_code_on
             text = recorded(raw=raw)
         assert "Rechecked" not in text and "Stale" in text
     assert "ignored" in caplog.text
+
+
+def test_the_results_index_repeats_each_reports_banners(tmp_path):
+    from ntbench.report import write_index
+
+    for name, first in (("a", "> **Rechecked.** rows by x"), ("b", "> **Stale results.** rows by y"),
+                        ("c", "> **Mixed machines.** two setups")):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "suite.resolved.yaml").write_text("name: x\n")
+        (folder / "trials.csv").write_text("trial\n")
+        (folder / "report.md").write_text(f"# {name}\n\n{first}\n\nbody line\n")
+    text = write_index(tmp_path).read_text()
+    assert "**Rechecked.** rows by x" in text and "**Stale results.** rows by y" in text
+    assert "**Mixed machines.** two setups" in text and "body line" not in text
