@@ -133,7 +133,6 @@ def stale_rows(df: pd.DataFrame, backbone: str | None, root: Path = CODE_ROOT, v
     done = df[df.status == "COMPLETE"] if "status" in df else df
     head = _git(root, "rev-parse", "HEAD").stdout.strip() or None
     commits = done["prov.git_commit"] if "prov.git_commit" in done else pd.Series([None] * len(done), index=done.index)
-    dirty = int(done["prov.git_dirty"].astype(str).str.lower().eq("true").sum()) if "prov.git_dirty" in done else 0
     backbones = done["param.backbone"] if "param.backbone" in done else \
         pd.Series([backbone] * len(done), index=done.index)
     micro_now = _micro_version_now(root)
@@ -145,6 +144,7 @@ def stale_rows(df: pd.DataFrame, backbone: str | None, root: Path = CODE_ROOT, v
     contradicted: dict[str, set] = {}
     dirty_rows = done["prov.git_dirty"].astype(str).str.lower().eq("true") if "prov.git_dirty" in done else \
         pd.Series([False] * len(done), index=done.index)
+    dirty = int(dirty_rows.sum())
     for commit, bb, setup, row_dirty in zip(commits, backbones, setups_, dirty_rows):
         if not isinstance(commit, str) or not commit:
             continue

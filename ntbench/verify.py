@@ -127,7 +127,8 @@ def _stored_map(folder: Path, trial: optuna.trial.FrozenTrial) -> Any:
 
 def verify_trial(folder: Path, number: int | None = None,
                  progress: Callable[[int, dict], None] | None = None,
-                 run: Callable[..., dict] | None = None) -> dict[str, Any]:
+                 run: Callable[..., dict] | None = None,
+                 checked: tuple[optuna.trial.FrozenTrial, str, dict] | None = None) -> dict[str, Any]:
     """Rerun one stored trial at HEAD on its own setup; record and return the comparison.
 
     Args:
@@ -135,6 +136,8 @@ def verify_trial(folder: Path, number: int | None = None,
         number: the trial to rerun (default: the quickest complete one).
         progress: per-step callback, as ``run_trial`` takes (its record also holds ``total_steps``).
         run: what trains a config (default ``run_trial``; tests pass a stand-in).
+        checked: what :func:`check_rerunnable` returned for this folder and number, when the caller
+            ran it already (the journal is then not read a second time).
 
     Returns:
         the entry appended to ``folder/verified.json``: ``trial``, ``row_commit``, ``commit``,
@@ -148,7 +151,7 @@ def verify_trial(folder: Path, number: int | None = None,
     from ntbench.train.trial import TrialConfig, run_trial
 
     folder = Path(folder)
-    trial, here, git = check_rerunnable(folder, number)
+    trial, here, git = checked or check_rerunnable(folder, number)
     summary, config = trial.user_attrs.get("summary", {}), trial.user_attrs["config"]
     prov = summary.get("provenance", {})
     try:

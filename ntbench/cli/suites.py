@@ -295,13 +295,13 @@ def verify(folder: Path = typer.Argument(..., help="a suite's results folder, e.
     entries = []
     for number in trial or [None]:
         try:
-            check_rerunnable(folder, number)  # refusals before the bar, which would read as work started
+            checked = check_rerunnable(folder, number)  # refusals before the bar, which would read as work started
             with progress_bar("loss {task.fields[loss]}") as bar:
                 task = bar.add_task(f"rerun trial {number if number is not None else '(quickest)'}", total=None, loss="-")
 
                 def step(s: int, rec: dict) -> None:
                     bar.update(task, completed=s, total=rec.get("total_steps"), loss=f"{rec.get('loss', float('nan')):.4f}")
-                entry = verify_trial(folder, number, progress=step)
+                entry = verify_trial(folder, number, progress=step, checked=checked)
         except VerifyError as exc:
             _fail(str(exc))
         entries.append(entry)
