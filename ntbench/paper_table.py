@@ -134,3 +134,39 @@ def paper_section(suite: Suite, df: pd.DataFrame, folder: Path, made: dict) -> l
                   f"{r['paper_expects']} | {r['ours_a']} | {r['ours_b']} | {_diff_text(r)} | {_verdict_text(r)} |")
     notes = [f"- {i}: {r['note']}" for i, r in enumerate(rows, 1) if r["note"]]
     return md + ([""] + ["Notes on the paper's numbers:", ""] + notes if notes else []) + [""]
+
+
+def _freshness(report: Path) -> str:
+    """The report's banner in one word or two (Stale results, Rechecked, Mixed machines), or "fresh"."""
+    if not report.is_file():
+        return "no report"
+    marks = [ln.split("**")[1].rstrip(".") for ln in report.read_text().splitlines()
+             if ln.startswith("> **") and ln.count("**") >= 2]
+    return "; ".join(marks) if marks else "fresh"
+
+
+def scoreboard(folders: list[Path]) -> list[str]:
+    """The results index's first section: every suite's paper-vs-ntbench verdicts counted, each with the
+    freshness of its rows, then every claim with its interval. Read from the ``paper_vs_ntbench.csv``
+    files on disk (what the reports wrote), so the index never re-judges a claim."""
+    judged = [(f, pd.read_csv(f / "paper_vs_ntbench.csv")) for f in folders if (f / "paper_vs_ntbench.csv").is_file()]
+    if not judged:
+        return []
+    kinds = (REPRODUCED, OPPOSITE, UNRESOLVED, NOT_RUN)
+    md = ["## Paper vs ntbench, every suite", "",
+          "Counted from each suite's `paper_vs_ntbench.csv` (its report explains the rule: the 95% interval of "
+          "ours A − B against the paper's direction). A suite whose rows are stale was judged on rows that the "
+          "code at HEAD may not reproduce; its report says why.", "",
+          "| suite | claims | " + " | ".join(kinds) + " | rows |", "|" + "---|" * (len(kinds) + 3)]
+    totals = dict.fromkeys(kinds, 0)
+    for folder, rows in judged:
+        counts = {k: int((rows.verdict == k).sum()) for k in kinds}
+        totals = {k: totals[k] + counts[k] for k in kinds}
+        md.append(f"| [{folder.name}]({folder.name}/report.md) | {len(rows)} | "
+                  + " | ".join(str(counts[k]) for k in kinds) + f" | {_freshness(folder / 'report.md')} |")
+    md += [f"| **all** | {sum(totals.values())} | " + " | ".join(str(totals[k]) for k in kinds) + " | |", "",
+           "| suite | claim | ours A − B [95% CI] | verdict |", "|---|---|---|---|"]
+    for folder, rows in judged:
+        for r in rows.to_dict("records"):
+            md.append(f"| {folder.name} | {r['says']} | {_diff_text(r)} | {_verdict_text(r)} |")
+    return md + [""]

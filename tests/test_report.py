@@ -346,3 +346,31 @@ def test_results_resolved_before_claims_take_them_from_the_shipped_suite(tmp_pat
     assert problems == ["paper.claims[0].a.adapter_options.beta: 0.9 is not a value of this axis; allowed: 0.3, 0.5"]
     # a suite without claims says so
     assert report.paper_claims(suite, tmp_path / "none") == (None, "", [])
+
+
+def test_the_index_counts_every_suites_verdicts_from_disk(tmp_path):
+    from ntbench.stats import NOT_RUN, OPPOSITE, REPRODUCED, UNRESOLVED
+
+    base = {"metric": OBJ, "a": "x", "b": "y", "comparison": "paired", "n": 3, "mde": 0.05}
+    verdicts = {"s1": [(REPRODUCED, 0.02, 0.01, 0.03), (OPPOSITE, -0.02, -0.03, -0.01)],
+                "s2": [(UNRESOLVED, 0.01, -0.02, 0.04), (UNRESOLVED, 0.0, -0.01, 0.01), (NOT_RUN, None, None, None)]}
+    for name, rows in verdicts.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "suite.resolved.yaml").write_text("name: x\n")
+        (folder / "trials.csv").write_text("trial\n")
+        banner = "> **Stale results.** old rows\n" if name == "s2" else ""
+        (folder / "report.md").write_text(f"# {name}\n\n{banner}\nbody\n")
+        pd.DataFrame([{**base, "says": f"{name} claim {i}", "verdict": v, "mean": m, "low": lo, "high": hi}
+                      for i, (v, m, lo, hi) in enumerate(rows)]).to_csv(folder / "paper_vs_ntbench.csv", index=False)
+    text = report.write_index(tmp_path).read_text()
+    # columns: claims, reproduced, opposite, not distinguishable, not run, rows
+    assert "| [s1](s1/report.md) | 2 | 1 | 1 | 0 | 0 | fresh |" in text
+    assert "| [s2](s2/report.md) | 3 | 0 | 0 | 2 | 1 | Stale results |" in text
+    assert "| **all** | 5 | 1 | 1 | 2 | 1 | |" in text
+    assert "| s1 | s1 claim 1 | -0.0200 [-0.0300, -0.0100] (paired, n = 3) | opposite |" in text
+    assert "| s2 | s2 claim 2 | - | not run |" in text
+    # no suite with claims: no section at all
+    for name in verdicts:
+        (tmp_path / name / "paper_vs_ntbench.csv").unlink()
+    assert "Paper vs ntbench" not in report.write_index(tmp_path).read_text()
