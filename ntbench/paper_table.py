@@ -136,37 +136,63 @@ def paper_section(suite: Suite, df: pd.DataFrame, folder: Path, made: dict) -> l
     return md + ([""] + ["Notes on the paper's numbers:", ""] + notes if notes else []) + [""]
 
 
-def _freshness(report: Path) -> str:
-    """The report's banner in one word or two (Stale results, Rechecked, Mixed machines), or "fresh"."""
+
+def _report_facts(report: Path) -> tuple[str, str]:
+    """What the index needs from a suite's report: the freshness of its rows in a fixed vocabulary
+    (fresh, rechecked, mixed machines, stale, stale: a rerun differed) and the paper table it judges."""
     if not report.is_file():
-        return "no report"
-    marks = [ln.split("**")[1].rstrip(".") for ln in report.read_text().splitlines()
-             if ln.startswith("> **") and ln.count("**") >= 2]
-    return "; ".join(marks) if marks else "fresh"
+        return "no report", ""
+    text = report.read_text()
+    banners = [ln for ln in text.splitlines() if ln.startswith("> **")]
+    state = ("stale: a rerun differed" if any("different numbers" in b for b in banners) else "stale") \
+        if any(b.startswith("> **Stale") for b in banners) else \
+        "rechecked" if any(b.startswith("> **Rechecked") for b in banners) else "fresh"
+    if any(b.startswith("> **Mixed") for b in banners):
+        state += ", mixed machines"
+    table = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("## Paper vs ntbench:")), "")
+    return state, table
+
+
+NO_INTERVAL = "no interval (n = 1)"
+
+
+def _kind(r: dict) -> str:
+    """A claim's verdict for counting: an unresolved claim with no interval at all (one seed) is its own
+    kind, since it could not have been resolved at any effect size."""
+    return NO_INTERVAL if r["verdict"] == UNRESOLVED and pd.isna(r.get("low")) else r["verdict"]
 
 
 def scoreboard(folders: list[Path]) -> list[str]:
-    """The results index's first section: every suite's paper-vs-ntbench verdicts counted, each with the
-    freshness of its rows, then every claim with its interval. Read from the ``paper_vs_ntbench.csv``
+    """The results index's first section: every suite's paper-vs-ntbench verdicts counted, with the freshness
+    of the rows they were judged on, then every claim with its interval. Read from the ``paper_vs_ntbench.csv``
     files on disk (what the reports wrote), so the index never re-judges a claim."""
     judged = [(f, pd.read_csv(f / "paper_vs_ntbench.csv")) for f in folders if (f / "paper_vs_ntbench.csv").is_file()]
     if not judged:
         return []
-    kinds = (REPRODUCED, OPPOSITE, UNRESOLVED, NOT_RUN)
-    md = ["## Paper vs ntbench, every suite", "",
-          "Counted from each suite's `paper_vs_ntbench.csv` (its report explains the rule: the 95% interval of "
-          "ours A − B against the paper's direction). A suite whose rows are stale was judged on rows that the "
-          "code at HEAD may not reproduce; its report says why.", "",
-          "| suite | claims | " + " | ".join(kinds) + " | rows |", "|" + "---|" * (len(kinds) + 3)]
+    without = [f.name for f in folders if not (f / "paper_vs_ntbench.csv").is_file()]
+    kinds = (REPRODUCED, OPPOSITE, UNRESOLVED, NO_INTERVAL, NOT_RUN)
+    facts = {f: _report_facts(f / "report.md") for f, _ in judged}
+    md = ["## Paper vs ntbench: the suites that judge the paper's claims", "",
+          "Counted from each suite's `paper_vs_ntbench.csv`; its report gives the rule (the 95% interval of ours "
+          "A − B against the paper's direction) and the paper's numbers. Rows 'stale' were made by other trial "
+          "code or another backbone than HEAD's and not rechecked by `ntbench verify` ('a rerun differed': "
+          "rechecked, and HEAD gives other numbers); their verdicts may not be what the code gives now, so the "
+          "totals count only fresh and rechecked suites. A claim's MDE (below) is that comparison's own; a "
+          "suite's MDE in its section further down is the median over its cells' differences to the best."
+          + (f" Suites without paper claims: {', '.join(without)}." if without else ""), "",
+          "| suite | paper table | rows | claims | " + " | ".join(kinds) + " |", "|" + "---|" * (len(kinds) + 4)]
     totals = dict.fromkeys(kinds, 0)
     for folder, rows in judged:
-        counts = {k: int((rows.verdict == k).sum()) for k in kinds}
-        totals = {k: totals[k] + counts[k] for k in kinds}
-        md.append(f"| [{folder.name}]({folder.name}/report.md) | {len(rows)} | "
-                  + " | ".join(str(counts[k]) for k in kinds) + f" | {_freshness(folder / 'report.md')} |")
-    md += [f"| **all** | {sum(totals.values())} | " + " | ".join(str(totals[k]) for k in kinds) + " | |", "",
-           "| suite | claim | ours A − B [95% CI] | verdict |", "|---|---|---|---|"]
+        counts = {k: sum(_kind(r) == k for r in rows.to_dict("records")) for k in kinds}
+        state, table = facts[folder]
+        if state in ("fresh", "rechecked"):
+            totals = {k: totals[k] + counts[k] for k in kinds}
+        md.append(f"| [{folder.name}]({folder.name}/report.md) | {table} | {state} | {len(rows)} | "
+                  + " | ".join(str(counts[k]) for k in kinds) + " |")
+    md += [f"| **fresh and rechecked** | | | {sum(totals.values())} | " + " | ".join(str(totals[k]) for k in kinds)
+           + " |", "", "| suite | rows | claim | metric | ours A − B [95% CI] | verdict |", "|---|---|---|---|---|---|"]
     for folder, rows in judged:
         for r in rows.to_dict("records"):
-            md.append(f"| {folder.name} | {r['says']} | {_diff_text(r)} | {_verdict_text(r)} |")
+            md.append(f"| {folder.name} | {facts[folder][0]} | {r['says']} | {r['metric']} | {_diff_text(r)} | "
+                      f"{_verdict_text(r)} |")
     return md + [""]

@@ -363,13 +363,27 @@ def test_the_index_counts_every_suites_verdicts_from_disk(tmp_path):
         (folder / "report.md").write_text(f"# {name}\n\n{banner}\nbody\n")
         pd.DataFrame([{**base, "says": f"{name} claim {i}", "verdict": v, "mean": m, "low": lo, "high": hi}
                       for i, (v, m, lo, hi) in enumerate(rows)]).to_csv(folder / "paper_vs_ntbench.csv", index=False)
+    (tmp_path / "s2" / "report.md").write_text("# s2\n\n> **Stale results.** old rows\n\n"
+                                               "## Paper vs ntbench: Table 6 (top)\n")
+    s3 = tmp_path / "s3"  # a suite without claims is named, not counted
+    s3.mkdir()
+    (s3 / "suite.resolved.yaml").write_text("name: x\n")
+    (s3 / "trials.csv").write_text("trial\n")
     text = report.write_index(tmp_path).read_text()
-    # columns: claims, reproduced, opposite, not distinguishable, not run, rows
-    assert "| [s1](s1/report.md) | 2 | 1 | 1 | 0 | 0 | fresh |" in text
-    assert "| [s2](s2/report.md) | 3 | 0 | 0 | 2 | 1 | Stale results |" in text
-    assert "| **all** | 5 | 1 | 1 | 2 | 1 | |" in text
-    assert "| s1 | s1 claim 1 | -0.0200 [-0.0300, -0.0100] (paired, n = 3) | opposite |" in text
-    assert "| s2 | s2 claim 2 | - | not run |" in text
+    # columns: paper table, rows, claims, reproduced, opposite, not distinguishable, no interval, not run
+    assert "| [s1](s1/report.md) |  | fresh | 2 | 1 | 1 | 0 | 0 | 0 |" in text
+    assert "| [s2](s2/report.md) | Table 6 (top) | stale | 3 | 0 | 0 | 2 | 0 | 1 |" in text
+    assert "| **fresh and rechecked** | | | 2 | 1 | 1 | 0 | 0 | 0 |" in text  # stale s2 left out
+    assert "Suites without paper claims: s3." in text
+    assert "| s1 | fresh | s1 claim 1 | " + OBJ + " | -0.0200 [-0.0300, -0.0100] (paired, n = 3) | opposite |" in text
+    assert "| s2 | stale | s2 claim 2 | " + OBJ + " | - | not run |" in text
+    # a one-seed claim counts as "no interval", and a banner saying a rerun differed is named
+    pd.DataFrame([{**base, "says": "one seed", "verdict": UNRESOLVED, "mean": 0.01, "low": None, "high": None,
+                   "n": 1}]).to_csv(tmp_path / "s1" / "paper_vs_ntbench.csv", index=False)
+    (tmp_path / "s1" / "report.md").write_text("# s1\n\n> **Stale results.** x; `ntbench verify` reran trial 2 "
+                                               "and got different numbers (verified.json).\n")
+    text = report.write_index(tmp_path).read_text()
+    assert "| [s1](s1/report.md) |  | stale: a rerun differed | 1 | 0 | 0 | 0 | 1 | 0 |" in text
     # no suite with claims: no section at all
     for name in verdicts:
         (tmp_path / name / "paper_vs_ntbench.csv").unlink()
