@@ -57,12 +57,17 @@ RUN_CODE = ("ntbench", "strategies", "pyproject.toml")
 # them, so a change to how results are reported or checked does not age the results
 REPORT_ONLY = ("ntbench/report.py", "ntbench/plots.py", "ntbench/paper_table.py", "ntbench/freshness.py",
                "ntbench/verify.py")
+# the command line: it only turns arguments into a configuration, which every row records (and `verify`
+# reruns from the row's own copy), and calls the library. The layers contract (pyproject.toml) keeps the
+# library from importing it, and a test keeps it from setting global state (threads, determinism, seeds,
+# environment), so a change to a command's options or messages does not age the results either
+CLI_ONLY = ("ntbench/cli",)
 
 
 def code_differs(root: Path, commit: str, head: str) -> bool | None:
-    """Whether the code that runs a trial (:data:`RUN_CODE` less :data:`REPORT_ONLY`) differs between
+    """Whether the code that runs a trial (:data:`RUN_CODE` less :data:`REPORT_ONLY` and :data:`CLI_ONLY`) differs between
     ``commit`` and ``head`` (None: unknown commit)."""
-    res = _git(root, "diff", "--quiet", commit, head, "--", *RUN_CODE, *(f":(exclude){p}" for p in REPORT_ONLY))
+    res = _git(root, "diff", "--quiet", commit, head, "--", *RUN_CODE, *(f":(exclude){p}" for p in REPORT_ONLY + CLI_ONLY))
     return {0: False, 1: True}.get(res.returncode)
 
 

@@ -256,6 +256,34 @@ def test_report_only_modules_exist_and_no_trial_imports_them():
     assert out.strip() == "[]"
 
 
+def test_the_cli_sets_no_global_state_so_its_changes_do_not_age_rows():
+    # freshness ignores changes under CLI_ONLY: sound only while a command's effect on a trial goes through the
+    # configuration (recorded in every row), never through process-wide state the row does not record
+    import ast
+
+    from ntbench.freshness import CLI_ONLY, CODE_ROOT
+
+    setters = {"set_num_threads", "set_num_interop_threads", "use_deterministic_algorithms", "manual_seed", "seed",
+               "set_default_dtype", "set_flush_denormal", "putenv", "setdefault", "set_float32_matmul_precision"}
+    found = []
+    for folder in CLI_ONLY:
+        files = sorted((CODE_ROOT / folder).rglob("*.py"))
+        assert files  # a rename would silently drop the exclusion
+        for path in files:
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in setters:
+                    found.append(f"{path.name}:{node.lineno} {ast.unparse(node.func)}")
+                targets = node.targets if isinstance(node, ast.Assign) else []
+                for t in targets:  # os.environ[...] = ..., torch.backends.x.y = ...
+                    text = ast.unparse(t)
+                    if "environ" in text or "backends" in text:
+                        found.append(f"{path.name}:{node.lineno} {text}")
+    assert found == []
+    # the probe catches what it looks for
+    bad = ast.parse("import os, torch\ntorch.set_num_threads(1)\nos.environ['X'] = '1'\n")
+    assert any(isinstance(n, ast.Call) and n.func.attr in setters for n in ast.walk(bad) if isinstance(n, ast.Call))
+
+
 # --- paper vs ntbench: one claim per verdict, hand-worked numbers ---------------------------------------
 CLAIMS = {"table": "Table X", "source": "a made-up table", "claims": [
     # beta 0.5 - 0.3 per seed: 0.10, 0.11, 0.12 (mean 0.11, sd 0.01)
