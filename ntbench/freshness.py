@@ -49,14 +49,16 @@ def micro_version_at(root: Path, commit: str) -> int | None:
     return None
 
 
-# the code that can change a trial's numbers: the library, the strategy plugins and the dependency ranges.
-# Results, documentation, tests, suites (a row carries its own resolved configuration) and CI do not count,
-# so committing results or fixing a README does not age the rows
-RUN_CODE = ("ntbench", "strategies", "pyproject.toml")
+# the code that can change a trial's numbers: the library, the strategy plugins and, in pyproject.toml, the
+# [project] table (dependency ranges, Python version; the tool sections, e.g. the import-linter layers, do not
+# count). Results, documentation, tests, suites (a row carries its own resolved configuration) and CI do not
+# count, so committing results or fixing a README does not age the rows
+RUN_CODE = ("ntbench", "strategies")
+PROJECT_FILE = "pyproject.toml"
 # modules that only read finished rows (tables, plots, this check, the rerun check): a trial never runs
 # them, so a change to how results are reported or checked does not age the results
 REPORT_ONLY = ("ntbench/report.py", "ntbench/plots.py", "ntbench/paper_table.py", "ntbench/freshness.py",
-               "ntbench/verify.py")
+               "ntbench/verify.py", "ntbench/wall_time.py")
 # the command line: it only turns arguments into a configuration, which every row records (and `verify`
 # reruns from the row's own copy), and calls the library. The layers contract (pyproject.toml) keeps the
 # library from importing it, and a test keeps it from setting global state (threads, determinism, seeds,
@@ -64,11 +66,23 @@ REPORT_ONLY = ("ntbench/report.py", "ntbench/plots.py", "ntbench/paper_table.py"
 CLI_ONLY = ("ntbench/cli",)
 
 
+def project_table(text: str) -> str:
+    """The ``[project]`` table of a pyproject.toml (its lines up to the next table header), or ""."""
+    found = re.search(r"^\[project\][ \t]*\n(.*?)(?=^\[|\Z)", text, re.M | re.S)
+    return found.group(1).strip() if found else ""
+
+
 def code_differs(root: Path, commit: str, head: str) -> bool | None:
-    """Whether the code that runs a trial (:data:`RUN_CODE` less :data:`REPORT_ONLY` and :data:`CLI_ONLY`) differs between
-    ``commit`` and ``head`` (None: unknown commit)."""
+    """Whether the code that runs a trial differs between ``commit`` and ``head`` (None: unknown commit):
+    :data:`RUN_CODE` less :data:`REPORT_ONLY` and :data:`CLI_ONLY`, and pyproject.toml's ``[project]`` table."""
     res = _git(root, "diff", "--quiet", commit, head, "--", *RUN_CODE, *(f":(exclude){p}" for p in REPORT_ONLY + CLI_ONLY))
-    return {0: False, 1: True}.get(res.returncode)
+    code = {0: False, 1: True}.get(res.returncode)
+    if code is not False:
+        return code
+    # the diff above knew both commits; a commit without the file compares as an empty table
+    old, new = (_git(root, "show", f"{c}:{PROJECT_FILE}") for c in (commit, head))
+    return project_table(old.stdout if old.returncode == 0 else "") != \
+        project_table(new.stdout if new.returncode == 0 else "")
 
 
 VERIFIED = "verified.json"  # a suite folder's record of `ntbench verify` reruns (ntbench.verify)

@@ -94,6 +94,8 @@ def test_banner_names_another_backbone_version_other_code_and_dirty_rows(tmp_pat
     (repo / "ntbench" / "micro.py").unlink()
     (repo / "ntbench" / "micro").mkdir()
     (repo / "ntbench" / "micro" / "recipe.py").write_text("MICRO_VERSION = 3\n")
+    project = '[project]\nname = "x"\ndependencies = ["torch>=2.4"]\n\n[tool.importlinter]\nlayers = [%s]\n'
+    (repo / "pyproject.toml").write_text(project % '"a"')
     _git(repo, "add", "-A")
     _git(repo, "commit", "-qm", "v3")
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
@@ -102,7 +104,10 @@ def test_banner_names_another_backbone_version_other_code_and_dirty_rows(tmp_pat
     (repo / "README.md").write_text("docs\n")       # nor documentation, tests or suites
     (repo / "tests").mkdir()
     (repo / "tests" / "test_x.py").write_text("def test(): pass\n")
-    (repo / "ntbench" / "report.py").write_text("# how tables are written\n")  # nor the report's own code
+    (repo / "ntbench" / "report.py").write_text("# how tables are written\n")  # nor the report's own code,
+    (repo / "ntbench" / "cli").mkdir()
+    (repo / "ntbench" / "cli" / "suites.py").write_text("# a command's options\n")  # nor the command line,
+    (repo / "pyproject.toml").write_text(project % '"a", "b"')  # nor pyproject's tool sections
     _git(repo, "add", "-A")
     _git(repo, "commit", "-qm", "results, docs and tests")
 
@@ -116,6 +121,11 @@ def test_banner_names_another_backbone_version_other_code_and_dirty_rows(tmp_pat
     # not the micro backbone: its version does not matter, the code still does
     (text, _) = banner(stale, "tiny-random", repo)
     assert "micro backbone" not in text and f"2 by {old[:10]}" in text
+    # the dependency ranges do age them
+    (repo / "pyproject.toml").write_text(project.replace("2.4", "2.5") % '"a", "b"')
+    _git(repo, "commit", "-qam", "deps")
+    (text, _) = banner(fresh, "micro", repo)
+    assert f"2 by {head[:10]}" in text
     (repo / "ntbench" / "micro" / "heads.py").write_text("x = 1\n")  # code a trial runs does age them
     _git(repo, "add", "-A")
     _git(repo, "commit", "-qm", "trial code")
@@ -416,3 +426,34 @@ def test_the_index_counts_every_suites_verdicts_from_disk(tmp_path):
     for name in verdicts:
         (tmp_path / name / "paper_vs_ntbench.csv").unlink()
     assert "Paper vs ntbench" not in report.write_index(tmp_path).read_text()
+
+
+def test_the_report_states_the_suites_run_time_from_its_storage(tmp_path):
+    from datetime import datetime, timedelta
+
+    import optuna
+
+    from ntbench.storage import make_storage
+    from ntbench.wall_time import busy_parts, run_time_line
+
+    t0 = datetime(2026, 11, 28, 2, 0)
+    at = lambda m: t0 + timedelta(minutes=m)  # noqa: E731
+    # two workers overlapping, then a 5-minute pause (one part), then a session later (a second part)
+    runs = [(0, 6), (0, 7), (6, 13), (18, 24), (180, 186)]
+    assert busy_parts([(at(a), at(b)) for a, b in runs]) == [(at(0), at(24)), (at(180), at(186))]
+    assert run_time_line(tmp_path) == []  # no journal: nothing claimed
+    study = optuna.create_study(study_name="s", storage=make_storage(None, tmp_path))
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    for a, b in runs:
+        study.add_trial(optuna.trial.FrozenTrial(
+            number=0, trial_id=0, state=optuna.trial.TrialState.COMPLETE, value=0.5, values=None,
+            datetime_start=at(a), datetime_complete=at(b), params={"x": 0.5}, distributions=dist,
+            user_attrs={}, system_attrs={}, intermediate_values={}))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    (line, _) = run_time_line(tmp_path)
+    # 24 + 6 = 30 min busy; trials 6-7 min (360-420 s), median of [360, 360, 360, 420, 420] = 360
+    assert "5 trials finished in **30.0 min**" in line and "2 parts: 2026-11-28 02:00-02:24; 2026-11-28 05:00-05:06" in line
+    assert "one trial took 360-420 s (median 360 s)" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # read from a copy: no lock file beside it
+    (tmp_path / "optuna.journal").write_text('{"op_code": 0}\n')  # a damaged journal stops no report
+    assert run_time_line(tmp_path)[0].startswith("Run time: not read (KeyError")

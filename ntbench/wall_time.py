@@ -1,0 +1,66 @@
+"""How long a suite took, read back from its storage: the report's "Run time" line.
+
+A suite's cost table should come from a measurement, not from memory. Optuna stores when each trial
+started and finished, so the wall time a suite kept the machine busy is the union of its finished
+trials' intervals. A suite resumed across sessions is counted in parts, and the idle gaps between
+them are left out. Only the folder's own journal is read. It is read from a temporary copy, so a
+report never takes the journal's lock or writes beside it.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import optuna
+
+from ntbench.storage import make_storage
+
+# a pause longer than this between one trial's end and the next trial's start splits the run into parts
+GAP = timedelta(minutes=10)
+
+
+def busy_parts(intervals: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    """The union of ``intervals`` as disjoint (start, end) parts, merging overlaps and gaps up to :data:`GAP`."""
+    parts: list[list[datetime]] = []
+    for start, end in sorted(intervals):
+        if parts and start <= parts[-1][1] + GAP:
+            parts[-1][1] = max(parts[-1][1], end)
+        else:
+            parts.append([start, end])
+    return [(s, e) for s, e in parts]
+
+
+def finished_intervals(journal: Path) -> list[tuple[datetime, datetime]]:
+    """(start, end) of every trial in ``journal`` that finished, failed ones included (they used the machine)."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(journal, Path(tmp) / "optuna.journal")
+        storage = make_storage(None, Path(tmp))
+        out = []
+        for summary in optuna.get_all_study_summaries(storage):
+            for t in optuna.load_study(study_name=summary.study_name, storage=storage).trials:
+                if t.datetime_start and t.datetime_complete and t.state.is_finished():
+                    out.append((t.datetime_start, t.datetime_complete))
+        return out
+
+
+def run_time_line(folder: Path) -> list[str]:
+    """The report's line on the suite's measured wall time ([] without a journal or a finished trial)."""
+    journal = folder / "optuna.journal"
+    if not journal.is_file():
+        return []
+    try:
+        intervals = finished_intervals(journal)
+    except Exception as exc:  # a damaged journal stops no report: say so and go on
+        return [f"Run time: not read ({type(exc).__name__}: {exc}).", ""]
+    if not intervals:
+        return []
+    parts = busy_parts(intervals)
+    busy = sum((e - s).total_seconds() for s, e in parts) / 60
+    trial = sorted((e - s).total_seconds() for s, e in intervals)
+    when = "; ".join(f"{s:%Y-%m-%d %H:%M}-{e:%H:%M}" for s, e in parts)
+    return [f"Run time (from the storage): {len(intervals)} trials finished in **{busy:.1f} min** of wall time "
+            f"({len(parts)} part{'s' if len(parts) > 1 else ''}: {when}, storage clock); one trial took "
+            f"{trial[0]:.0f}-{trial[-1]:.0f} s (median {trial[len(trial) // 2]:.0f} s).", ""]
