@@ -1,8 +1,8 @@
 """How long a suite took, read back from its storage: the report's "Run time" line.
 
 A suite's cost table should come from a measurement, not from memory. Optuna stores when each trial
-started and finished, so the wall time a suite kept the machine busy is the union of its finished
-trials' intervals. A suite resumed across sessions is counted in parts, and the idle gaps between
+started and finished, so the wall time a suite kept the machine busy is the union of its complete
+trials' intervals (a failed trial's time is left out). A suite resumed across sessions is counted in parts, and the idle gaps between
 them are left out. Only the folder's own journal is read. It is read from a temporary copy, so a
 report never takes the journal's lock or writes beside it.
 """
@@ -33,7 +33,8 @@ def busy_parts(intervals: list[tuple[datetime, datetime]]) -> list[tuple[datetim
 
 
 def finished_intervals(journal: Path) -> list[tuple[datetime, datetime]]:
-    """(start, end) of every trial in ``journal`` that finished, failed ones included (they used the machine)."""
+    """(start, end) of every complete trial in ``journal``. Failed trials are left out: an interrupted or dead
+    worker's trial is marked failed when the suite resumes, maybe hours later, so its end time is not its own."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copy(journal, Path(tmp) / "optuna.journal")
@@ -41,7 +42,7 @@ def finished_intervals(journal: Path) -> list[tuple[datetime, datetime]]:
         out = []
         for summary in optuna.get_all_study_summaries(storage):
             for t in optuna.load_study(study_name=summary.study_name, storage=storage).trials:
-                if t.datetime_start and t.datetime_complete and t.state.is_finished():
+                if t.datetime_start and t.datetime_complete and t.state == optuna.trial.TrialState.COMPLETE:
                     out.append((t.datetime_start, t.datetime_complete))
         return out
 
@@ -61,6 +62,6 @@ def run_time_line(folder: Path) -> list[str]:
     busy = sum((e - s).total_seconds() for s, e in parts) / 60
     trial = sorted((e - s).total_seconds() for s, e in intervals)
     when = "; ".join(f"{s:%Y-%m-%d %H:%M}-{e:%H:%M}" for s, e in parts)
-    return [f"Run time (from the storage): {len(intervals)} trials finished in **{busy:.1f} min** of wall time "
+    return [f"Run time (from the storage): {len(intervals)} complete trials ran in **{busy:.1f} min** of wall time "
             f"({len(parts)} part{'s' if len(parts) > 1 else ''}: {when}, storage clock); one trial took "
             f"{trial[0]:.0f}-{trial[-1]:.0f} s (median {trial[len(trial) // 2]:.0f} s).", ""]

@@ -449,10 +449,15 @@ def test_the_report_states_the_suites_run_time_from_its_storage(tmp_path):
             number=0, trial_id=0, state=optuna.trial.TrialState.COMPLETE, value=0.5, values=None,
             datetime_start=at(a), datetime_complete=at(b), params={"x": 0.5}, distributions=dist,
             user_attrs={}, system_attrs={}, intermediate_values={}))
+    # an interrupted trial, marked failed when the suite resumed hours later, does not count
+    study.add_trial(optuna.trial.FrozenTrial(
+        number=0, trial_id=0, state=optuna.trial.TrialState.FAIL, value=None, values=None,
+        datetime_start=at(24), datetime_complete=at(180), params={"x": 0.5}, distributions=dist,
+        user_attrs={"fail_reason": "interrupted"}, system_attrs={}, intermediate_values={}))
     before = sorted(p.name for p in tmp_path.iterdir())
     (line, _) = run_time_line(tmp_path)
     # 24 + 6 = 30 min busy; trials 6-7 min (360-420 s), median of [360, 360, 360, 420, 420] = 360
-    assert "5 trials finished in **30.0 min**" in line and "2 parts: 2026-11-28 02:00-02:24; 2026-11-28 05:00-05:06" in line
+    assert "5 complete trials ran in **30.0 min**" in line and "2 parts: 2026-11-28 02:00-02:24; 2026-11-28 05:00-05:06" in line
     assert "one trial took 360-420 s (median 360 s)" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # read from a copy: no lock file beside it
     (tmp_path / "optuna.journal").write_text('{"op_code": 0}\n')  # a damaged journal stops no report
