@@ -364,7 +364,8 @@ def write_index(results: Path) -> Path:
                 if ln.startswith(("> **Stale", "> **Rechecked", "> **Mixed", "Minimum detectable")) or " complete / " in ln:
                     lines += [ln, ""]
         for f in sorted(folder.iterdir()):
-            if f.suffix in (".md", ".csv", ".png") and not f.name.endswith(".partial"):
+            # the storage and the rerun record too: a reader resumes or checks the suite from them
+            if f.suffix in (".md", ".csv", ".png", ".json", ".journal", ".yaml") and not f.name.endswith(".partial"):
                 lines.append(f"- [{f.name}]({folder.name}/{f.name})")
         lines.append("")
     path = results / "README.md"
