@@ -462,3 +462,44 @@ def test_the_report_states_the_suites_run_time_from_its_storage(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # read from a copy: no lock file beside it
     (tmp_path / "optuna.journal").write_text('{"op_code": 0}\n')  # a damaged journal stops no report
     assert run_time_line(tmp_path)[0].startswith("Run time: not read (KeyError")
+
+
+def test_status_counts_a_running_suite_and_estimates_the_time_left(tmp_path):
+    import json
+    from datetime import datetime, timedelta
+
+    import optuna
+    from typer.testing import CliRunner
+
+    from ntbench.cli import app
+    from ntbench.storage import make_storage
+    from ntbench.wall_time import suite_progress
+
+    now = datetime(2026, 11, 28, 12, 0)
+    storage = make_storage(None, tmp_path)
+    study = optuna.create_study(study_name="s", storage=storage)
+    sid = study._study_id
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+
+    def add(state, start=None, minutes=None, value=None):
+        end = start + timedelta(minutes=minutes) if minutes is not None else None
+        storage.create_new_trial(sid, template_trial=optuna.trial.FrozenTrial(
+            number=0, trial_id=0, state=state, value=value, values=None, datetime_start=start, datetime_complete=end,
+            params={"x": 0.5}, distributions=dist, user_attrs={}, system_attrs={}, intermediate_values={}))
+
+    for m in (6, 6, 8):  # median 6 min
+        add(optuna.trial.TrialState.COMPLETE, now - timedelta(minutes=30), m, 0.5)
+    for _ in range(2):  # two workers, each 2 min into a trial
+        add(optuna.trial.TrialState.RUNNING, now - timedelta(minutes=2))
+    for _ in range(3):
+        study.enqueue_trial({"x": 0.5})
+    p = suite_progress(tmp_path, now=now)
+    assert (p["complete"], p["running"], p["waiting"], p["failed"], p["total"]) == (3, 2, 3, 0, 8)
+    assert p["median_trial_s"] == 360
+    # 5 trials of 6 min still to run, 2 x 2 min of them done, over 2 workers: (30 - 4) / 2 = 13 min
+    assert p["time_left_s"] == pytest.approx(13 * 60)
+    assert [t["running_s"] for t in p["running_trials"]] == [120, 120]
+    result = CliRunner().invoke(app, ["status", str(tmp_path), "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["waiting"] == 3
+    missing = CliRunner().invoke(app, ["status", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 2 and "no suite storage here" in missing.output

@@ -1,4 +1,4 @@
-"""`ntbench validate`, `run`, `report`, `compare`, `evidence` and `verify`: suites and their results."""
+"""`ntbench validate`, `run`, `status`, `report`, `compare`, `evidence` and `verify`: suites and their results."""
 from __future__ import annotations
 
 import sys
@@ -147,6 +147,31 @@ def run(
         err.print(f"[bold red]{failed} trial(s) failed[/]: see fail_reason in {results / suite.name / 'trials.csv'}; "
                   "rerun with --retry-failed to run them again")
         raise typer.Exit(SUITE_HAD_FAILURES)
+
+
+@app.command()
+def status(folder: Path = typer.Argument(..., help="a suite's results folder, e.g. runs/beta_grid"),
+           as_json: bool = typer.Option(False, "--json", help="print the counts, running trials and estimate as JSON")
+           ) -> None:
+    """How far a suite is, safe while it runs: trials complete, running, waiting and failed, and the time left."""
+    from ntbench.wall_time import suite_progress
+
+    try:
+        p = suite_progress(folder)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    if as_json:
+        print_json(p)
+        return
+    minutes = lambda s: "-" if s is None else f"{s / 60:.1f} min"  # noqa: E731
+    out.print(f"{folder}: [bold]{p['complete']}[/] of {p['total']} trials complete, {p['running']} running, "
+              f"{p['waiting']} waiting, {p['failed']} failed; a trial takes {minutes(p['median_trial_s'])} (median)"
+              + (f"; about {minutes(p['time_left_s'])} left at {max(1, p['running'])} worker(s)"
+                 if p["time_left_s"] is not None and p["running"] + p["waiting"] else ""))
+    for t in p["running_trials"]:
+        out.print(f"  running  #{t['number']} {t['params']} for {minutes(t['running_s'])}")
+    for t in p["last_complete"]:
+        out.print(f"  complete #{t['number']} {t['params']}: {t['value']:.4g}")
 
 
 @app.command()
