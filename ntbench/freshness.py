@@ -58,7 +58,7 @@ PROJECT_FILE = "pyproject.toml"
 # modules that only read finished rows (tables, plots, this check, the rerun check): a trial never runs
 # them, so a change to how results are reported or checked does not age the results
 REPORT_ONLY = ("ntbench/report.py", "ntbench/plots.py", "ntbench/paper_table.py", "ntbench/freshness.py",
-               "ntbench/verify.py", "ntbench/wall_time.py")
+               "ntbench/verify.py", "ntbench/wall_time.py", "ntbench/refresh.py")
 # the command line: it only turns arguments into a configuration, which every row records (and `verify`
 # reruns from the row's own copy), and calls the library. The layers contract (pyproject.toml) keeps the
 # library from importing it, and a test keeps it from setting global state (threads, determinism, seeds,

@@ -503,3 +503,42 @@ def test_status_counts_a_running_suite_and_estimates_the_time_left(tmp_path):
     assert result.exit_code == 0 and json.loads(result.stdout)["waiting"] == 3
     missing = CliRunner().invoke(app, ["status", str(tmp_path / "nowhere")])
     assert missing.exit_code == 2 and "no suite storage here" in missing.output
+
+
+def test_report_rebuilds_the_table_of_a_suite_stopped_before_it_wrote_one(tmp_path):
+    import optuna
+    from typer.testing import CliRunner
+
+    from ntbench.cli import app
+    from ntbench.refresh import refresh_trials_csv
+    from ntbench.storage import make_storage
+
+    folder = _folder(tmp_path, {0.3: [0.40, 0.42], 0.5: [0.45, 0.47]})
+    suite = Suite(**yaml.safe_load((folder / "suite.resolved.yaml").read_text()))
+    (folder / "trials.csv").unlink()  # the run was stopped: storage, no table
+    study = optuna.create_study(study_name=suite.study_name(), storage=make_storage(None, folder),
+                                direction="maximize")
+    dist = {"adapter_options.beta": optuna.distributions.CategoricalDistribution([0.3, 0.5]),
+            "train.seed": optuna.distributions.CategoricalDistribution([0, 1])}
+    done = [(0.3, 0, 0.40), (0.5, 0, 0.45), (0.3, 1, 0.42)]
+    for beta, seed, value in done:
+        study.add_trial(optuna.trial.create_trial(
+            params={"adapter_options.beta": beta, "train.seed": seed}, distributions=dist, value=value,
+            user_attrs={"summary": {"metrics": {"reasoning": {"tf_paper_oIoU": value}}}}))
+    study.enqueue_trial({"adapter_options.beta": 0.5, "train.seed": 1})  # the cell not yet run
+    assert refresh_trials_csv(folder) == 3
+    rows = pd.read_csv(folder / "trials.csv")
+    assert sorted(zip(rows["param.adapter_options.beta"], rows["param.train.seed"], rows[OBJ])) == sorted(done)
+    stamp = (folder / "trials.csv").stat().st_mtime_ns
+    assert refresh_trials_csv(folder) is None  # matches the storage: left as it is
+    assert (folder / "trials.csv").stat().st_mtime_ns == stamp
+    result = CliRunner().invoke(app, ["report", "--results", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "3 complete / 3 trials" in (folder / "report.md").read_text()
+    # a finished trial the table lacks: rebuilt again, and the report says so
+    study.add_trial(optuna.trial.create_trial(
+        params={"adapter_options.beta": 0.5, "train.seed": 1}, distributions=dist, value=0.47,
+        user_attrs={"summary": {"metrics": {"reasoning": {"tf_paper_oIoU": 0.47}}}}))
+    result = CliRunner().invoke(app, ["report", "--results", str(tmp_path)])
+    assert "trials.csv rebuilt from its storage (4 rows" in result.output
+    assert "4 complete / 4 trials" in (folder / "report.md").read_text()

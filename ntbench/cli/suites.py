@@ -178,8 +178,14 @@ def status(folder: Path = typer.Argument(..., help="a suite's results folder, e.
 def report(results: Path = typer.Option(Path("runs"), help="results root (results/ for the committed ones)"),
            as_json: bool = typer.Option(False, "--json", help="print the files written, per suite, as JSON")) -> None:
     """Tables (CSV + markdown) and plots for every suite under RESULTS, plus RESULTS/README.md."""
+    from ntbench.refresh import refresh_trials_csv
     from ntbench.report import report_suite, write_index
 
+    # a suite still running, or stopped before its run wrote trials.csv: its rows come from the storage
+    for folder in sorted(p.parent for p in results.glob("*/optuna.journal")):
+        rebuilt = refresh_trials_csv(folder)
+        if rebuilt is not None and not as_json:
+            err.print(f"{folder.name}: trials.csv rebuilt from its storage ({rebuilt} rows; the run has not written it)")
     folders = sorted(p.parent for p in results.glob("*/suite.resolved.yaml") if (p.parent / "trials.csv").is_file())
     if not folders:
         _fail(f"no results/<suite>/trials.csv under {results}; run a suite first")
