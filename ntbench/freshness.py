@@ -62,14 +62,29 @@ REPORT_ONLY = ("ntbench/report.py", "ntbench/plots.py", "ntbench/paper_table.py"
 # the command line: it only turns arguments into a configuration, which every row records (and `verify`
 # reruns from the row's own copy), and calls the library. The layers contract (pyproject.toml) keeps the
 # library from importing it, and a test keeps it from setting global state (threads, determinism, seeds,
-# environment), so a change to a command's options or messages does not age the results either
+# environment), so a change to a command's options or messages does not age the results either. Two
+# channels stay outside that argument, kept thin on purpose: the data callback (`ui.make_data_with_bar`
+# only wraps `ntbench.data.cache.resolve_data` with a bar) and `prepare`, which builds the micro backbone
+# through `ntbench.micro` (whose code and MICRO_VERSION do count)
 CLI_ONLY = ("ntbench/cli",)
 
 
+_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+
+
 def project_table(text: str) -> str:
-    """The ``[project]`` table of a pyproject.toml (its lines up to the next table header), or ""."""
-    found = re.search(r"^\[project\][ \t]*\n(.*?)(?=^\[|\Z)", text, re.M | re.S)
-    return found.group(1).strip() if found else ""
+    """The ``[project]`` table of a pyproject.toml and its sub-tables (``[project.optional-dependencies]``,
+    ``[project.entry-points...]``, ...), also root-level ``project.x = ...`` keys; blank lines dropped and
+    line endings normalised. What can change how the project installs, so a change to it ages the rows."""
+    kept, table = [], ""
+    for line in text.splitlines():
+        header = _HEADER.match(line)
+        if header:
+            table = header.group(1).replace('"', "").replace(" ", "")
+        root_key = not table and line.lstrip().startswith("project.")
+        if (table == "project" or table.startswith("project.") or root_key) and line.strip():
+            kept.append(line.rstrip())
+    return "\n".join(kept)
 
 
 def code_differs(root: Path, commit: str, head: str) -> bool | None:

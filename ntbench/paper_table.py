@@ -149,6 +149,8 @@ def _report_facts(report: Path) -> tuple[str, str]:
         "rechecked" if any(b.startswith("> **Rechecked") for b in banners) else "fresh"
     if any(b.startswith("> **Mixed") for b in banners):
         state += ", mixed machines"
+    if any(b.startswith("> **In progress") for b in banners):
+        state = "in progress, " + state
     table = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("## Paper vs ntbench:")), "")
     return state, table
 
@@ -177,7 +179,7 @@ def scoreboard(folders: list[Path]) -> list[str]:
           "A − B against the paper's direction) and the paper's numbers. Rows 'stale' were made by other trial "
           "code or another backbone than HEAD's and not rechecked by `ntbench verify` ('a rerun differed': "
           "rechecked, and HEAD gives other numbers); their verdicts may not be what the code gives now, so the "
-          "totals count only fresh and rechecked suites. A claim's MDE (below) is that comparison's own; a "
+          "totals count only fresh and rechecked suites, and no suite still in progress. A claim's MDE (below) is that comparison's own; a "
           "suite's MDE in its section further down is the median over its cells' differences to the best."
           + (f" Suites without paper claims: {', '.join(without)}." if without else ""), "",
           "| suite | paper table | rows | claims | " + " | ".join(kinds) + " |", "|" + "---|" * (len(kinds) + 4)]
@@ -185,7 +187,7 @@ def scoreboard(folders: list[Path]) -> list[str]:
     for folder, rows in judged:
         counts = {k: sum(_kind(r) == k for r in rows.to_dict("records")) for k in kinds}
         state, table = facts[folder]
-        if state in ("fresh", "rechecked"):
+        if state.split(",")[0] in ("fresh", "rechecked"):  # a finished suite on current rows (mixed machines too)
             totals = {k: totals[k] + counts[k] for k in kinds}
         md.append(f"| [{folder.name}]({folder.name}/report.md) | {table} | {state} | {len(rows)} | "
                   + " | ".join(str(counts[k]) for k in kinds) + " |")

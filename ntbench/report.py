@@ -274,13 +274,14 @@ def report_suite(folder: Path) -> dict[str, list[Path]]:
     """Tables (CSV + markdown) and plots for one suite folder holding trials.csv."""
     from ntbench.freshness import banner, setup_banner
     from ntbench.plots import activation_plots, cost_plot, delta_plot, grid_plot
-    from ntbench.wall_time import run_time_line
+    from ntbench.wall_time import progress_banner, run_time_line
 
     suite = Suite(**yaml.safe_load((folder / "suite.resolved.yaml").read_text()))
     df = pd.read_csv(folder / "trials.csv")
     made: dict[str, list[Path]] = {"tables": [], "plots": []}
     metrics = [suite.objective] + [m for m in suite.report.metrics if m != suite.objective]
-    md = [f"# {suite.name}", "", *banner(df, suite.defaults.get("backbone", "tiny-random"), folder=folder),
+    md = [f"# {suite.name}", "", *progress_banner(folder),
+          *banner(df, suite.defaults.get("backbone", "tiny-random"), folder=folder),
           *setup_banner(df), suite.description, "",
           *method_lines(suite, df), "", *run_time_line(folder)]
     for metric in metrics:

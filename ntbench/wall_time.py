@@ -3,20 +3,25 @@
 
 A suite's cost table should come from a measurement, not from memory. Optuna stores when each trial
 started and finished, so the wall time a suite kept the machine busy is the union of its complete
-trials' intervals (a failed trial's time is left out). A suite resumed across sessions is counted in parts, and the idle gaps between
-them are left out. Only the folder's own journal is read. It is read from a temporary copy, so a
-report never takes the journal's lock or writes beside it.
+trials' intervals (a failed trial's time is left out). A suite resumed across sessions is counted in
+parts, and the idle gaps between them are left out. Only the folder's own journal is read, and only the
+suite's own study in it (an edited suite starts a new study in the same journal). It is read from a
+temporary copy, so a report never takes the journal's lock or writes beside it. Optuna keeps times in
+the reading machine's local time; they are shown in UTC so that a report does not depend on where it
+was made.
 """
 from __future__ import annotations
 
 import shutil
 import tempfile
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import optuna
+import yaml
 
 from ntbench.storage import make_storage
+from ntbench.suite import Suite
 
 # a pause longer than this between one trial's end and the next trial's start splits the run into parts
 GAP = timedelta(minutes=10)
@@ -33,30 +38,51 @@ def busy_parts(intervals: list[tuple[datetime, datetime]]) -> list[tuple[datetim
     return [(s, e) for s, e in parts]
 
 
-def stored_trials(journal: Path) -> list[optuna.trial.FrozenTrial]:
-    """Every trial of every study in ``journal``, read from a temporary copy (no lock taken, nothing written)."""
+def resolved_suite(folder: Path) -> Suite | None:
+    """The suite as the run recorded it (``suite.resolved.yaml``), or None."""
+    path = folder / "suite.resolved.yaml"
+    return Suite(**yaml.safe_load(path.read_text())) if path.is_file() else None
+
+
+def own_study_name(names: list[str], suite: Suite | None) -> str | None:
+    """Which study of a journal is the suite's: its own name, else the only study (one named by an older
+    naming rule); None when several studies are there and none is the suite's."""
+    if suite is not None and suite.study_name() in names:
+        return suite.study_name()
+    return names[0] if len(names) == 1 else None
+
+
+def stored_trials(journal: Path, suite: Suite | None = None) -> list[optuna.trial.FrozenTrial]:
+    """The trials of the suite's study in ``journal`` (:func:`own_study_name`), read from a temporary copy
+    (no lock taken, nothing written); [] when the journal holds no study of the suite."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copy(journal, Path(tmp) / "optuna.journal")
         storage = make_storage(None, Path(tmp))
-        return [t for summary in optuna.get_all_study_summaries(storage)
-                for t in optuna.load_study(study_name=summary.study_name, storage=storage).trials]
+        name = own_study_name([s.study_name for s in optuna.get_all_study_summaries(storage)], suite)
+        return optuna.load_study(study_name=name, storage=storage).trials if name else []
 
 
-def finished_intervals(journal: Path) -> list[tuple[datetime, datetime]]:
-    """(start, end) of every complete trial in ``journal``. Failed trials are left out: an interrupted or dead
-    worker's trial is marked failed when the suite resumes, maybe hours later, so its end time is not its own."""
-    return [(t.datetime_start, t.datetime_complete) for t in stored_trials(journal)
+def utc(moment: datetime) -> datetime:
+    """Optuna's naive local time as UTC."""
+    return moment.astimezone(timezone.utc)
+
+
+def finished_intervals(folder: Path) -> list[tuple[datetime, datetime]]:
+    """(start, end) in UTC of every complete trial of the suite in ``folder``. Failed trials are left out: an
+    interrupted or dead worker's trial is marked failed when the suite resumes, maybe hours later, so its
+    end time is not its own."""
+    return [(utc(t.datetime_start), utc(t.datetime_complete))
+            for t in stored_trials(folder / "optuna.journal", resolved_suite(folder))
             if t.datetime_start and t.datetime_complete and t.state == optuna.trial.TrialState.COMPLETE]
 
 
 def run_time_line(folder: Path) -> list[str]:
     """The report's line on the suite's measured wall time ([] without a journal or a finished trial)."""
-    journal = folder / "optuna.journal"
-    if not journal.is_file():
+    if not (folder / "optuna.journal").is_file():
         return []
     try:
-        intervals = finished_intervals(journal)
+        intervals = finished_intervals(folder)
     except Exception as exc:  # a damaged journal stops no report: say so and go on
         return [f"Run time: not read ({type(exc).__name__}: {exc}).", ""]
     if not intervals:
@@ -64,16 +90,19 @@ def run_time_line(folder: Path) -> list[str]:
     parts = busy_parts(intervals)
     busy = sum((e - s).total_seconds() for s, e in parts) / 60
     trial = sorted((e - s).total_seconds() for s, e in intervals)
-    when = "; ".join(f"{s:%Y-%m-%d %H:%M}-{e:%H:%M}" for s, e in parts)
+    end = lambda s, e: f"{e:%H:%M}" if e.date() == s.date() else f"{e:%Y-%m-%d %H:%M}"  # noqa: E731
+    when = "; ".join(f"{s:%Y-%m-%d %H:%M}-{end(s, e)}" for s, e in parts)
     return [f"Run time (from the storage): {len(intervals)} complete trials ran in **{busy:.1f} min** of wall time "
-            f"({len(parts)} part{'s' if len(parts) > 1 else ''}: {when}, storage clock); one trial took "
+            f"({len(parts)} part{'s' if len(parts) > 1 else ''}: {when} UTC); one trial took "
             f"{trial[0]:.0f}-{trial[-1]:.0f} s (median {trial[len(trial) // 2]:.0f} s).", ""]
 
 
 def suite_progress(folder: Path, now: datetime | None = None) -> dict:
     """How far the suite stored in ``folder`` is: trials complete, running (with how long they have run),
-    waiting and failed, the median trial time, and a rough estimate of the time left at the current number
-    of running workers. Reads a copy of the journal, so it is safe while the suite runs.
+    waiting, and failed attempts (interrupted ones included, which a resumed run repeats), the median trial
+    time, and a rough estimate of the time left at the current number of running workers. A sampled (TPE or
+    random) suite's total is its ``n_trials`` budget. Reads a copy of the journal, so it is safe while the
+    suite runs; a worker that died leaves a trial "running" until the suite is resumed.
 
     Raises:
         FileNotFoundError: ``folder`` holds no ``optuna.journal``.
@@ -81,23 +110,44 @@ def suite_progress(folder: Path, now: datetime | None = None) -> dict:
     journal = folder / "optuna.journal"
     if not journal.is_file():
         raise FileNotFoundError(f"{journal}: no suite storage here (a suite's results folder holds optuna.journal)")
-    trials = stored_trials(journal)
+    suite = resolved_suite(folder)
+    trials = stored_trials(journal, suite)
     now = now or datetime.now()
     state = optuna.trial.TrialState
     done = [t for t in trials if t.state == state.COMPLETE]
     running = [t for t in trials if t.state == state.RUNNING]
     waiting = [t for t in trials if t.state == state.WAITING]
     failed = [t for t in trials if t.state == state.FAIL]
+    total = len(done) + len(running) + len(waiting)
+    if suite is not None and suite.sampler.type != "grid":  # nothing waits: the budget says what is left
+        total = max(total, suite.sampler.n_trials)
+    todo = total - len(done) - len(running)
     took = sorted((t.datetime_complete - t.datetime_start).total_seconds() for t in done
                   if t.datetime_start and t.datetime_complete)
     median = took[len(took) // 2] if took else None
     ran = [(now - t.datetime_start).total_seconds() if t.datetime_start else 0.0 for t in running]
     workers = max(1, len(running))
-    # the waiting trials spread over the running workers, each of which first finishes its current trial
-    left = None if median is None else max(0.0, (median * (len(waiting) + len(running)) - sum(ran)) / workers)
-    return {"folder": str(folder), "complete": len(done), "running": len(running), "waiting": len(waiting),
-            "failed": len(failed), "total": len(trials), "median_trial_s": median, "time_left_s": left,
+    # each running worker first finishes its trial (a slow one is not taken from the others' time), then the
+    # trials still to start spread over the workers
+    left = None if median is None else (sum(max(0.0, median - r) for r in ran) + median * todo) / workers
+    return {"folder": str(folder), "complete": len(done), "running": len(running), "to_start": todo,
+            "failed_attempts": len(failed), "total": total, "median_trial_s": median, "time_left_s": left,
             "running_trials": [{"number": t.number, "params": t.params, "running_s": round(r)}
                                for t, r in zip(running, ran)],
             "last_complete": [{"number": t.number, "params": t.params, "value": t.value}
                               for t in sorted(done, key=lambda t: t.datetime_complete)[-5:]]}
+
+
+def progress_banner(folder: Path) -> list[str]:
+    """A report's first banner while its suite has trials running or still to start ([] once it is done)."""
+    if not (folder / "optuna.journal").is_file():
+        return []
+    try:
+        p = suite_progress(folder)
+    except Exception:  # a damaged journal: the run-time line says so
+        return []
+    if not p["running"] + p["to_start"]:
+        return []
+    return [f"> **In progress.** {p['complete']} of {p['total']} trials complete, {p['running']} running, "
+            f"{p['to_start']} to start (`ntbench status {folder}`): the tables below are partial, and cells "
+            "may be missing seeds.", ""]

@@ -266,32 +266,54 @@ def test_report_only_modules_exist_and_no_trial_imports_them():
     assert out.strip() == "[]"
 
 
+SETTERS = {"set_num_threads", "set_num_interop_threads", "use_deterministic_algorithms", "manual_seed", "seed",
+           "set_default_dtype", "set_default_device", "set_flush_denormal", "set_float32_matmul_precision",
+           "putenv", "unsetenv", "setattr"}
+
+
+def _global_state_writes(source: str) -> list[str]:
+    """Process-wide state a module's code sets: calls of known setters (as attributes or bare names), and any
+    write to os.environ or torch.backends (assignment, augmented or annotated assignment, del, update)."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+            owner = ast.unparse(func.value) if isinstance(func, ast.Attribute) else ""
+            if name in SETTERS or (name in ("update", "pop", "setdefault", "clear") and "environ" in owner):
+                found.append(f"{node.lineno}: {ast.unparse(func)}")
+        targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else \
+            [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else []
+        for t in targets:
+            if any(k in ast.unparse(t) for k in ("environ", "backends")):
+                found.append(f"{node.lineno}: {ast.unparse(t)}")
+    return found
+
+
+def test_the_global_state_probe_catches_each_form():
+    for bad in ("import torch\ntorch.set_num_threads(1)", "from torch import set_num_threads\nset_num_threads(1)",
+                "import os\nos.environ['X'] = '1'", "import os\nos.environ.update(X='1')",
+                "import os\ndel os.environ['X']", "import os\nos.environ['X'] += '1'",
+                "import torch\ntorch.backends.cudnn.benchmark = True",
+                "import torch\nsetattr(torch.backends.cudnn, 'benchmark', True)", "import random\nrandom.seed(0)",
+                "import torch\ntorch.use_deterministic_algorithms(False)"):
+        assert _global_state_writes(bad), bad
+    assert _global_state_writes("d = {}\nd.update(a=1)\nx = os.environ.get('X')\nprint(x)") == []
+
+
 def test_the_cli_sets_no_global_state_so_its_changes_do_not_age_rows():
     # freshness ignores changes under CLI_ONLY: sound only while a command's effect on a trial goes through the
     # configuration (recorded in every row), never through process-wide state the row does not record
-    import ast
-
     from ntbench.freshness import CLI_ONLY, CODE_ROOT
 
-    setters = {"set_num_threads", "set_num_interop_threads", "use_deterministic_algorithms", "manual_seed", "seed",
-               "set_default_dtype", "set_flush_denormal", "putenv", "setdefault", "set_float32_matmul_precision"}
     found = []
     for folder in CLI_ONLY:
         files = sorted((CODE_ROOT / folder).rglob("*.py"))
         assert files  # a rename would silently drop the exclusion
-        for path in files:
-            for node in ast.walk(ast.parse(path.read_text())):
-                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in setters:
-                    found.append(f"{path.name}:{node.lineno} {ast.unparse(node.func)}")
-                targets = node.targets if isinstance(node, ast.Assign) else []
-                for t in targets:  # os.environ[...] = ..., torch.backends.x.y = ...
-                    text = ast.unparse(t)
-                    if "environ" in text or "backends" in text:
-                        found.append(f"{path.name}:{node.lineno} {text}")
+        found += [f"{path.name}:{hit}" for path in files for hit in _global_state_writes(path.read_text())]
     assert found == []
-    # the probe catches what it looks for
-    bad = ast.parse("import os, torch\ntorch.set_num_threads(1)\nos.environ['X'] = '1'\n")
-    assert any(isinstance(n, ast.Call) and n.func.attr in setters for n in ast.walk(bad) if isinstance(n, ast.Call))
 
 
 # --- paper vs ntbench: one claim per verdict, hand-worked numbers ---------------------------------------
@@ -428,8 +450,13 @@ def test_the_index_counts_every_suites_verdicts_from_disk(tmp_path):
     assert "Paper vs ntbench" not in report.write_index(tmp_path).read_text()
 
 
-def test_the_report_states_the_suites_run_time_from_its_storage(tmp_path):
+def test_the_report_states_the_suites_run_time_from_its_storage(tmp_path, monkeypatch):
+    import time
     from datetime import datetime, timedelta
+
+    # Optuna keeps naive local times: on a machine in Berlin (UTC+1 in November) the report still says UTC
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
 
     import optuna
 
@@ -457,11 +484,14 @@ def test_the_report_states_the_suites_run_time_from_its_storage(tmp_path):
     before = sorted(p.name for p in tmp_path.iterdir())
     (line, _) = run_time_line(tmp_path)
     # 24 + 6 = 30 min busy; trials 6-7 min (360-420 s), median of [360, 360, 360, 420, 420] = 360
-    assert "5 complete trials ran in **30.0 min**" in line and "2 parts: 2026-11-28 02:00-02:24; 2026-11-28 05:00-05:06" in line
+    assert "5 complete trials ran in **30.0 min**" in line
+    assert "2 parts: 2026-11-28 01:00-01:24; 2026-11-28 04:00-04:06 UTC" in line
     assert "one trial took 360-420 s (median 360 s)" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # read from a copy: no lock file beside it
     (tmp_path / "optuna.journal").write_text('{"op_code": 0}\n')  # a damaged journal stops no report
     assert run_time_line(tmp_path)[0].startswith("Run time: not read (KeyError")
+    monkeypatch.delenv("TZ")
+    time.tzset()
 
 
 def test_status_counts_a_running_suite_and_estimates_the_time_left(tmp_path):
@@ -475,34 +505,54 @@ def test_status_counts_a_running_suite_and_estimates_the_time_left(tmp_path):
     from ntbench.storage import make_storage
     from ntbench.wall_time import suite_progress
 
+    folder = _folder(tmp_path, {0.3: [0.4], 0.5: [0.5]})
+    suite = Suite(**yaml.safe_load((folder / "suite.resolved.yaml").read_text()))
     now = datetime(2026, 11, 28, 12, 0)
-    storage = make_storage(None, tmp_path)
-    study = optuna.create_study(study_name="s", storage=storage)
-    sid = study._study_id
+    storage = make_storage(None, folder)
     dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
 
-    def add(state, start=None, minutes=None, value=None):
+    def add(study, state, start=None, minutes=None, value=None):
         end = start + timedelta(minutes=minutes) if minutes is not None else None
-        storage.create_new_trial(sid, template_trial=optuna.trial.FrozenTrial(
+        storage.create_new_trial(study._study_id, template_trial=optuna.trial.FrozenTrial(
             number=0, trial_id=0, state=state, value=value, values=None, datetime_start=start, datetime_complete=end,
             params={"x": 0.5}, distributions=dist, user_attrs={}, system_attrs={}, intermediate_values={}))
 
+    old = optuna.create_study(study_name="s-before-an-edit", storage=storage)  # another study: not counted
+    for _ in range(4):
+        add(old, optuna.trial.TrialState.COMPLETE, now - timedelta(hours=5), 60, 0.1)
+    study = optuna.create_study(study_name=suite.study_name(), storage=storage)
     for m in (6, 6, 8):  # median 6 min
-        add(optuna.trial.TrialState.COMPLETE, now - timedelta(minutes=30), m, 0.5)
-    for _ in range(2):  # two workers, each 2 min into a trial
-        add(optuna.trial.TrialState.RUNNING, now - timedelta(minutes=2))
+        add(study, optuna.trial.TrialState.COMPLETE, now - timedelta(minutes=30), m, 0.5)
+    add(study, optuna.trial.TrialState.RUNNING, now - timedelta(minutes=2))   # 4 min to go
+    add(study, optuna.trial.TrialState.RUNNING, now - timedelta(minutes=30))  # slow: takes no one else's time
+    add(study, optuna.trial.TrialState.FAIL, now - timedelta(minutes=40), 1)
     for _ in range(3):
         study.enqueue_trial({"x": 0.5})
-    p = suite_progress(tmp_path, now=now)
-    assert (p["complete"], p["running"], p["waiting"], p["failed"], p["total"]) == (3, 2, 3, 0, 8)
+    p = suite_progress(folder, now=now)
+    assert (p["complete"], p["running"], p["to_start"], p["failed_attempts"], p["total"]) == (3, 2, 3, 1, 8)
     assert p["median_trial_s"] == 360
-    # 5 trials of 6 min still to run, 2 x 2 min of them done, over 2 workers: (30 - 4) / 2 = 13 min
-    assert p["time_left_s"] == pytest.approx(13 * 60)
-    assert [t["running_s"] for t in p["running_trials"]] == [120, 120]
-    result = CliRunner().invoke(app, ["status", str(tmp_path), "--json"])
-    assert result.exit_code == 0 and json.loads(result.stdout)["waiting"] == 3
+    # (4 + 0) min to finish the running ones, then 3 trials of 6 min, over 2 workers: 11 min
+    assert p["time_left_s"] == pytest.approx(11 * 60)
+    assert sorted(t["running_s"] for t in p["running_trials"]) == [120, 1800]
+    result = CliRunner().invoke(app, ["status", str(folder), "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["to_start"] == 3
     missing = CliRunner().invoke(app, ["status", str(tmp_path / "nowhere")])
     assert missing.exit_code == 2 and "no suite storage here" in missing.output
+    # a sampled suite: nothing waits, its budget says what is left
+    sampled = tmp_path / "t"
+    sampled.mkdir()
+    tpe = Suite(name="t", ranges={"adapter_options.beta": {"low": 0.1, "high": 0.9}}, sampler={"type": "tpe", "n_trials": 10},
+                objective=OBJ)
+    (sampled / "suite.resolved.yaml").write_text(yaml.safe_dump(tpe.model_dump(mode="json")))
+    st = optuna.create_study(study_name=tpe.study_name(), storage=make_storage(None, sampled))
+    add_to = make_storage(None, sampled)
+    for _ in range(4):
+        add_to.create_new_trial(st._study_id, template_trial=optuna.trial.FrozenTrial(
+            number=0, trial_id=0, state=optuna.trial.TrialState.COMPLETE, value=0.5, values=None,
+            datetime_start=now - timedelta(minutes=10), datetime_complete=now - timedelta(minutes=5),
+            params={"x": 0.5}, distributions=dist, user_attrs={}, system_attrs={}, intermediate_values={}))
+    p = suite_progress(sampled, now=now)
+    assert (p["complete"], p["to_start"], p["total"]) == (4, 6, 10) and p["time_left_s"] == pytest.approx(30 * 60)
 
 
 def test_report_rebuilds_the_table_of_a_suite_stopped_before_it_wrote_one(tmp_path):
@@ -526,6 +576,12 @@ def test_report_rebuilds_the_table_of_a_suite_stopped_before_it_wrote_one(tmp_pa
             params={"adapter_options.beta": beta, "train.seed": seed}, distributions=dist, value=value,
             user_attrs={"summary": {"metrics": {"reasoning": {"tf_paper_oIoU": value}}}}))
     study.enqueue_trial({"adapter_options.beta": 0.5, "train.seed": 1})  # the cell not yet run
+    waiting_only = tmp_path / "w"  # a suite still preparing its data: no row yet, no table written
+    waiting_only.mkdir()
+    (waiting_only / "suite.resolved.yaml").write_text((folder / "suite.resolved.yaml").read_text())
+    optuna.create_study(study_name=suite.study_name(), storage=make_storage(None, waiting_only)).enqueue_trial(
+        {"adapter_options.beta": 0.3, "train.seed": 0})
+    assert refresh_trials_csv(waiting_only) is None and not (waiting_only / "trials.csv").exists()
     assert refresh_trials_csv(folder) == 3
     rows = pd.read_csv(folder / "trials.csv")
     assert sorted(zip(rows["param.adapter_options.beta"], rows["param.train.seed"], rows[OBJ])) == sorted(done)
@@ -534,7 +590,8 @@ def test_report_rebuilds_the_table_of_a_suite_stopped_before_it_wrote_one(tmp_pa
     assert (folder / "trials.csv").stat().st_mtime_ns == stamp
     result = CliRunner().invoke(app, ["report", "--results", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert "3 complete / 3 trials" in (folder / "report.md").read_text()
+    text = (folder / "report.md").read_text()
+    assert "3 complete / 3 trials" in text and "> **In progress.** 3 of 4 trials complete, 0 running, 1 to start" in text
     # a finished trial the table lacks: rebuilt again, and the report says so
     study.add_trial(optuna.trial.create_trial(
         params={"adapter_options.beta": 0.5, "train.seed": 1}, distributions=dist, value=0.47,
@@ -542,3 +599,31 @@ def test_report_rebuilds_the_table_of_a_suite_stopped_before_it_wrote_one(tmp_pa
     result = CliRunner().invoke(app, ["report", "--results", str(tmp_path)])
     assert "trials.csv rebuilt from its storage (4 rows" in result.output
     assert "4 complete / 4 trials" in (folder / "report.md").read_text()
+    # a table with a complete row that the journal lacks is the newer record: kept
+    table = (folder / "trials.csv").read_text()
+    fuller = pd.concat([pd.read_csv(folder / "trials.csv"), pd.DataFrame([{"trial": 99, "status": "COMPLETE"}])])
+    fuller.to_csv(folder / "trials.csv", index=False)
+    assert refresh_trials_csv(folder) is None
+    (folder / "trials.csv").write_text(table)
+    # a damaged journal: one warning, the table as it was, and the other suites still reported
+    (waiting_only / "optuna.journal").write_text('{"op_code": 0}\n')
+    result = CliRunner().invoke(app, ["report", "--results", str(tmp_path)])
+    assert result.exit_code == 0 and "w: trials.csv not rebuilt" in result.output
+    assert (folder / "trials.csv").read_text() == table
+
+
+def test_the_scoreboard_leaves_suites_in_progress_out_of_the_totals_but_not_mixed_machines(tmp_path):
+    from ntbench.paper_table import scoreboard
+
+    base = {"metric": OBJ, "a": "x", "b": "y", "comparison": "paired", "n": 3, "mde": 0.05, "says": "c",
+            "verdict": "reproduced", "mean": 0.02, "low": 0.01, "high": 0.03}
+    banners = {"p": "> **In progress.** 3 of 8 trials complete\n> **Rechecked.** x\n",
+               "m": "> **Rechecked.** x\n> **Mixed machines.** two setups\n"}
+    for name, banner in banners.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "report.md").write_text(f"# {name}\n\n{banner}\n")
+        pd.DataFrame([base]).to_csv(tmp_path / name / "paper_vs_ntbench.csv", index=False)
+    text = "\n".join(scoreboard([tmp_path / "m", tmp_path / "p"]))
+    assert "| [p](p/report.md) |  | in progress, rechecked | 1 | 1 |" in text
+    assert "| [m](m/report.md) |  | rechecked, mixed machines | 1 | 1 |" in text
+    assert "| **fresh and rechecked** | | | 1 | 1 | 0 | 0 | 0 | 0 |" in text

@@ -160,14 +160,17 @@ def status(folder: Path = typer.Argument(..., help="a suite's results folder, e.
         p = suite_progress(folder)
     except FileNotFoundError as exc:
         _fail(str(exc))
+    except Exception as exc:  # a damaged journal: one line, not a traceback
+        _fail(f"{folder / 'optuna.journal'}: not readable as a suite's storage ({type(exc).__name__}: {exc})")
     if as_json:
         print_json(p)
         return
     minutes = lambda s: "-" if s is None else f"{s / 60:.1f} min"  # noqa: E731
     out.print(f"{folder}: [bold]{p['complete']}[/] of {p['total']} trials complete, {p['running']} running, "
-              f"{p['waiting']} waiting, {p['failed']} failed; a trial takes {minutes(p['median_trial_s'])} (median)"
+              f"{p['to_start']} to start, {p['failed_attempts']} failed attempts; a trial takes "
+              f"{minutes(p['median_trial_s'])} (median)"
               + (f"; about {minutes(p['time_left_s'])} left at {max(1, p['running'])} worker(s)"
-                 if p["time_left_s"] is not None and p["running"] + p["waiting"] else ""))
+                 if p["time_left_s"] is not None and p["running"] + p["to_start"] else ""))
     for t in p["running_trials"]:
         out.print(f"  running  #{t['number']} {t['params']} for {minutes(t['running_s'])}")
     for t in p["last_complete"]:
@@ -183,9 +186,15 @@ def report(results: Path = typer.Option(Path("runs"), help="results root (result
 
     # a suite still running, or stopped before its run wrote trials.csv: its rows come from the storage
     for folder in sorted(p.parent for p in results.glob("*/optuna.journal")):
-        rebuilt = refresh_trials_csv(folder)
+        try:
+            rebuilt = refresh_trials_csv(folder)
+        except Exception as exc:  # one damaged storage stops no other suite's report; its table stays as it was
+            err.print(f"[yellow]warning[/] {folder.name}: trials.csv not rebuilt from {folder / 'optuna.journal'} "
+                      f"({type(exc).__name__}: {exc})")
+            continue
         if rebuilt is not None and not as_json:
-            err.print(f"{folder.name}: trials.csv rebuilt from its storage ({rebuilt} rows; the run has not written it)")
+            err.print(f"{folder.name}: trials.csv rebuilt from its storage ({rebuilt} rows; the run is still going "
+                      "or was stopped before it wrote them)")
     folders = sorted(p.parent for p in results.glob("*/suite.resolved.yaml") if (p.parent / "trials.csv").is_file())
     if not folders:
         _fail(f"no results/<suite>/trials.csv under {results}; run a suite first")
