@@ -12,16 +12,12 @@ the next report corrects it.
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
-import optuna
 import pandas as pd
 
 from ntbench.records import trial_rows, write_trials_csv
-from ntbench.storage import make_storage
-from ntbench.wall_time import own_study_name, resolved_suite
+from ntbench.wall_time import copied_study, resolved_suite
 
 
 def _same_rows(old: pd.DataFrame, new: pd.DataFrame) -> bool:
@@ -54,14 +50,9 @@ def refresh_trials_csv(folder: Path) -> int | None:
     if not journal.is_file() or suite is None:
         return None
     before = csv.stat().st_mtime_ns if csv.is_file() else None
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    with tempfile.TemporaryDirectory() as tmp:
-        shutil.copy(journal, Path(tmp) / "optuna.journal")
-        storage = make_storage(None, Path(tmp))
-        name = own_study_name([s.study_name for s in optuna.get_all_study_summaries(storage)], suite)
-        if name is None:
+    with copied_study(journal, suite) as study:
+        if study is None:
             return None
-        study = optuna.load_study(study_name=name, storage=storage)
         rows = trial_rows(suite, study)
         if not len(rows):
             return None

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Iterator
 
 import optuna
 import yaml
@@ -52,15 +54,23 @@ def own_study_name(names: list[str], suite: Suite | None) -> str | None:
     return names[0] if len(names) == 1 else None
 
 
-def stored_trials(journal: Path, suite: Suite | None = None) -> list[optuna.trial.FrozenTrial]:
-    """The trials of the suite's study in ``journal`` (:func:`own_study_name`), read from a temporary copy
-    (no lock taken, nothing written); [] when the journal holds no study of the suite."""
+@contextmanager
+def copied_study(journal: Path, suite: Suite | None) -> Iterator[optuna.Study | None]:
+    """The suite's study (:func:`own_study_name`) in a temporary copy of ``journal``: no lock taken, nothing
+    written beside the journal, and a journal that a running suite appends to reads as a clean earlier state
+    (Optuna skips an unfinished last line). None when the journal holds no study of the suite."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copy(journal, Path(tmp) / "optuna.journal")
         storage = make_storage(None, Path(tmp))
         name = own_study_name([s.study_name for s in optuna.get_all_study_summaries(storage)], suite)
-        return optuna.load_study(study_name=name, storage=storage).trials if name else []
+        yield optuna.load_study(study_name=name, storage=storage) if name else None
+
+
+def stored_trials(journal: Path, suite: Suite | None = None) -> list[optuna.trial.FrozenTrial]:
+    """The trials of the suite's study in ``journal`` ([] when it holds none), via :func:`copied_study`."""
+    with copied_study(journal, suite) as study:
+        return study.trials if study is not None else []
 
 
 def utc(moment: datetime) -> datetime:
