@@ -182,6 +182,12 @@ def method_lines(suite: Suite, df: pd.DataFrame) -> list[str]:
     else:
         lines.append(f"Minimum detectable effect: not estimable; it needs cells paired with the best by at "
                      f"least 2 shared seeds (here n = {hi}).")
+    if "train.tasks" in suite.axes:  # the task-count confound, stated
+        lines.append("Budget: fixed total steps (`budget: total_steps`), so a cell that trains more tasks makes "
+                     "fewer updates of each; a difference between task mixes is interference and update count "
+                     "together." if suite.budget == "total_steps" else
+                     "Budget: fixed main-task updates (`budget: main_task_updates`): every cell trains its main "
+                     "task as often as the one-task cell, so a cell with more tasks runs more steps.")
     if suite.linked:  # settings a cell takes with its axis value: a reader must know they differ too
         linked = "; ".join(f"{key} = {value}: " + ", ".join(f"{k} = {v}" for k, v in settings.items())
                            for key, by_value in suite.linked.items() for value, settings in by_value.items())

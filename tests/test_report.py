@@ -627,3 +627,16 @@ def test_the_scoreboard_leaves_suites_in_progress_out_of_the_totals_but_not_mixe
     assert "| [p](p/report.md) |  | in progress, rechecked | 1 | 1 |" in text
     assert "| [m](m/report.md) |  | rechecked, mixed machines | 1 | 1 |" in text
     assert "| **fresh and rechecked** | | | 1 | 1 | 0 | 0 | 0 | 0 |" in text
+
+
+def test_a_report_over_task_mixes_states_its_budget_rule():
+    rows = pd.DataFrame([{"status": "COMPLETE", "param.train.tasks": t, "param.train.seed": 0, OBJ: 0.5}
+                         for t in ("reasoning", "reasoning+referring")])
+    mixes = {"train.tasks": [{"reasoning": 1}, {"reasoning": 1, "referring": 1}], "train.seed": [0]}
+    fixed = Suite(name="s", axes=mixes, objective=OBJ)
+    assert any("fixed total steps" in ln and "fewer updates" in ln for ln in report.method_lines(fixed, rows))
+    kept = Suite(name="s", axes=mixes, objective=OBJ, budget="main_task_updates")
+    assert any("fixed main-task updates" in ln for ln in report.method_lines(kept, rows))
+    betas = Suite(name="s", axes={"adapter_options.beta": [0.3, 0.5]}, objective=OBJ)  # one task mix: no line
+    beta_rows = pd.DataFrame([{"status": "COMPLETE", BETA: b, OBJ: 0.5} for b in (0.3, 0.5)])
+    assert not any(ln.startswith("Budget") for ln in report.method_lines(betas, beta_rows))
