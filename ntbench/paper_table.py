@@ -136,7 +136,6 @@ def paper_section(suite: Suite, df: pd.DataFrame, folder: Path, made: dict) -> l
     return md + ([""] + ["Notes on the paper's numbers:", ""] + notes if notes else []) + [""]
 
 
-
 def _report_facts(report: Path) -> tuple[str, str]:
     """What the index needs from a suite's report: the freshness of its rows in a fixed vocabulary
     (fresh, rechecked, mixed machines, stale, stale: a rerun differed) and the paper table it judges."""

@@ -280,16 +280,17 @@ def report_suite(folder: Path) -> dict[str, list[Path]]:
     """Tables (CSV + markdown) and plots for one suite folder holding trials.csv."""
     from ntbench.freshness import banner, setup_banner
     from ntbench.plots import activation_plots, cost_plot, delta_plot, grid_plot
-    from ntbench.wall_time import progress_banner, run_time_line
+    from ntbench.wall_time import storage_lines
 
     suite = Suite(**yaml.safe_load((folder / "suite.resolved.yaml").read_text()))
     df = pd.read_csv(folder / "trials.csv")
     made: dict[str, list[Path]] = {"tables": [], "plots": []}
     metrics = [suite.objective] + [m for m in suite.report.metrics if m != suite.objective]
-    md = [f"# {suite.name}", "", *progress_banner(folder),
+    in_progress, run_time = storage_lines(folder)  # the journal is read once for both
+    md = [f"# {suite.name}", "", *in_progress,
           *banner(df, suite.defaults.get("backbone", "tiny-random"), folder=folder),
           *setup_banner(df), suite.description, "",
-          *method_lines(suite, df), "", *run_time_line(folder)]
+          *method_lines(suite, df), "", *run_time]
     for metric in metrics:
         if metric not in df.columns or df[metric].dropna().empty:
             md += [f"_{metric}: no values._", ""]
@@ -368,7 +369,8 @@ def write_index(results: Path) -> Path:
             text = report.read_text()
             # each line its own paragraph: a line right after a "> " banner would join the quote
             for ln in text.splitlines():
-                if ln.startswith(("> **Stale", "> **Rechecked", "> **Mixed", "Minimum detectable")) or " complete / " in ln:
+                if ln.startswith(("> **In progress", "> **Stale", "> **Rechecked", "> **Mixed", "Minimum detectable")) \
+                        or " complete / " in ln:
                     lines += [ln, ""]
         for f in sorted(folder.iterdir()):
             # the storage and the rerun record too: a reader resumes or checks the suite from them

@@ -78,23 +78,24 @@ def utc(moment: datetime) -> datetime:
     return moment.astimezone(timezone.utc)
 
 
-def finished_intervals(folder: Path) -> list[tuple[datetime, datetime]]:
-    """(start, end) in UTC of every complete trial of the suite in ``folder``. Failed trials are left out: an
-    interrupted or dead worker's trial is marked failed when the suite resumes, maybe hours later, so its
-    end time is not its own."""
-    return [(utc(t.datetime_start), utc(t.datetime_complete))
-            for t in stored_trials(folder / "optuna.journal", resolved_suite(folder))
+def finished_intervals(trials: list[optuna.trial.FrozenTrial]) -> list[tuple[datetime, datetime]]:
+    """(start, end) in UTC of every complete trial. Failed trials are left out: an interrupted or dead worker's
+    trial is marked failed when the suite resumes, maybe hours later, so its end time is not its own."""
+    return [(utc(t.datetime_start), utc(t.datetime_complete)) for t in trials
             if t.datetime_start and t.datetime_complete and t.state == optuna.trial.TrialState.COMPLETE]
 
 
-def run_time_line(folder: Path) -> list[str]:
-    """The report's line on the suite's measured wall time ([] without a journal or a finished trial)."""
-    if not (folder / "optuna.journal").is_file():
-        return []
-    try:
-        intervals = finished_intervals(folder)
-    except Exception as exc:  # a damaged journal stops no report: say so and go on
-        return [f"Run time: not read ({type(exc).__name__}: {exc}).", ""]
+def run_time_line(folder: Path, trials: list[optuna.trial.FrozenTrial] | None = None) -> list[str]:
+    """The report's line on the suite's measured wall time ([] without a journal or a finished trial);
+    ``trials``: the suite's stored trials, when the caller has read them already."""
+    if trials is None:
+        if not (folder / "optuna.journal").is_file():
+            return []
+        try:
+            trials = stored_trials(folder / "optuna.journal", resolved_suite(folder))
+        except Exception as exc:  # a damaged journal stops no report: say so and go on
+            return [f"Run time: not read ({type(exc).__name__}: {exc}).", ""]
+    intervals = finished_intervals(trials)
     if not intervals:
         return []
     parts = busy_parts(intervals)
@@ -107,12 +108,14 @@ def run_time_line(folder: Path) -> list[str]:
             f"{trial[0]:.0f}-{trial[-1]:.0f} s (median {trial[len(trial) // 2]:.0f} s).", ""]
 
 
-def suite_progress(folder: Path, now: datetime | None = None) -> dict:
+def suite_progress(folder: Path, now: datetime | None = None,
+                   trials: list[optuna.trial.FrozenTrial] | None = None) -> dict:
     """How far the suite stored in ``folder`` is: trials complete, running (with how long they have run),
     waiting, and failed attempts (interrupted ones included, which a resumed run repeats), the median trial
     time, and a rough estimate of the time left at the current number of running workers. A sampled (TPE or
     random) suite's total is its ``n_trials`` budget. Reads a copy of the journal, so it is safe while the
-    suite runs; a worker that died leaves a trial "running" until the suite is resumed.
+    suite runs; a worker that died leaves a trial "running" until the suite is resumed. ``trials``: the
+    suite's stored trials, when the caller has read them already.
 
     Raises:
         FileNotFoundError: ``folder`` holds no ``optuna.journal``.
@@ -121,7 +124,7 @@ def suite_progress(folder: Path, now: datetime | None = None) -> dict:
     if not journal.is_file():
         raise FileNotFoundError(f"{journal}: no suite storage here (a suite's results folder holds optuna.journal)")
     suite = resolved_suite(folder)
-    trials = stored_trials(journal, suite)
+    trials = stored_trials(journal, suite) if trials is None else trials
     now = now or datetime.now()
     state = optuna.trial.TrialState
     done = [t for t in trials if t.state == state.COMPLETE]
@@ -148,16 +151,24 @@ def suite_progress(folder: Path, now: datetime | None = None) -> dict:
                               for t in sorted(done, key=lambda t: t.datetime_complete)[-5:]]}
 
 
-def progress_banner(folder: Path) -> list[str]:
+def progress_banner(folder: Path, trials: list[optuna.trial.FrozenTrial]) -> list[str]:
     """A report's first banner while its suite has trials running or still to start ([] once it is done)."""
-    if not (folder / "optuna.journal").is_file():
-        return []
-    try:
-        p = suite_progress(folder)
-    except Exception:  # a damaged journal: the run-time line says so
-        return []
+    p = suite_progress(folder, trials=trials)
     if not p["running"] + p["to_start"]:
         return []
     return [f"> **In progress.** {p['complete']} of {p['total']} trials complete, {p['running']} running, "
             f"{p['to_start']} to start (`ntbench status {folder}`): the tables below are partial, and cells "
             "may be missing seeds.", ""]
+
+
+def storage_lines(folder: Path) -> tuple[list[str], list[str]]:
+    """What a report says from the suite's storage, read once: its "In progress" banner and its "Run time"
+    line (both [] without a journal; a damaged journal is named in the run-time line)."""
+    journal = folder / "optuna.journal"
+    if not journal.is_file():
+        return [], []
+    try:
+        trials = stored_trials(journal, resolved_suite(folder))
+    except Exception as exc:  # a damaged journal stops no report: say so and go on
+        return [], [f"Run time: not read ({type(exc).__name__}: {exc}).", ""]
+    return progress_banner(folder, trials), run_time_line(folder, trials)
