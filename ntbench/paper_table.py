@@ -87,6 +87,34 @@ def judge_claim(suite: Suite, df: pd.DataFrame, claim: PaperClaim) -> dict:
             "verdict": verdict(d, expect)}
 
 
+def _cell_runs(done: list[dict], cell: dict) -> list:
+    """The seeds (None for a trial without one) of the complete trials, given by their parameters, in one cell."""
+    return [p.get("train.seed") for p in done
+            if all(key in p and same_label(p[key], label(value)) for key, value in cell.items())]
+
+
+def claims_with_interval(suite: Suite, done: list[dict]) -> tuple[int, int] | None:
+    """(claims the complete trials can already judge with an interval, claims): both cells share two seeds
+    (a paired interval), or hold two runs each where the trials carry no seed (Welch), or, against a value,
+    the cell holds two runs. ``done``: the complete trials' parameters. ``None`` if the suite judges no claims.
+    Lets ``ntbench status`` say when a grid run in parts has answered what it was run for."""
+    table, _, problems = paper_claims(suite)
+    if table is None or problems:
+        return None
+    ready = 0
+    for claim in table.claims:
+        a = _cell_runs(done, claim.a)
+        if not isinstance(claim.b, dict):
+            ready += len(a) >= 2
+            continue
+        b = _cell_runs(done, claim.b)
+        if None in a or None in b:
+            ready += min(len(a), len(b)) >= 2
+        else:
+            ready += len(set(a) & set(b)) >= 2
+    return ready, len(table.claims)
+
+
 def _diff_text(r: dict) -> str:
     if r["verdict"] == NOT_RUN:
         return "-"

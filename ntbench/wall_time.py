@@ -22,6 +22,7 @@ from typing import Iterator
 import optuna
 import yaml
 
+from ntbench.paper_table import claims_with_interval
 from ntbench.storage import make_storage
 from ntbench.suite import Suite
 
@@ -143,8 +144,11 @@ def suite_progress(folder: Path, now: datetime | None = None,
     # each running worker first finishes its trial (a slow one is not taken from the others' time), then the
     # trials still to start spread over the workers
     left = None if median is None else (sum(max(0.0, median - r) for r in ran) + median * todo) / workers
+    claims = None if suite is None else claims_with_interval(suite, [t.params for t in done])
     return {"folder": str(folder), "complete": len(done), "running": len(running), "to_start": todo,
             "failed_attempts": len(failed), "total": total, "median_trial_s": median, "time_left_s": left,
+            "claims_with_interval": None if claims is None else claims[0],
+            "claims": None if claims is None else claims[1],
             "running_trials": [{"number": t.number, "params": t.params, "running_s": round(r)}
                                for t, r in zip(running, ran)],
             "last_complete": [{"number": t.number, "params": t.params, "value": t.value}
@@ -158,7 +162,14 @@ def progress_banner(folder: Path, trials: list[optuna.trial.FrozenTrial]) -> lis
         return []
     return [f"> **In progress.** {p['complete']} of {p['total']} trials complete, {p['running']} running, "
             f"{p['to_start']} to start (`ntbench status {folder}`): the tables below are partial, and cells "
-            "may be missing seeds.", ""]
+            "may be missing seeds." + _claims_text(p), ""]
+
+
+def _claims_text(p: dict) -> str:
+    if p["claims"] is None:
+        return ""
+    return (f" {p['claims_with_interval']} of the {p['claims']} paper claims have both their cells run on two "
+            "shared seeds or more, so an interval.")
 
 
 def storage_lines(folder: Path) -> tuple[list[str], list[str]]:

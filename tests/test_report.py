@@ -9,6 +9,7 @@ import yaml
 from typer.testing import CliRunner
 
 import ntbench.report as report
+from ntbench.paper_table import claims_with_interval
 from ntbench.suite import Suite
 
 OBJ = "reasoning.tf_paper_oIoU"
@@ -380,6 +381,20 @@ def test_a_report_with_no_rows_says_not_run(tmp_path):
     assert pd.read_csv(folder / "paper_vs_ntbench.csv").verdict.eq("not run").all()
     assert "Verdicts: 0 reproduced, 0 opposite, 0 not distinguishable at this resolution, 6 not run." in text
     assert "| not run | not run | - | not run |" in text
+
+
+def test_status_counts_the_claims_a_partial_grid_can_already_judge():
+    """A claim has an interval once both its cells share two seeds (or, against a value, its cell has two)."""
+    suite = Suite(name="s", defaults={"backbone": "tiny-random"}, objective=OBJ, paper=CLAIMS,
+                  axes={"adapter_options.beta": [0.3, 0.5, 0.7, 0.9], "train.seed": [0, 1, 2]})
+    done = [{"adapter_options.beta": b, "train.seed": s} for b, s in
+            [(0.3, 0), (0.3, 1), (0.5, 1), (0.5, 2), (0.7, 0), (0.7, 1), (0.9, 2)]]
+    # 0.5 vs 0.3 share seed 1 only (claims 1, 2, 5: no); 0.7 vs 0.3 share 0 and 1 (claim 3: yes); 0.9 has one
+    # run (claim 4: no); 0.5 against a value has two runs (claim 6: yes)
+    assert claims_with_interval(suite, done) == (2, 6)
+    done += [{"adapter_options.beta": 0.5, "train.seed": 0}, {"adapter_options.beta": 0.9, "train.seed": 0}]
+    assert claims_with_interval(suite, done) == (5, 6)  # 0.9 and 0.3 share only seed 0
+    assert claims_with_interval(suite.model_copy(update={"paper": None}), done) is None
 
 
 def test_one_seed_claims_claim_no_interval(tmp_path):

@@ -171,6 +171,9 @@ def status(folder: Path = typer.Argument(..., help="a suite's results folder, e.
               f"{minutes(p['median_trial_s'])} (median)"
               + (f"; about {minutes(p['time_left_s'])} left at {max(1, p['running'])} worker(s)"
                  if p["time_left_s"] is not None and p["running"] + p["to_start"] else ""))
+    if p["claims"] is not None:
+        out.print(f"paper claims with an interval so far: {p['claims_with_interval']} of {p['claims']} "
+                  "(both cells on two shared seeds or more; `ntbench report` judges them)")
     for t in p["running_trials"]:
         out.print(f"  running  #{t['number']} {t['params']} for {minutes(t['running_s'])}")
     for t in p["last_complete"]:
