@@ -126,7 +126,7 @@ def grid_plot(suite: Suite, agg: pd.DataFrame, metric: str, path: Path,
             ax.legend(title=axis_label(rows) if rows in agg and kind == "lines" else None, fontsize=7)
         ax.set_title(f"{suite.name}: mean ± 95% t interval over seeds (no bar: one seed)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # a long subtitle or colour-bar label is not cut off
     plt.close(fig)
     return path
 

@@ -12,6 +12,7 @@ was made.
 """
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -135,6 +136,8 @@ def suite_progress(folder: Path, now: datetime | None = None,
     total = len(done) + len(running) + len(waiting)
     if suite is not None and suite.sampler.type != "grid":  # nothing waits: the budget says what is left
         total = max(total, suite.sampler.n_trials)
+    elif suite is not None and suite.axes:  # a cell stopped by Ctrl-C waits for nothing until the next run
+        total = max(total, math.prod(len(values) for values in suite.axes.values()))  # enqueues it again
     todo = total - len(done) - len(running)
     took = sorted((t.datetime_complete - t.datetime_start).total_seconds() for t in done
                   if t.datetime_start and t.datetime_complete)

@@ -570,6 +570,27 @@ def test_status_counts_a_running_suite_and_estimates_the_time_left(tmp_path):
     assert (p["complete"], p["to_start"], p["total"]) == (4, 6, 10) and p["time_left_s"] == pytest.approx(30 * 60)
 
 
+def test_status_of_a_grid_stopped_by_ctrl_c_counts_the_stopped_cells_as_to_start(tmp_path):
+    import optuna
+
+    from ntbench.records import INTERRUPTED
+    from ntbench.storage import make_storage
+    from ntbench.wall_time import suite_progress
+
+    folder = _folder(tmp_path, {0.3: [0.40, 0.42], 0.5: [0.45, 0.47]})  # 2 betas x 2 seeds: 4 cells
+    suite = Suite(**yaml.safe_load((folder / "suite.resolved.yaml").read_text()))
+    study = optuna.create_study(study_name=suite.study_name(), storage=make_storage(None, folder))
+    dist = {"adapter_options.beta": optuna.distributions.CategoricalDistribution([0.3, 0.5]),
+            "train.seed": optuna.distributions.CategoricalDistribution([0, 1])}
+    for beta, seed in [(0.3, 0), (0.3, 1)]:
+        study.add_trial(optuna.trial.create_trial(params={"adapter_options.beta": beta, "train.seed": seed},
+                                                  distributions=dist, value=0.4))
+    study.add_trial(optuna.trial.create_trial(params={"adapter_options.beta": 0.5, "train.seed": 0}, distributions=dist,
+                                              state=optuna.trial.TrialState.FAIL, user_attrs={"fail_reason": INTERRUPTED}))
+    p = suite_progress(folder)  # nothing waits and nothing runs: the stopped cell and the one never enqueued remain
+    assert (p["complete"], p["running"], p["to_start"], p["total"], p["failed_attempts"]) == (2, 0, 2, 4, 1)
+
+
 def test_report_rebuilds_the_table_of_a_suite_stopped_before_it_wrote_one(tmp_path):
     import optuna
     from typer.testing import CliRunner
