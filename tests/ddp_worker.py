@@ -17,3 +17,7 @@ result = train(model, SampleDataset(data, "train"), TrainConfig(steps=3, batch_s
 state = {n: p.detach().clone() for n, p in adapter_handle(model.llm).named_parameters(model.llm).items()}
 state["projector"] = model.projector.weight.detach().clone()
 torch.save({"state": state, "world_size": result["world_size"]}, out / f"rank{result['rank']}.pt")
+# the trainer leaves the process group it made open; at exit gloo's threads then sometimes abort the process
+# ("terminate called without an active exception", seen once in CI on 2026-11-28): close it before exit
+if torch.distributed.is_initialized():
+    torch.distributed.destroy_process_group()
