@@ -42,15 +42,17 @@ def paper_claims(suite: Suite, suites_dir: Path = SUITES_DIR) -> tuple[PaperTabl
     return None, "", []
 
 
+def _in_cell(params: dict, cell: dict) -> bool:
+    """A trial, given by its axis values (key -> label), lies in a claim's cell."""
+    return all(key in params and same_label(params[key], label(value)) for key, value in cell.items())
+
+
 def _claim_cell(done: pd.DataFrame, cell: dict, metric: str) -> dict[int, float] | list[float]:
     """The rows of one claim cell: seed -> value (repeats averaged), or a list without seeds."""
-    mask = pd.Series(True, index=done.index)
-    for key, value in cell.items():
-        col = f"param.{key}"
-        if col not in done.columns:
-            return {}
-        mask &= pd.Series([same_label(x, label(value)) for x in done[col]], index=done.index, dtype=bool)
-    rows = done[mask]
+    if any(f"param.{key}" not in done.columns for key in cell):
+        return {}
+    params = done[[f"param.{key}" for key in cell]].rename(columns=lambda c: c[len("param."):]).to_dict("records")
+    rows = done[pd.Series([_in_cell(p, cell) for p in params], index=done.index, dtype=bool)]
     if SEED in rows.columns and rows[SEED].notna().all():
         return {int(s): float(v) for s, v in rows.groupby(SEED)[metric].mean().items()}
     return [float(v) for v in rows[metric]]
@@ -89,8 +91,7 @@ def judge_claim(suite: Suite, df: pd.DataFrame, claim: PaperClaim) -> dict:
 
 def _cell_runs(done: list[dict], cell: dict) -> list:
     """The seeds (None for a trial without one) of the complete trials, given by their parameters, in one cell."""
-    return [p.get("train.seed") for p in done
-            if all(key in p and same_label(p[key], label(value)) for key, value in cell.items())]
+    return [p.get("train.seed") for p in done if _in_cell(p, cell)]
 
 
 def claims_with_interval(suite: Suite, done: list[dict]) -> tuple[int, int] | None:
