@@ -138,3 +138,21 @@ def test_model_decoder_starts_from_the_segmentation_prior(prepared):
     other = AllInTokenModel(load_micro(folder), "frozen", decoder_width=32, seed=3)
     assert not other.decoder_prior
     assert not torch.equal(other.mask_decoder.state_dict()["film.weight"][:32], prior["film.weight"][:32])
+
+
+def test_prepare_compares_weights_with_the_committed_reference(prepared, tmp_path):
+    from dataclasses import asdict
+
+    from ntbench.cli.trials import reference_manifest, weights_differing
+    root, data, folder, _ = prepared
+    mine = json.loads((folder / MANIFEST).read_text())
+    assert weights_differing(mine, mine) == []
+    other = json.loads(json.dumps(mine))
+    other["files"]["llm/model.safetensors"] = "0" * 64  # another CPU's arithmetic: other weights
+    other["files"]["llm/config.json"] = "1" * 64  # a library version string: not a difference in training
+    assert weights_differing(mine, other) == ["llm/model.safetensors"]
+    assert weights_differing(mine, {**mine, "seed": 1}) is None  # another seed: nothing to compare
+    # the committed reference is found from a source checkout and was made by today's recipe sizes,
+    # so a default `ntbench prepare` is compared with it
+    reference = json.loads(reference_manifest().read_text())
+    assert reference["sizes"] == asdict(MicroSizes()) and reference["seed"] == 0
