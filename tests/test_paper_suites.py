@@ -96,3 +96,19 @@ def test_claims_take_the_paper_numbers_as_printed():
     assert (odd.paper.a, odd.paper.b, odd.expected()) == (49.7, 44.1, "lower") and "misprint" in odd.note
     same = load_suite(SUITES / "interference_referring.yaml").paper.claims[1]
     assert same.paper.a == same.paper.b == 75.4 and same.expected() == "same"
+
+
+@pytest.mark.parametrize("name", ["interference", "interference_referring"])
+def test_updates_suites_give_the_main_task_the_alone_cells_updates(name):
+    # the *_updates twin of a Table B.9 suite: same cells; every cell gives the main task the updates it
+    # gets in the recipe's default mix (1500 steps, ratio 2 of 6: 500), so a cell with equal ratios over
+    # k tasks trains 500 k steps (worked by hand: alone 500, two tasks 1000), against 1500 in every cell
+    # of the total_steps twin
+    fixed, updates = load_suite(SUITES / f"{name}.yaml"), load_suite(SUITES / f"{name}_updates.yaml")
+    assert (fixed.budget, updates.budget) == ("total_steps", "main_task_updates")
+    pairs = list(zip(grid_cells(fixed), grid_cells(updates)))
+    assert len(pairs) == 12 and all(a == b for a, b in pairs)
+    for a, b in pairs:
+        base, scaled = trial_config(fixed, a), trial_config(updates, b)
+        assert base.train.steps == 1500 and scaled.train.steps == 500 * len(base.train.tasks)
+        assert scaled.model_dump(exclude={"train": {"steps"}}) == base.model_dump(exclude={"train": {"steps"}})
