@@ -126,6 +126,9 @@ def run(
     retry_failed: bool = typer.Option(False, "--retry-failed",
                                       help="also run again the cells whose trials failed (a plain rerun "
                                            "runs only the missing cells)"),
+    other_backbone_ok: bool = typer.Option(False, "--other-backbone",
+                                           help="add rows although the folder's backbone.json records other "
+                                                "micro backbone weights (they will not pair by seed)"),
     as_json: bool = typer.Option(False, "--json", help="print the trial rows as JSON"),
 ) -> None:
     """Run a suite (resumable: only missing cells run; --retry-failed also reruns failed ones) and write
@@ -133,10 +136,23 @@ def run(
 
     Exit codes: 0 every cell complete; 2 a usage or validation error (nothing run); 3 the suite
     finished but some trials failed (their reasons are in trials.csv and the report); 1 a crash."""
+    from ntbench.cli.backbone_record import other_backbone, suite_micro_manifest, write_record
+
     (suite,) = _load_suites([path])
     check_out_folder("--results", results)
     _check_storage(storage)
-    df = _run_suite_with_bars(suite, results, storage, workers, recover_running, retry_failed)
+    folder = results / suite.name
+    mine = suite_micro_manifest(suite)  # None until prepared: then the record waits for the run's end
+    if mine and (why := other_backbone(folder, mine)):
+        if not other_backbone_ok:
+            _fail(f"{why}. Run this suite on the kind of machine that made it, or into another --results "
+                  "folder; --other-backbone adds the rows anyway")
+        err.print(f"[bold yellow]warning:[/] {why} (--other-backbone)")
+    try:
+        df = _run_suite_with_bars(suite, results, storage, workers, recover_running, retry_failed)
+    finally:  # also after Ctrl-C: the rows on disk were made with this backbone
+        if (mine := mine or suite_micro_manifest(suite)) and write_record(folder, mine):
+            err.print(f"recorded the micro backbone's weights in {folder / 'backbone.json'}")
     failed = int((df.status == "FAIL").sum()) if len(df) else 0
     if as_json:
         print(df.to_json(orient="records"))  # pandas' own JSON: NaN as null, numpy numbers as numbers

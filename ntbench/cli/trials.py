@@ -183,6 +183,7 @@ def prepare(
             bar.update(tasks[stage], completed=step, loss=f"{loss:.3f}")
         folder, built = ensure_micro(seed, progress=tick)
     seconds = time.perf_counter() - start
+    from ntbench.cli.backbone_record import loss_words, reference_manifest, weights_differing
     from ntbench.micro.cache import MANIFEST
     mine = json.loads((folder / MANIFEST).read_text())
     reference = reference_manifest()
@@ -203,34 +204,10 @@ def prepare(
         out.print(f"recorded {manifest}")
     if differs:
         out.print(f"[bold yellow]this backbone differs from the committed reference[/] ({reference}): "
-                  f"{', '.join(differs)} (losses, last 50 steps: {_loss_words(ref_manifest, mine)}). The same "
+                  f"{', '.join(differs)} (losses, last 50 steps: {loss_words(ref_manifest, mine)}). The same "
                   "recipe and seed give other weights when the CPU's arithmetic differs (another instruction "
                   "set or torch build). Rows made here do not pair seed by seed with the committed results: "
                   "run whole suites on this machine rather than continue a committed one (README, 'Reproducibility and paired comparisons').")
     elif differs == []:  # None: another seed or sizes, nothing to compare
         out.print(f"identical to the committed reference ({reference})")
 
-
-def reference_manifest() -> Path | None:
-    """The micro backbone manifest committed with the results (a source checkout's results/micro), if any."""
-    import ntbench
-    path = Path(ntbench.__file__).resolve().parent.parent / "results" / "micro" / "prepare.json"
-    return path if path.is_file() else None
-
-
-def weights_differing(reference: dict, mine: dict) -> list[str] | None:
-    """The weight files whose hash differs between two micro backbone manifests (None: not comparable).
-
-    Two manifests compare only at the same seed and sizes; config and tokenizer files are left out,
-    since they carry library version strings rather than anything training made.
-    """
-    if (reference.get("seed"), reference.get("sizes")) != (mine.get("seed"), mine.get("sizes")):
-        return None
-    ref_files, my_files = reference.get("files", {}), mine.get("files", {})
-    return sorted(f for f, h in ref_files.items() if f.endswith(".safetensors") and my_files.get(f) != h)
-
-
-def _loss_words(reference: dict, mine: dict) -> str:
-    keys = [k for k in sorted(reference.get("losses", {})) if k.endswith("_last50")]
-    return ", ".join(f"{k.removesuffix('_last50')} {reference['losses'][k]:.4f} (here {mine['losses'].get(k, float('nan')):.4f})"
-                     for k in keys if reference["losses"][k] != mine.get("losses", {}).get(k))

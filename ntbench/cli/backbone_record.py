@@ -1,0 +1,84 @@
+"""Which micro backbone made a suite's rows: ``backbone.json`` in the suite's folder, checked on resume.
+
+The same recipe and seed make other weights on a CPU whose arithmetic differs (another instruction
+set or torch build; measured on an AVX-512/AMX machine, README "Reproducibility"), and the trial rows
+do not record the CPU. Two cells pair by seed only if both ran on the same backbone, so `ntbench run`
+records the weights' hashes with the first rows and refuses to add rows made with other weights.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+RECORD = "backbone.json"
+
+
+def reference_manifest() -> Path | None:
+    """The micro backbone manifest committed with the results (a source checkout's results/micro), if any."""
+    import ntbench
+    path = Path(ntbench.__file__).resolve().parent.parent / "results" / "micro" / "prepare.json"
+    return path if path.is_file() else None
+
+
+def weights_differing(reference: dict, mine: dict) -> list[str] | None:
+    """The weight files whose hash differs between two micro backbone manifests (None: not comparable).
+
+    Two manifests compare only at the same seed and sizes; config and tokenizer files are left out,
+    since they carry library version strings rather than anything training made.
+    """
+    if (reference.get("seed"), reference.get("sizes")) != (mine.get("seed"), mine.get("sizes")):
+        return None
+    ref_files, my_files = reference.get("files", {}), mine.get("files", {})
+    return sorted(f for f, h in ref_files.items() if f.endswith(".safetensors") and my_files.get(f) != h)
+
+
+def loss_words(reference: dict, mine: dict) -> str:
+    """The pretraining losses (last 50 steps) that differ, as 'lm 1.0427 (here 1.0445), ...'."""
+    ref, here = reference.get("losses", {}), mine.get("losses", {})
+    return ", ".join(f"{k.removesuffix('_last50')} {ref[k]:.4f} (here {here.get(k, float('nan')):.4f})"
+                     for k in sorted(ref) if k.endswith("_last50") and ref[k] != here.get(k))
+
+
+def suite_micro_manifest(suite) -> dict | None:
+    """The manifest of the prepared micro backbone a suite's cells use (None: no cell uses it, or not prepared)."""
+    from ntbench.micro import MANIFEST, cache_dir, cache_is_complete
+    from ntbench.suite import trial_config
+
+    cells = [{}] + [{k: v} for k, vs in suite.axes.items() for v in vs]  # as the runner's prepare_inputs
+    if not any(trial_config(suite, cell).backbone == "micro" for cell in cells):
+        return None
+    folder = cache_dir()
+    return json.loads((folder / MANIFEST).read_text()) if cache_is_complete(folder) else None
+
+
+def record(manifest: dict) -> dict:
+    """What ``backbone.json`` keeps of a manifest: enough to compare weights and to read the losses."""
+    return {k: manifest[k] for k in ("seed", "sizes", "losses") if k in manifest} | {
+        "files": {f: h for f, h in manifest.get("files", {}).items() if f.endswith(".safetensors")}}
+
+
+def other_backbone(folder: Path, mine: dict) -> str | None:
+    """Why the rows in ``folder`` were made with other weights than ``mine`` (None: same, or unknown)."""
+    path = folder / RECORD
+    if not path.is_file():
+        return None
+    made = json.loads(path.read_text())
+    differs = weights_differing(made, mine)
+    if differs is None:
+        return f"{path} records a micro backbone of another seed or sizes than this one"
+    if differs:
+        return (f"{path} records the micro backbone that made this folder's rows, and this machine's differs "
+                f"({', '.join(differs)}; losses: {loss_words(made, mine)}), so new rows would not pair seed by "
+                "seed with the old ones")
+    return None
+
+
+def write_record(folder: Path, mine: dict) -> Path | None:
+    """Write ``backbone.json`` where the folder has none yet (the first run's backbone); its path, if written."""
+    from ntbench.atomic import write_json
+
+    path = folder / RECORD
+    if path.is_file() or not folder.is_dir():
+        return None
+    write_json(path, record(mine))
+    return path
