@@ -98,17 +98,18 @@ def test_claims_take_the_paper_numbers_as_printed():
     assert same.paper.a == same.paper.b == 75.4 and same.expected() == "same"
 
 
-@pytest.mark.parametrize("name", ["interference", "interference_referring"])
-def test_updates_suites_give_the_main_task_the_alone_cells_updates(name):
+@pytest.mark.parametrize("name, main_updates", [("interference", 500), ("interference_referring", 500),
+                                                ("interference_captioning", 250), ("interference_t2i", 250)])
+def test_updates_suites_give_the_main_task_the_alone_cells_updates(name, main_updates):
     # the *_updates twin of a Table B.9 suite: same cells; every cell gives the main task the updates it
-    # gets in the recipe's default mix (1500 steps, ratio 2 of 6: 500), so a cell with equal ratios over
-    # k tasks trains 500 k steps (worked by hand: alone 500, two tasks 1000), against 1500 in every cell
-    # of the total_steps twin
+    # gets in the recipe's default mix (1500 steps; segmentation drawn 2 times in 6: 500, captioning and
+    # t2i 1 in 6: 250), so a cell with equal ratios over k tasks trains k times that (worked by hand:
+    # referring alone 500, with another task 1000), against 1500 in every cell of the total_steps twin
     fixed, updates = load_suite(SUITES / f"{name}.yaml"), load_suite(SUITES / f"{name}_updates.yaml")
     assert (fixed.budget, updates.budget) == ("total_steps", "main_task_updates")
     pairs = list(zip(grid_cells(fixed), grid_cells(updates)))
     assert len(pairs) == 12 and all(a == b for a, b in pairs)
     for a, b in pairs:
         base, scaled = trial_config(fixed, a), trial_config(updates, b)
-        assert base.train.steps == 1500 and scaled.train.steps == 500 * len(base.train.tasks)
+        assert base.train.steps == 1500 and scaled.train.steps == main_updates * len(base.train.tasks)
         assert scaled.model_dump(exclude={"train": {"steps"}}) == base.model_dump(exclude={"train": {"steps"}})
