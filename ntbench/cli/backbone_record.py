@@ -39,16 +39,22 @@ def loss_words(reference: dict, mine: dict) -> str:
                      for k in sorted(ref) if k.endswith("_last50") and ref[k] != here.get(k))
 
 
+def read_manifest(folder: Path) -> dict:
+    """A prepared micro backbone's manifest (``prepare.json``)."""
+    from ntbench.micro import MANIFEST
+    return json.loads((folder / MANIFEST).read_text())
+
+
 def suite_micro_manifest(suite) -> dict | None:
     """The manifest of the prepared micro backbone a suite's cells use (None: no cell uses it, or not prepared)."""
-    from ntbench.micro import MANIFEST, cache_dir, cache_is_complete
+    from ntbench.micro import cache_dir, cache_is_complete
     from ntbench.suite import trial_config
 
     cells = [{}] + [{k: v} for k, vs in suite.axes.items() for v in vs]  # as the runner's prepare_inputs
     if not any(trial_config(suite, cell).backbone == "micro" for cell in cells):
         return None
     folder = cache_dir()
-    return json.loads((folder / MANIFEST).read_text()) if cache_is_complete(folder) else None
+    return read_manifest(folder) if cache_is_complete(folder) else None
 
 
 def record(manifest: dict) -> dict:

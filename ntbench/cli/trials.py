@@ -183,12 +183,10 @@ def prepare(
             bar.update(tasks[stage], completed=step, loss=f"{loss:.3f}")
         folder, built = ensure_micro(seed, progress=tick)
     seconds = time.perf_counter() - start
-    from ntbench.cli.backbone_record import loss_words, reference_manifest, weights_differing
-    from ntbench.micro.cache import MANIFEST
-    mine = json.loads((folder / MANIFEST).read_text())
-    reference = reference_manifest()
+    from ntbench.cli.backbone_record import loss_words, read_manifest, reference_manifest, weights_differing
+    mine, reference = read_manifest(folder), reference_manifest()
     ref_manifest = json.loads(reference.read_text()) if reference else {}
-    differs = weights_differing(ref_manifest, mine) if reference else None
+    differs = weights_differing(ref_manifest, mine)  # None without a reference: {} has no seed to compare
     manifest = None
     if record:
         from ntbench.micro import record_manifest
@@ -207,7 +205,8 @@ def prepare(
                   f"{', '.join(differs)} (losses, last 50 steps: {loss_words(ref_manifest, mine)}). The same "
                   "recipe and seed give other weights when the CPU's arithmetic differs (another instruction "
                   "set or torch build). Rows made here do not pair seed by seed with the committed results: "
-                  "run whole suites on this machine rather than continue a committed one (README, 'Reproducibility and paired comparisons').")
+                  "run whole suites on this machine rather than continue a committed one (README, "
+                  "'Reproducibility and paired comparisons').")
     elif differs == []:  # None: another seed or sizes, nothing to compare
         out.print(f"identical to the committed reference ({reference})")
 
