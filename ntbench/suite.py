@@ -164,6 +164,9 @@ def load_suite(path: str | Path) -> Suite:
         if key is not None and key not in varied:
             errors.append(f"report.{part}: {key!r} is not an axis or range of this suite; allowed: "
                           f"{', '.join(varied) or '(none: the suite has no axes)'}")
+    keys = list(suite.axes)  # a cell lays its axes on in this order: a whole mapping after one of its keys drops it
+    errors += [f"axes.{whole}: listed after axes.{part}, so it replaces that value in every cell; list {whole} first"
+               for i, part in enumerate(keys) for whole in keys[i + 1:] if part.startswith(whole + ".")]
     for key, values in suite.axes.items():  # trials.csv and Optuna know a value only by its label
         labels = [label(v) for v in values] if isinstance(values, list) else []
         for dup in sorted({str(x) for x in labels if labels.count(x) > 1}):

@@ -169,7 +169,9 @@ def resolve(suite: Suite, overrides: dict[str, Any]) -> dict[str, Any]:
     """The defaults with a cell's axis values laid on, then the settings linked to those values."""
     config = copy.deepcopy(suite.defaults)
     for key, value in overrides.items():
-        set_dotted(config, key, value)
+        # a copy: a later axis that sets a key inside this value (adapter_options, then adapter_options.beta)
+        # must not write into the suite's own axis value, whose label names the cell in the storage
+        set_dotted(config, key, copy.deepcopy(value))
     for key, value in overrides.items():
         for value_label, settings in suite.linked.get(key, {}).items():
             if same_label(label(value), value_label):

@@ -83,6 +83,33 @@ def test_validate_checks_whole_cells_not_values_one_by_one(tmp_path):
     assert load_suite(fine).axes["adapter"] == ["neural"]
 
 
+def test_resolving_cells_leaves_the_axis_values_as_written():
+    # activation_patterns lays adapter_options.beta on each adapter_options value: each cell's beta used to
+    # be written into the suite's own axis value, so the value's label (the cell's name in the storage)
+    # changed with every cell resolved, and a worker's next trial no longer found its cell
+    from ntbench.suite import grid_cells, read_suite_file, trial_config
+
+    path = SUITES / "activation_patterns.yaml"
+    suite = load_suite(path)
+    written = read_suite_file(path)["axes"]["adapter_options"]
+    got = [trial_config(suite, cell).adapter_options for cell in grid_cells(suite)]
+    assert suite.axes["adapter_options"] == written
+    assert [(o["strategy"], o["beta"]) for o in got] == [
+        (s["strategy"], b) for s in written for b in [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0] for _ in range(3)]
+
+
+def test_a_mapping_axis_with_an_axis_inside_it_runs_every_cell(tmp_path):
+    path = tmp_path / "inside.yaml"
+    path.write_text(yaml.safe_dump({"name": "inside", "defaults": FAST, "objective": "reasoning.tf_paper_oIoU",
+                                    "axes": {"adapter_options": [{"strategy": "gaussian"}, {"strategy": "level"}],
+                                             "adapter_options.beta": [0.4, 1.0]}}, sort_keys=False))
+    df = run_suite(load_suite(path), tmp_path / "runs")
+    assert list(df.status) == ["COMPLETE"] * 4
+    assert sorted(zip(df["param.adapter_options"], df["param.adapter_options.beta"])) == [
+        ('{"strategy": "gaussian"}', 0.4), ('{"strategy": "gaussian"}', 1.0),
+        ('{"strategy": "level"}', 0.4), ('{"strategy": "level"}', 1.0)]
+
+
 def test_extends_merges_deeply_relative_to_the_file(tmp_path):
     (tmp_path / "base").mkdir()
     write_suite(tmp_path / "base" / "common.yaml", report={"rows": "train.seed", "plot": "bars"})

@@ -129,6 +129,10 @@ def run(
     other_backbone_ok: bool = typer.Option(False, "--other-backbone",
                                            help="add rows although the folder's backbone.json records other "
                                                 "micro backbone weights (they will not pair by seed)"),
+    claims_first: bool = typer.Option(False, "--claims-first",
+                                      help="queue the cells the suite's paper claims compare before the rest of "
+                                           "the grid, so that a run stopped part-way has answered every claim it "
+                                           "could (ntbench status counts them)"),
     as_json: bool = typer.Option(False, "--json", help="print the trial rows as JSON"),
 ) -> None:
     """Run a suite (resumable: only missing cells run; --retry-failed also reruns failed ones) and write
@@ -148,6 +152,14 @@ def run(
             _fail(f"{why}. Run this suite on the kind of machine that made it, or into another --results "
                   "folder; --other-backbone adds the rows anyway")
         err.print(f"[bold yellow]warning:[/] {why} (--other-backbone)")
+    if claims_first:
+        from ntbench.cli.claims_first import ClaimsFirstError, claim_cells_first
+
+        try:
+            queued = claim_cells_first(suite, results, storage)
+        except ClaimsFirstError as exc:
+            _fail(str(exc))
+        err.print(f"queued {queued} trial(s) of the cells the paper claims compare first")
     try:
         df = _run_suite_with_bars(suite, results, storage, workers, recover_running, retry_failed)
     finally:  # also after Ctrl-C: the rows on disk were made with this backbone

@@ -1,0 +1,93 @@
+"""`ntbench run --claims-first` queues the cells a suite's paper claims compare before the rest of its grid,
+and `ntbench validate` refuses axes whose order would silently drop a value."""
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from ntbench.cli import app
+from ntbench.cli.claims_first import ClaimsFirstError, claim_cells_first
+from ntbench.runner import prepare_study, suite_dir
+from ntbench.storage import make_storage
+from ntbench.suite import load_suite
+
+runner = CliRunner()
+FAST = {"backbone": "tiny-random", "data": "microworld:40", "adapter": "neural", "adapter_options": {"dz": 8},
+        "eval_samples": 2, "eval_generated": False,
+        "train": {"steps": 1, "batch_size": 2, "warmup": 0, "tasks": {"reasoning": 1}}}
+# in the grid's own order (beta outermost) the claims' cells, beta 0.5 and 0.3, come last and second
+CLAIMS = {"table": "T", "claims": [
+    {"says": "0.5 beats 0.3", "a": {"adapter_options.beta": 0.5}, "b": {"adapter_options.beta": 0.3},
+     "paper": {"a": 2, "b": 1}},
+    {"says": "0.5 beats a printed value", "a": {"adapter_options.beta": 0.5}, "b": 0.2, "paper": {"a": 2, "b": 1}}]}
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("NTBENCH_HOME", str(tmp_path / "home"))
+
+
+def _suite(tmp_path, paper=CLAIMS, name="cf"):
+    path = tmp_path / f"{name}.yaml"
+    body = {"name": name, "defaults": FAST,
+            "axes": {"adapter_options.beta": [0.1, 0.3, 0.5], "train.seed": [0, 1]},
+            "objective": "reasoning.tf_paper_oIoU"}
+    path.write_text(yaml.safe_dump({**body, "paper": paper} if paper else body))
+    return path
+
+
+def _waiting_order(suite, results):
+    folder = suite_dir(suite, results)
+    study, todo = prepare_study(suite, make_storage(None, folder), folder)
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    return todo, [(t.system_attrs["fixed_params"]["adapter_options.beta"],
+                   t.system_attrs["fixed_params"]["train.seed"]) for t in trials]
+
+
+def test_claim_cells_are_queued_first_in_claim_order_and_the_runner_adds_the_rest(tmp_path):
+    suite = load_suite(_suite(tmp_path))
+    assert claim_cells_first(suite, tmp_path / "runs", None) == 4  # two cells of the claims x two seeds
+    assert claim_cells_first(suite, tmp_path / "runs", None) == 0  # queued once: a second call adds nothing
+    todo, order = _waiting_order(suite, tmp_path / "runs")
+    # claim 1: A (0.5) then B (0.3), seeds together; claim 2's cell is 0.5 again; then the rest, grid order
+    assert todo == 6 and order == [(0.5, 0), (0.5, 1), (0.3, 0), (0.3, 1), (0.1, 0), (0.1, 1)]
+
+
+def test_without_the_flag_the_grid_keeps_its_own_order(tmp_path):
+    suite = load_suite(_suite(tmp_path))
+    assert _waiting_order(suite, tmp_path / "runs")[1] == [(b, s) for b in (0.1, 0.3, 0.5) for s in (0, 1)]
+
+
+def test_the_cli_runs_the_claims_cells_first(tmp_path):
+    res = runner.invoke(app, ["run", str(_suite(tmp_path)), "--results", str(tmp_path / "runs"), "--claims-first"])
+    assert res.exit_code == 0, res.output
+    assert "queued 4 trial(s)" in res.output
+    rows = pd.read_csv(tmp_path / "runs" / "cf" / "trials.csv").sort_values("trial")
+    assert list(rows["param.adapter_options.beta"]) == [0.5, 0.5, 0.3, 0.3, 0.1, 0.1]
+    assert set(rows.status) == {"COMPLETE"}
+
+
+def test_a_suite_without_claims_is_refused_with_its_name(tmp_path):
+    path = _suite(tmp_path, paper=None, name="plain")
+    with pytest.raises(ClaimsFirstError, match="plain judges no paper claims"):
+        claim_cells_first(load_suite(path), tmp_path / "runs", None)
+    res = runner.invoke(app, ["run", str(path), "--results", str(tmp_path / "runs"), "--claims-first"])
+    assert res.exit_code == 2 and "judges no paper claims" in res.output
+    assert not (tmp_path / "runs" / "plain" / "trials.csv").exists()  # nothing ran
+
+
+def _validate(tmp_path, axes: dict):
+    path = tmp_path / "order.yaml"
+    path.write_text(yaml.safe_dump({"name": "order", "defaults": FAST, "objective": "reasoning.tf_paper_oIoU",
+                                    "axes": axes}, sort_keys=False))
+    return runner.invoke(app, ["validate", str(path)])
+
+
+def test_an_axis_that_replaces_an_earlier_axis_value_is_refused(tmp_path):
+    strategies, betas = [{"strategy": "gaussian"}, {"strategy": "level"}], [0.4, 1.0]
+    # adapter_options after adapter_options.beta: every cell would train the strategy's default beta
+    res = _validate(tmp_path, {"adapter_options.beta": betas, "adapter_options": strategies})
+    assert res.exit_code == 2
+    assert "axes.adapter_options: listed after axes.adapter_options.beta" in res.output
+    # the other order lays beta on each strategy's options, and is fine
+    assert _validate(tmp_path, {"adapter_options": strategies, "adapter_options.beta": betas}).exit_code == 0
