@@ -67,6 +67,11 @@ REPORT_ONLY = ("ntbench/report.py", "ntbench/plots.py", "ntbench/paper_table.py"
 # only wraps `ntbench.data.cache.resolve_data` with a bar) and `prepare`, which builds the micro backbone
 # through `ntbench.micro` (whose code and MICRO_VERSION do count)
 CLI_ONLY = ("ntbench/cli",)
+# the modules that turn a suite file into each cell's trial config. Every row records the config it ran (the
+# journal's ``config`` attribute), so a change to them ages a row only if HEAD now resolves the row's cell to
+# another config: that is checked row by row (:func:`configs_head_reproduces`) instead of assumed, and a row
+# whose commit differs from HEAD in these files alone, with a config HEAD reproduces, is not stale
+CONFIG_ONLY = ("ntbench/suite.py", "ntbench/suite_models.py")
 
 
 _HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
@@ -87,10 +92,12 @@ def project_table(text: str) -> str:
     return "\n".join(kept)
 
 
-def code_differs(root: Path, commit: str, head: str) -> bool | None:
+def code_differs(root: Path, commit: str, head: str, beyond_config: bool = False) -> bool | None:
     """Whether the code that runs a trial differs between ``commit`` and ``head`` (None: unknown commit):
-    :data:`RUN_CODE` less :data:`REPORT_ONLY` and :data:`CLI_ONLY`, and pyproject.toml's ``[project]`` table."""
-    res = _git(root, "diff", "--quiet", commit, head, "--", *RUN_CODE, *(f":(exclude){p}" for p in REPORT_ONLY + CLI_ONLY))
+    :data:`RUN_CODE` less :data:`REPORT_ONLY` and :data:`CLI_ONLY`, and pyproject.toml's ``[project]`` table;
+    with ``beyond_config``, also less :data:`CONFIG_ONLY`."""
+    left_out = REPORT_ONLY + CLI_ONLY + (CONFIG_ONLY if beyond_config else ())
+    res = _git(root, "diff", "--quiet", commit, head, "--", *RUN_CODE, *(f":(exclude){p}" for p in left_out))
     code = {0: False, 1: True}.get(res.returncode)
     if code is not False:
         return code
@@ -131,8 +138,8 @@ def _reruns(root: Path, head: str, verified: list[dict]) -> dict[tuple[str, str]
     same_as_head: dict[str, bool] = {}
     for e in verified:
         at = e["commit"]
-        if at not in same_as_head:
-            same_as_head[at] = code_differs(root, at, head) is False
+        if at not in same_as_head:  # a rerun starts from the row's own config: the suite modules are not on its path
+            same_as_head[at] = code_differs(root, at, head, beyond_config=True) is False
         if same_as_head[at]:
             found = out.setdefault((e["row_commit"], e["setup"]), {"identical": [], "different": []})
             found["identical" if e["identical"] else "different"].append(e["trial"])
@@ -147,7 +154,43 @@ def _micro_version_now(root: Path) -> int | None:
     return None
 
 
-def stale_rows(df: pd.DataFrame, backbone: str | None, root: Path = CODE_ROOT, verified: list[dict] = ()) -> dict:
+def configs_head_reproduces(suite, df: pd.DataFrame, configs: dict[int, dict]) -> set[int]:
+    """The trials (numbers) whose recorded config HEAD's suite code resolves their cell to again.
+
+    Args:
+        suite: the suite the rows were run from (its ``suite.resolved.yaml``).
+        df: trial rows (``trial`` and the ``param.<axis>`` labels).
+        configs: trial number -> the config the trial ran (the journal's ``config`` attribute).
+    """
+    from ntbench.suite_models import same_label, trial_config
+    from ntbench.suite_models import label as axis_label
+
+    def normal(config: dict) -> str:
+        return json.dumps(config, sort_keys=True, default=str)
+
+    out = set()
+    for row in df.to_dict("records"):
+        number, recorded = row.get("trial"), configs.get(row.get("trial"))
+        if recorded is None:
+            continue
+        cell = {}
+        for key, values in suite.axes.items():
+            found = [v for v in values if same_label(row.get(f"param.{key}"), axis_label(v))]
+            if len(found) != 1:
+                break
+            cell[key] = found[0]
+        else:
+            try:
+                mine = trial_config(suite, cell).model_dump()
+            except (ValueError, KeyError):  # a cell HEAD cannot resolve: not reproduced
+                continue
+            if normal(mine) == normal(recorded):
+                out.add(int(number))
+    return out
+
+
+def stale_rows(df: pd.DataFrame, backbone: str | None, root: Path = CODE_ROOT, verified: list[dict] = (),
+               config_reproduced: set[int] | None = None) -> dict:
     """Counts of complete rows made by other code, a dirty tree, or another micro backbone version.
 
     Args:
@@ -158,6 +201,8 @@ def stale_rows(df: pd.DataFrame, backbone: str | None, root: Path = CODE_ROOT, v
             differs from HEAD's moves from ``other_code`` to ``rechecked`` when a rerun of its commit,
             on its setup, with HEAD's trial code gave identical numbers; a rerun that differed is
             listed in ``contradicted`` and keeps its commit's rows of that setup stale.
+        config_reproduced: trials whose recorded config HEAD resolves again (:func:`configs_head_reproduces`):
+            a row whose commit differs from HEAD only in :data:`CONFIG_ONLY` is fresh if it is one of them.
 
     Returns:
         ``{"rows", "head", "other_code": {commit: n}, "rechecked": {commit: (n, [trials])},
@@ -172,21 +217,26 @@ def stale_rows(df: pd.DataFrame, backbone: str | None, root: Path = CODE_ROOT, v
     micro_now = _micro_version_now(root)
     setups_ = done.apply(row_setup, axis=1) if len(done) else pd.Series([], dtype=object)
     reruns = _reruns(root, head, list(verified)) if head and verified else {}
-    differs, versions = {}, {}
+    differs, beyond, versions = {}, {}, {}
     other, unknown, micro_other = Counter(), Counter(), Counter()
     rechecked: dict[str, list] = {}
     contradicted: dict[str, set] = {}
     dirty_rows = done["prov.git_dirty"].astype(str).str.lower().eq("true") if "prov.git_dirty" in done else \
         pd.Series([False] * len(done), index=done.index)
     dirty = int(dirty_rows.sum())
-    for commit, bb, setup, row_dirty in zip(commits, backbones, setups_, dirty_rows):
+    numbers = done["trial"] if "trial" in done else pd.Series([None] * len(done), index=done.index)
+    for commit, bb, setup, row_dirty, number in zip(commits, backbones, setups_, dirty_rows, numbers):
         if not isinstance(commit, str) or not commit:
             continue
         if head and commit not in differs:
             differs[commit] = code_differs(root, commit, head)
+            if differs[commit] and config_reproduced is not None:  # only the suite modules differ: fresh if ...
+                beyond[commit] = code_differs(root, commit, head, beyond_config=True) is False
+        # ... HEAD resolves this row's cell to the config it ran
+        config_fresh = bool(beyond.get(commit)) and not row_dirty and number in config_reproduced
         if differs.get(commit) is None:
             unknown[commit] += 1
-        elif differs[commit]:
+        elif differs[commit] and not config_fresh:
             found = reruns.get((commit, setup), {"identical": [], "different": []})
             if found["different"]:
                 contradicted.setdefault(commit, set()).update(found["different"])
@@ -209,12 +259,13 @@ def stale_rows(df: pd.DataFrame, backbone: str | None, root: Path = CODE_ROOT, v
             "no_commit": no_commit, "dirty": dirty, "micro_now": micro_now, "micro_other": dict(micro_other)}
 
 
-def banner(df: pd.DataFrame, backbone: str | None, root: Path = CODE_ROOT, folder: Path | None = None) -> list[str]:
+def banner(df: pd.DataFrame, backbone: str | None, root: Path = CODE_ROOT, folder: Path | None = None,
+           config_reproduced: set[int] | None = None) -> list[str]:
     """Markdown lines for the top of a report (empty when every row is from HEAD's code and backbone).
 
     ``folder``: the suite's results folder, whose ``verified.json`` (``ntbench verify``) may show that
-    rows made by older trial code are what HEAD's code gives."""
-    s = stale_rows(df, backbone, root, read_verified(folder))
+    rows made by older trial code are what HEAD's code gives. ``config_reproduced``: see :func:`stale_rows`."""
+    s = stale_rows(df, backbone, root, read_verified(folder), config_reproduced)
     notes = []
     if s["micro_other"]:
         made = ", ".join(f"{n} on v{v}" for v, n in sorted(s["micro_other"].items()))

@@ -75,6 +75,17 @@ def stored_trials(journal: Path, suite: Suite | None = None) -> list[optuna.tria
         return study.trials if study is not None else []
 
 
+def recorded_configs(folder: Path, suite: Suite | None = None) -> dict[int, dict]:
+    """Trial number -> the config it ran, from the folder's journal ({} without one, or when it cannot be read:
+    then no row's config can vouch for it, and the freshness check stays with the commits)."""
+    journal = Path(folder) / "optuna.journal"
+    try:
+        trials = stored_trials(journal, suite) if journal.is_file() else []
+    except Exception:  # a damaged journal stops no report (the run-time line says it is damaged)
+        return {}
+    return {t.number: t.user_attrs["config"] for t in trials if isinstance(t.user_attrs.get("config"), dict)}
+
+
 def utc(moment: datetime) -> datetime:
     """Optuna's naive local time as UTC."""
     return moment.astimezone(timezone.utc)

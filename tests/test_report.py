@@ -134,6 +134,46 @@ def test_banner_names_another_backbone_version_other_code_and_dirty_rows(tmp_pat
     assert f"2 by {head[:10]}" in text
 
 
+def test_a_change_to_the_suite_modules_ages_only_rows_whose_config_head_resolves_otherwise(tmp_path):
+    from ntbench.freshness import banner
+
+    repo = tmp_path / "repo"
+    (repo / "ntbench").mkdir(parents=True)
+    _git(repo, "init", "-q")
+    _git(repo, "config", "user.email", "t@t")
+    _git(repo, "config", "user.name", "t")
+    (repo / "ntbench" / "suite_models.py").write_text("def resolve(): pass\n")
+    (repo / "ntbench" / "heads.py").write_text("x = 1\n")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "rows made here")
+    old = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    (repo / "ntbench" / "suite_models.py").write_text("def resolve(): return 1\n")  # how cells become configs
+    _git(repo, "commit", "-qam", "suite modules")
+    rows = pd.DataFrame({"status": ["COMPLETE"] * 2, "trial": [0, 1], "prov.git_commit": [old] * 2,
+                         "prov.git_dirty": [False] * 2})
+    assert f"2 by {old[:10]}" in banner(rows, "tiny-random", repo)[0]  # nothing known of the configs: both stale
+    assert f"1 by {old[:10]}" in banner(rows, "tiny-random", repo, config_reproduced={0})[0]  # trial 1 resolves anew
+    assert banner(rows, "tiny-random", repo, config_reproduced={0, 1}) == []
+    (repo / "ntbench" / "heads.py").write_text("x = 2\n")  # other trial code: the config no longer vouches
+    _git(repo, "commit", "-qam", "trial code")
+    assert f"2 by {old[:10]}" in banner(rows, "tiny-random", repo, config_reproduced={0, 1})[0]
+
+
+def test_configs_head_reproduces_compares_each_rows_config_with_its_cell_resolved_now():
+    from ntbench.freshness import configs_head_reproduces
+    from ntbench.suite_models import trial_config
+
+    suite = Suite(name="s", defaults={"backbone": "tiny-random", "train": {"lr": 0.002}},
+                  axes={"adapter_options.beta": [0.3, 0.5], "train.seed": [0, 1]}, objective=OBJ)
+    cell = {"adapter_options.beta": 0.5, "train.seed": 1}
+    ran = trial_config(suite, cell).model_dump()
+    assert ran["train"]["lr"] == 0.002 and ran["adapter_options"]["beta"] == 0.5 and ran["train"]["seed"] == 1
+    other_lr = {**ran, "train": {**ran["train"], "lr": 0.003}}  # a row that ran another config for its cell
+    rows = pd.DataFrame([{"trial": n, BETA: b, "param.train.seed": 1} for n, b in ((0, 0.5), (1, 0.5), (2, 0.7), (3, 0.5))])
+    configs = {0: ran, 1: other_lr, 2: ran}  # trial 2's beta is no value of the axis; trial 3 has no config
+    assert configs_head_reproduces(suite, rows, configs) == {0}
+
+
 def test_compare_prints_the_paired_difference_with_its_interval(tmp_path, monkeypatch):
     import ntbench.cli.suites as cli_suites
     from ntbench.cli import app
