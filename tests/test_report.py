@@ -80,14 +80,19 @@ def _git(root, *args):
     subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
 
 
-def test_banner_names_another_backbone_version_other_code_and_dirty_rows(tmp_path):
-    from ntbench.freshness import banner
-
+def _new_repo(tmp_path):
     repo = tmp_path / "repo"
     (repo / "ntbench").mkdir(parents=True)
     _git(repo, "init", "-q")
     _git(repo, "config", "user.email", "t@t")
     _git(repo, "config", "user.name", "t")
+    return repo
+
+
+def test_banner_names_another_backbone_version_other_code_and_dirty_rows(tmp_path):
+    from ntbench.freshness import banner
+
+    repo = _new_repo(tmp_path)
     (repo / "ntbench" / "micro.py").write_text("MICRO_VERSION = 2\n")  # where the version lived before
     _git(repo, "add", "-A")
     _git(repo, "commit", "-qm", "v2")
@@ -137,11 +142,7 @@ def test_banner_names_another_backbone_version_other_code_and_dirty_rows(tmp_pat
 def test_a_change_to_the_suite_modules_ages_only_rows_whose_config_head_resolves_otherwise(tmp_path):
     from ntbench.freshness import banner
 
-    repo = tmp_path / "repo"
-    (repo / "ntbench").mkdir(parents=True)
-    _git(repo, "init", "-q")
-    _git(repo, "config", "user.email", "t@t")
-    _git(repo, "config", "user.name", "t")
+    repo = _new_repo(tmp_path)
     (repo / "ntbench" / "suite_models.py").write_text("def resolve(): pass\n")
     (repo / "ntbench" / "heads.py").write_text("x = 1\n")
     _git(repo, "add", "-A")
