@@ -280,16 +280,16 @@ def report_suite(folder: Path) -> dict[str, list[Path]]:
     """Tables (CSV + markdown) and plots for one suite folder holding trials.csv."""
     from ntbench.freshness import banner, configs_head_reproduces, setup_banner
     from ntbench.plots import activation_plots, cost_plot, delta_plot, grid_plot
-    from ntbench.wall_time import recorded_configs, storage_lines
+    from ntbench.wall_time import storage_lines
 
     suite = Suite(**yaml.safe_load((folder / "suite.resolved.yaml").read_text()))
     df = pd.read_csv(folder / "trials.csv")
     made: dict[str, list[Path]] = {"tables": [], "plots": []}
     metrics = [suite.objective] + [m for m in suite.report.metrics if m != suite.objective]
-    in_progress, run_time = storage_lines(folder)  # the journal is read once for both
+    in_progress, run_time, configs = storage_lines(folder)  # the journal is read once for all three
     md = [f"# {suite.name}", "", *in_progress,
           *banner(df, suite.defaults.get("backbone", "tiny-random"), folder=folder,
-                  config_reproduced=configs_head_reproduces(suite, df, recorded_configs(folder, suite))),
+                  config_reproduced=configs_head_reproduces(suite, df, configs)),
           *setup_banner(df), suite.description, "",
           *method_lines(suite, df), "", *run_time]
     for metric in metrics:

@@ -75,14 +75,8 @@ def stored_trials(journal: Path, suite: Suite | None = None) -> list[optuna.tria
         return study.trials if study is not None else []
 
 
-def recorded_configs(folder: Path, suite: Suite | None = None) -> dict[int, dict]:
-    """Trial number -> the config it ran, from the folder's journal ({} without one, or when it cannot be read:
-    then no row's config can vouch for it, and the freshness check stays with the commits)."""
-    journal = Path(folder) / "optuna.journal"
-    try:
-        trials = stored_trials(journal, suite) if journal.is_file() else []
-    except Exception:  # a damaged journal stops no report (the run-time line says it is damaged)
-        return {}
+def recorded_configs(trials: list[optuna.trial.FrozenTrial]) -> dict[int, dict]:
+    """Trial number -> the config it ran (the ``config`` attribute the runner stores with each trial)."""
     return {t.number: t.user_attrs["config"] for t in trials if isinstance(t.user_attrs.get("config"), dict)}
 
 
@@ -186,14 +180,15 @@ def _claims_text(p: dict) -> str:
             "shared seeds or more, so an interval.")
 
 
-def storage_lines(folder: Path) -> tuple[list[str], list[str]]:
-    """What a report says from the suite's storage, read once: its "In progress" banner and its "Run time"
-    line (both [] without a journal; a damaged journal is named in the run-time line)."""
+def storage_lines(folder: Path) -> tuple[list[str], list[str], dict[int, dict]]:
+    """What a report takes from the suite's storage, read once: its "In progress" banner, its "Run time" line
+    (both [] without a journal; a damaged journal is named in the run-time line) and each trial's recorded
+    config (:func:`recorded_configs`; {} without a readable journal, so no config vouches for a row)."""
     journal = folder / "optuna.journal"
     if not journal.is_file():
-        return [], []
+        return [], [], {}
     try:
         trials = stored_trials(journal, resolved_suite(folder))
     except Exception as exc:  # a damaged journal stops no report: say so and go on
-        return [], [f"Run time: not read ({type(exc).__name__}: {exc}).", ""]
-    return progress_banner(folder, trials), run_time_line(folder, trials)
+        return [], [f"Run time: not read ({type(exc).__name__}: {exc}).", ""], {}
+    return progress_banner(folder, trials), run_time_line(folder, trials), recorded_configs(trials)
