@@ -1,13 +1,17 @@
 """`ntbench run --claims-first` queues the cells a suite's paper claims compare before the rest of its grid,
 and `ntbench validate` refuses axes whose order would silently drop a value."""
+import json
+
 import pandas as pd
 import pytest
 import yaml
+from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from ntbench.cli import app
 from ntbench.cli.claims_first import ClaimsFirstError, claim_cells_first
-from ntbench.runner import prepare_study, suite_dir
+from ntbench.records import INTERRUPTED
+from ntbench.runner import _suggest, prepare_study, suite_dir
 from ntbench.storage import make_storage
 from ntbench.suite import load_suite
 
@@ -46,11 +50,66 @@ def _waiting_order(suite, results):
 
 def test_claim_cells_are_queued_first_in_claim_order_and_the_runner_adds_the_rest(tmp_path):
     suite = load_suite(_suite(tmp_path))
-    assert claim_cells_first(suite, tmp_path / "runs", None) == 4  # two cells of the claims x two seeds
-    assert claim_cells_first(suite, tmp_path / "runs", None) == 0  # queued once: a second call adds nothing
+    assert claim_cells_first(suite, tmp_path / "runs", None).queued == 4  # two cells of the claims x two seeds
+    again = claim_cells_first(suite, tmp_path / "runs", None)
+    assert (again.queued, again.moved) == (0, 0)  # queued once, in order: a second call changes nothing
     todo, order = _waiting_order(suite, tmp_path / "runs")
     # claim 1: A (0.5) then B (0.3), seeds together; claim 2's cell is 0.5 again; then the rest, grid order
     assert todo == 6 and order == [(0.5, 0), (0.5, 1), (0.3, 0), (0.3, 1), (0.1, 0), (0.1, 1)]
+
+
+def _waiting(study):
+    """(beta, seed) of the waiting trials, oldest first (the order Optuna hands them out), checking that each
+    trial's cell label names the parameters it will run."""
+    waiting = sorted(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)), key=lambda t: t.number)
+    for t in waiting:
+        assert json.loads(t.user_attrs["cell"]) == t.system_attrs["fixed_params"]
+    return [(t.system_attrs["fixed_params"]["adapter_options.beta"], t.system_attrs["fixed_params"]["train.seed"])
+            for t in waiting]
+
+
+CLAIMS_ORDER = [(0.5, 0), (0.5, 1), (0.3, 0), (0.3, 1), (0.1, 0), (0.1, 1)]
+
+
+def test_a_grid_queued_in_its_own_order_is_reordered_claims_first(tmp_path):
+    suite = load_suite(_suite(tmp_path))
+    folder = suite_dir(suite, tmp_path / "runs")
+    prepare_study(suite, make_storage(None, folder), folder)  # a plain run queued the grid: beta 0.1 first
+    done = claim_cells_first(suite, tmp_path / "runs", None)
+    # nothing to queue; (0.1,0)<->(0.5,0) and (0.1,1)<->(0.5,1) swap places, (0.3, s) stay: 4 trials move
+    assert (done.queued, done.moved, done.not_moved) == (0, 4, "")
+    study, _ = prepare_study(suite, make_storage(None, folder), folder)
+    assert _waiting(study) == CLAIMS_ORDER
+    trial = study.ask()  # the next trial a worker takes suggests the moved cell's values
+    assert _suggest(trial, suite) == {"adapter_options.beta": 0.5, "train.seed": 0}
+    assert trial.user_attrs["cell"] == json.dumps({"adapter_options.beta": 0.5, "train.seed": 0}, sort_keys=True)
+
+
+def test_a_claim_cell_stopped_by_ctrl_c_runs_next_not_after_the_grid(tmp_path):
+    suite = load_suite(_suite(tmp_path))
+    folder = suite_dir(suite, tmp_path / "runs")
+    claim_cells_first(suite, tmp_path / "runs", None)
+    study, _ = prepare_study(suite, make_storage(None, folder), folder)
+    trial = study.ask()  # a worker took (0.5, 0), then the run was stopped
+    assert study.get_trials()[trial.number].system_attrs["fixed_params"] == {"adapter_options.beta": 0.5, "train.seed": 0}
+    trial.set_user_attr("fail_reason", INTERRUPTED)
+    study.tell(trial, state=TrialState.FAIL)
+    study, _ = prepare_study(suite, make_storage(None, folder), folder)  # a plain resume queues it last
+    assert _waiting(study) == CLAIMS_ORDER[1:] + [(0.5, 0)]
+    done = claim_cells_first(suite, tmp_path / "runs", None)
+    assert (done.queued, done.moved) == (0, 6)  # already queued again; every waiting trial shifts one place
+    assert _waiting(study) == CLAIMS_ORDER
+
+
+def test_on_a_database_with_running_trials_the_queue_is_left_alone_and_says_why(tmp_path):
+    suite = load_suite(_suite(tmp_path))
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    folder = suite_dir(suite, tmp_path / "runs")
+    study, _ = prepare_study(suite, make_storage(url, folder), folder)
+    study.ask()  # (0.1, 0) runs, perhaps on another machine
+    done = claim_cells_first(suite, tmp_path / "runs", url)
+    assert done.moved == 0 and "not reordered" in done.not_moved and "running" in done.not_moved
+    assert _waiting(study) == [(0.1, 1), (0.3, 0), (0.3, 1), (0.5, 0), (0.5, 1)]
 
 
 def test_without_the_flag_the_grid_keeps_its_own_order(tmp_path):

@@ -10,10 +10,19 @@ How: before the runner prepares the study, the same study (same name, storage an
 under the folder's claim lock, and each missing cell of a claim is queued, claim by claim, A then B, the
 seeds of a cell together. Nothing else changes: the runner then finds these cells taken and queues the
 others, the trials are the ones a plain run would make, and a later plain run resumes the same study.
-Cells already queued (a run started earlier) keep their place.
+
+A run stopped part-way leaves the cells it was running FAIL (interrupted), and the rest of the grid
+waiting. Queued again, an interrupted claim cell would go behind every waiting cell (Optuna hands out
+waiting trials oldest first), so a grid stopped during its claims would answer them only at its very end.
+So the waiting trials are then reordered in place: the claims' cells take the oldest waiting trials (a
+trial's cell is its ``fixed_params`` and its ``cell`` label, moved together), the other cells follow in the
+order they had. Workers take trials only under the same folder lock, so none takes a trial mid-move; on a
+database shared with other machines (whose workers hold other folders' locks) the queue is left as it is
+while any trial runs there.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -21,15 +30,49 @@ class ClaimsFirstError(ValueError):
     """The suite cannot be ordered by its claims (not a grid, or it judges no paper claims)."""
 
 
-def claim_cells_first(suite, results: Path, storage_url: str | None) -> int:
-    """Queue the missing grid cells of ``suite``'s paper claims in claim order; return how many were queued.
+@dataclass(frozen=True)
+class ClaimsQueue:
+    """What ``--claims-first`` did: trials queued, waiting trials given another cell, and why not, if not."""
+    queued: int
+    moved: int = 0
+    not_moved: str = ""
+
+
+def move_claim_cells_ahead(study, storage, claim_keys: list[str], others_may_run: bool) -> tuple[int, str]:
+    """Give the oldest waiting grid trials the claims' cells (in ``claim_keys`` order); the other cells
+    follow in their own order. Returns (how many trials got another cell, why nothing moved or "").
+    Call under the folder's claim lock. Retries (``retry_of``) keep their place and cell."""
+    import optuna
+
+    waiting = sorted((t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+                      if "cell" in t.user_attrs and "retry_of" not in t.user_attrs), key=lambda t: t.number)
+    rank = {key: i for i, key in enumerate(claim_keys)}
+    cells = [(t.user_attrs["cell"], t.system_attrs.get("fixed_params")) for t in waiting]
+    wanted = sorted(cells, key=lambda c: (0, rank[c[0]]) if c[0] in rank else (1, 0))  # stable: others keep order
+    moves = [(t, cell) for t, cell, now in zip(waiting, wanted, cells) if cell[0] != now[0]]
+    if not moves:
+        return 0, ""
+    if others_may_run and study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        return 0, ("the waiting trials were not reordered: trials are running on this study's database, "
+                   "maybe from another machine, whose workers could take a trial while it moves")
+    study_id = storage.get_study_id_from_name(study.study_name)
+    for trial, (key, params) in moves:  # the storage's public API: a Study sets attributes of its own trial only
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        storage.set_trial_user_attr(trial_id, "cell", key)
+        storage.set_trial_system_attr(trial_id, "fixed_params", params)
+    return len(moves), ""
+
+
+def claim_cells_first(suite, results: Path, storage_url: str | None) -> ClaimsQueue:
+    """Queue the missing grid cells of ``suite``'s paper claims in claim order, then move the claims'
+    waiting cells ahead of the rest of the grid.
 
     Raises:
         ClaimsFirstError: the suite samples its trials, or declares no (valid) paper claims.
     """
     import optuna
 
-    from ntbench.claims import Claims
+    from ntbench.claims import Claims, has_heartbeat
     from ntbench.paper_table import _in_cell, paper_claims
     from ntbench.records import interrupted
     # the runner's own cell keys and grid order, so that its check for missing cells finds these
@@ -64,4 +107,5 @@ def claim_cells_first(suite, results: Path, storage_url: str | None) -> int:
                 study.enqueue_trial(combo, user_attrs={"cell": key})
                 taken.add(key)
                 queued += 1
-    return queued
+        moved, why = move_claim_cells_ahead(study, storage, [_cell_key(c) for c in order], has_heartbeat(storage))
+    return ClaimsQueue(queued, moved, why)

@@ -159,7 +159,11 @@ def run(
             queued = claim_cells_first(suite, results, storage)
         except ClaimsFirstError as exc:
             _fail(str(exc))
-        err.print(f"queued {queued} trial(s) of the cells the paper claims compare first")
+        err.print(f"queued {queued.queued} trial(s) of the cells the paper claims compare first"
+                  + (f"; {queued.moved} waiting trial(s) given a claim's cell, so that they run before the "
+                     "rest of the grid" if queued.moved else ""))
+        if queued.not_moved:
+            err.print(f"[bold yellow]warning:[/] {queued.not_moved}")
     try:
         df = _run_suite_with_bars(suite, results, storage, workers, recover_running, retry_failed)
     finally:  # also after Ctrl-C: the rows on disk were made with this backbone
