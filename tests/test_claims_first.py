@@ -50,7 +50,7 @@ def _waiting_order(suite, results):
 
 def test_claim_cells_are_queued_first_in_claim_order_and_the_runner_adds_the_rest(tmp_path):
     suite = load_suite(_suite(tmp_path))
-    assert claim_cells_first(suite, tmp_path / "runs", None).queued == 4  # two cells of the claims x two seeds
+    assert claim_cells_first(suite, tmp_path / "runs", None).queued == 6  # the whole grid, claims' cells first
     again = claim_cells_first(suite, tmp_path / "runs", None)
     assert (again.queued, again.moved) == (0, 0)  # queued once, in order: a second call changes nothing
     todo, order = _waiting_order(suite, tmp_path / "runs")
@@ -101,6 +101,22 @@ def test_a_claim_cell_stopped_by_ctrl_c_runs_next_not_after_the_grid(tmp_path):
     assert _waiting(study) == CLAIMS_ORDER
 
 
+def test_a_stopped_cell_of_the_rest_goes_back_to_its_place_in_the_grid(tmp_path):
+    suite = load_suite(_suite(tmp_path))
+    folder = suite_dir(suite, tmp_path / "runs")
+    claim_cells_first(suite, tmp_path / "runs", None)
+    study, _ = prepare_study(suite, make_storage(None, folder), folder)
+    for _ in range(4):  # the claims' four trials complete
+        study.tell(study.ask(), 0.5)
+    trial = study.ask()  # (0.1, 0) is stopped by Ctrl-C
+    trial.set_user_attr("fail_reason", INTERRUPTED)
+    study.tell(trial, state=TrialState.FAIL)
+    done = claim_cells_first(suite, tmp_path / "runs", None)
+    assert (done.queued, done.moved) == (1, 2)  # queued again, then moved ahead of (0.1, 1)
+    study, todo = prepare_study(suite, make_storage(None, folder), folder)
+    assert todo == 2 and _waiting(study) == [(0.1, 0), (0.1, 1)]
+
+
 def test_on_a_database_with_running_trials_the_queue_is_left_alone_and_says_why(tmp_path):
     suite = load_suite(_suite(tmp_path))
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
@@ -120,7 +136,7 @@ def test_without_the_flag_the_grid_keeps_its_own_order(tmp_path):
 def test_the_cli_runs_the_claims_cells_first(tmp_path):
     res = runner.invoke(app, ["run", str(_suite(tmp_path)), "--results", str(tmp_path / "runs"), "--claims-first"])
     assert res.exit_code == 0, res.output
-    assert "queued 4 trial(s)" in res.output
+    assert "queued 6 trial(s)" in res.output
     rows = pd.read_csv(tmp_path / "runs" / "cf" / "trials.csv").sort_values("trial")
     assert list(rows["param.adapter_options.beta"]) == [0.5, 0.5, 0.3, 0.3, 0.1, 0.1]
     assert set(rows.status) == {"COMPLETE"}

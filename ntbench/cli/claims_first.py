@@ -7,18 +7,19 @@ queueing those first makes a partial run answer every claim as early as it can; 
 follows in the suite's own order when the runner queues what is missing.
 
 How: before the runner prepares the study, the same study (same name, storage and direction) is opened
-under the folder's claim lock, and each missing cell of a claim is queued, claim by claim, A then B, the
-seeds of a cell together. Nothing else changes: the runner then finds these cells taken and queues the
-others, the trials are the ones a plain run would make, and a later plain run resumes the same study.
+under the folder's claim lock. The grid's cells are put in this order: the claims' cells, claim by claim,
+A then B, the seeds of a cell together; then the other cells in the suite's own order. Each cell nobody ran
+or runs is queued. Nothing else changes: the runner then finds every cell taken, the trials are the ones a
+plain run would make, and a later plain run resumes the same study.
 
-A run stopped part-way leaves the cells it was running FAIL (interrupted), and the rest of the grid
-waiting. Queued again, an interrupted claim cell would go behind every waiting cell (Optuna hands out
-waiting trials oldest first), so a grid stopped during its claims would answer them only at its very end.
-So the waiting trials are then reordered in place: the claims' cells take the oldest waiting trials (a
-trial's cell is its ``fixed_params`` and its ``cell`` label, moved together), the other cells follow in the
-order they had. Workers take trials only under the same folder lock, so none takes a trial mid-move; on a
-database shared with other machines (whose workers hold other folders' locks) the queue is left as it is
-while any trial runs there.
+A run stopped part-way leaves the cells it was running FAIL (interrupted) and the rest waiting; queued
+again, a stopped cell would go behind every waiting one (Optuna hands out waiting trials oldest first), so
+a grid stopped during its claims would answer them only at its very end, and a stopped cell of the rest
+would stay one seed short until then. So the waiting trials are also reordered in place into the order
+above: the oldest waiting trial gets the first cell (a trial's cell is its ``fixed_params`` and its
+``cell`` label, moved together). Workers take trials only under the same folder lock, so none takes a
+trial mid-move; on a database shared with other machines (whose workers hold other folders' locks) the
+queue is left as it is while any trial runs there.
 """
 from __future__ import annotations
 
@@ -32,21 +33,22 @@ class ClaimsFirstError(ValueError):
 
 @dataclass(frozen=True)
 class ClaimsQueue:
-    """What ``--claims-first`` did: trials queued, waiting trials given another cell, and why not, if not."""
+    """What ``--claims-first`` did: trials queued (cells nobody ran or runs), waiting trials given another
+    cell, and why none were, where the queue could not be reordered."""
     queued: int
     moved: int = 0
     not_moved: str = ""
 
 
-def move_claim_cells_ahead(study, storage, claim_keys: list[str], others_may_run: bool) -> tuple[int, str]:
-    """Give the oldest waiting grid trials the claims' cells (in ``claim_keys`` order); the other cells
-    follow in their own order. Returns (how many trials got another cell, why nothing moved or "").
+def reorder_waiting(study, storage, keys: list[str], others_may_run: bool) -> tuple[int, str]:
+    """Give the waiting grid trials, oldest first, their cells in ``keys`` order (cells not in ``keys``
+    last, in the order they had). Returns (how many trials got another cell, why nothing moved or "").
     Call under the folder's claim lock. Retries (``retry_of``) keep their place and cell."""
     import optuna
 
     waiting = sorted((t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
                       if "cell" in t.user_attrs and "retry_of" not in t.user_attrs), key=lambda t: t.number)
-    rank = {key: i for i, key in enumerate(claim_keys)}
+    rank = {key: i for i, key in enumerate(keys)}
     cells = [(t.user_attrs["cell"], t.system_attrs.get("fixed_params")) for t in waiting]
     wanted = sorted(cells, key=lambda c: (0, rank[c[0]]) if c[0] in rank else (1, 0))  # stable: others keep order
     moves = [(t, cell) for t, cell, now in zip(waiting, wanted, cells) if cell[0] != now[0]]
@@ -64,8 +66,8 @@ def move_claim_cells_ahead(study, storage, claim_keys: list[str], others_may_run
 
 
 def claim_cells_first(suite, results: Path, storage_url: str | None) -> ClaimsQueue:
-    """Queue the missing grid cells of ``suite``'s paper claims in claim order, then move the claims'
-    waiting cells ahead of the rest of the grid.
+    """Queue the missing cells of ``suite``'s grid and order its waiting trials: the paper claims'
+    cells first, in claim order, then the rest in the grid's own order.
 
     Raises:
         ClaimsFirstError: the suite samples its trials, or declares no (valid) paper claims.
@@ -96,6 +98,7 @@ def claim_cells_first(suite, results: Path, storage_url: str | None) -> ClaimsQu
         for cell in (claim.a, claim.b):
             if isinstance(cell, dict):  # a claim against a printed value has one cell
                 order += [combo for combo in grid if _in_cell(combo, cell) and combo not in order]
+    order += [combo for combo in grid if combo not in order]
     with Claims(folder, storage):
         study = optuna.create_study(study_name=suite.study_name(), storage=storage, load_if_exists=True,
                                     direction=suite.direction)
@@ -107,5 +110,5 @@ def claim_cells_first(suite, results: Path, storage_url: str | None) -> ClaimsQu
                 study.enqueue_trial(combo, user_attrs={"cell": key})
                 taken.add(key)
                 queued += 1
-        moved, why = move_claim_cells_ahead(study, storage, [_cell_key(c) for c in order], has_heartbeat(storage))
+        moved, why = reorder_waiting(study, storage, [_cell_key(c) for c in order], has_heartbeat(storage))
     return ClaimsQueue(queued, moved, why)

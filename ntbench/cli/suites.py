@@ -159,9 +159,9 @@ def run(
             queued = claim_cells_first(suite, results, storage)
         except ClaimsFirstError as exc:
             _fail(str(exc))
-        err.print(f"queued {queued.queued} trial(s) of the cells the paper claims compare first"
-                  + (f"; {queued.moved} waiting trial(s) given a claim's cell, so that they run before the "
-                     "rest of the grid" if queued.moved else ""))
+        err.print(f"claims first: queued {queued.queued} trial(s); "
+                  + (f"{queued.moved} waiting trial(s) reordered: " if queued.moved else "")
+                  + "the cells the paper claims compare run first, then the rest of the grid in its own order")
         if queued.not_moved:
             err.print(f"[bold yellow]warning:[/] {queued.not_moved}")
     try:
