@@ -117,6 +117,27 @@ def test_a_stopped_cell_of_the_rest_goes_back_to_its_place_in_the_grid(tmp_path)
     assert todo == 2 and _waiting(study) == [(0.1, 0), (0.1, 1)]
 
 
+def test_a_dead_workers_retry_keeps_its_place_and_cell(tmp_path):
+    suite = load_suite(_suite(tmp_path))
+    folder = suite_dir(suite, tmp_path / "runs")
+    prepare_study(suite, make_storage(None, folder), folder)  # the grid's own order: (0.1, 0) first
+    study = prepare_study(suite, make_storage(None, folder), folder)[0]
+    _suggest(study.ask(), suite)  # (0.1, 0) RUNNING, its worker killed: no lease holds it
+    study, _ = prepare_study(suite, make_storage(None, folder), folder)  # recovered: retried at the end
+    retry = max(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    assert retry.state == TrialState.WAITING and retry.params == {"adapter_options.beta": 0.1, "train.seed": 0}
+    done = claim_cells_first(suite, tmp_path / "runs", None)
+    assert (done.queued, done.moved) == (0, 5)  # all five plain waiting trials change cell; the retry is not one
+    study, _ = prepare_study(suite, make_storage(None, folder), folder)
+    after = {t.number: t for t in study.get_trials(deepcopy=False)}[retry.number]
+    assert after.params == retry.params and after.user_attrs["cell"] == retry.user_attrs["cell"]
+    assert after.system_attrs["fixed_params"] == retry.system_attrs["fixed_params"]
+    plain = [(t.system_attrs["fixed_params"]["adapter_options.beta"], t.system_attrs["fixed_params"]["train.seed"])
+             for t in sorted(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)), key=lambda t: t.number)
+             if t.number != retry.number]
+    assert plain == [(0.5, 0), (0.5, 1), (0.3, 0), (0.3, 1), (0.1, 1)]
+
+
 def test_on_a_database_with_running_trials_the_queue_is_left_alone_and_says_why(tmp_path):
     suite = load_suite(_suite(tmp_path))
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"

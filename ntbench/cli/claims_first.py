@@ -43,11 +43,14 @@ class ClaimsQueue:
 def reorder_waiting(study, storage, keys: list[str], others_may_run: bool) -> tuple[int, str]:
     """Give the waiting grid trials, oldest first, their cells in ``keys`` order (cells not in ``keys``
     last, in the order they had). Returns (how many trials got another cell, why nothing moved or "").
-    Call under the folder's claim lock. Retries (``retry_of``) keep their place and cell."""
+    Call under the folder's claim lock. Only trials queued with a cell alone move: a retry keeps its place
+    and cell (a dead worker's retry carries the failed trial's parameters and retry history, which name
+    that cell; ``--retry-failed`` names it in ``retry_of``)."""
     import optuna
 
     waiting = sorted((t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
-                      if "cell" in t.user_attrs and "retry_of" not in t.user_attrs), key=lambda t: t.number)
+                      if "cell" in t.user_attrs and "retry_of" not in t.user_attrs and not t.params
+                      and "failed_trial" not in t.system_attrs), key=lambda t: t.number)
     rank = {key: i for i, key in enumerate(keys)}
     cells = [(t.user_attrs["cell"], t.system_attrs.get("fixed_params")) for t in waiting]
     wanted = sorted(cells, key=lambda c: (0, rank[c[0]]) if c[0] in rank else (1, 0))  # stable: others keep order
