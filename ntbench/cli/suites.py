@@ -108,22 +108,6 @@ def _summary_table(suite, df) -> None:
     out.print(t)
 
 
-def listen_to_sigint() -> bool:
-    """Make SIGINT stop a run cleanly even when the run was started with it ignored; return whether it was.
-
-    Why: a shell without job control (a script, ``bash -c '... &'``) starts background commands with SIGINT
-    ignored, so ``kill -INT``, the clean stop that records the running trials as interrupted, would do
-    nothing, and the run could only be killed (its trials then come back as a dead worker's retries). An
-    ignored signal stays ignored across exec, a handled one does not: set here, before any worker is
-    spawned, the workers get Python's own Ctrl-C handling too."""
-    import signal
-
-    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-        return False
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    return True
-
-
 @app.command()
 def run(
     path: Path = typer.Argument(..., help="suite YAML, or a shipped suite's name (ntbench list): beta_grid, "
@@ -158,6 +142,8 @@ def run(
     finished but some trials failed (their reasons are in trials.csv and the report); 1 a crash."""
     from ntbench.cli.backbone_record import other_backbone, suite_micro_manifest, write_record
 
+    from ntbench.cli.stopping import listen_to_sigint, stopped
+
     listen_to_sigint()
     (suite,) = _load_suites([path])
     check_out_folder("--results", results)
@@ -183,6 +169,9 @@ def run(
             err.print(f"[bold yellow]warning:[/] {queued.not_moved}")
     try:
         df = _run_suite_with_bars(suite, results, storage, workers, recover_running, retry_failed)
+    except KeyboardInterrupt:
+        err.print(f"[bold yellow]stopped[/]: {stopped(folder, storage)}")
+        raise typer.Exit(130)  # the shell's code for a run ended by SIGINT
     finally:  # also after Ctrl-C: the rows on disk were made with this backbone
         if (mine := mine or suite_micro_manifest(suite)) and write_record(folder, mine):
             err.print(f"recorded the micro backbone's weights in {folder / 'backbone.json'}")
