@@ -24,6 +24,7 @@ import optuna
 import yaml
 
 from ntbench.paper_table import claims_with_interval
+from ntbench.records import interrupted
 from ntbench.storage import make_storage
 from ntbench.suite import Suite
 
@@ -118,7 +119,8 @@ def run_time_line(folder: Path, trials: list[optuna.trial.FrozenTrial] | None = 
 def suite_progress(folder: Path, now: datetime | None = None,
                    trials: list[optuna.trial.FrozenTrial] | None = None) -> dict:
     """How far the suite stored in ``folder`` is: trials complete, running (with how long they have run),
-    waiting, and failed attempts (interrupted ones included, which a resumed run repeats), the median trial
+    waiting, and failed attempts (interrupted ones included, and counted apart: a resumed run repeats their
+    cells), the median trial
     time, and a rough estimate of the time left at the current number of running workers. A sampled (TPE or
     random) suite's total is its ``n_trials`` budget. Reads a copy of the journal, so it is safe while the
     suite runs; a worker that died leaves a trial "running" until the suite is resumed. ``trials``: the
@@ -138,6 +140,7 @@ def suite_progress(folder: Path, now: datetime | None = None,
     running = [t for t in trials if t.state == state.RUNNING]
     waiting = [t for t in trials if t.state == state.WAITING]
     failed = [t for t in trials if t.state == state.FAIL]
+    stopped = [t for t in failed if interrupted(t)]
     total = len(done) + len(running) + len(waiting)
     if suite is not None and suite.sampler.type != "grid":  # nothing waits: the budget says what is left
         total = max(total, suite.sampler.n_trials)
@@ -154,7 +157,7 @@ def suite_progress(folder: Path, now: datetime | None = None,
     left = None if median is None else (sum(max(0.0, median - r) for r in ran) + median * todo) / workers
     claims = None if suite is None else claims_with_interval(suite, [t.params for t in done])
     return {"folder": str(folder), "complete": len(done), "running": len(running), "to_start": todo,
-            "failed_attempts": len(failed), "total": total, "median_trial_s": median, "time_left_s": left,
+            "failed_attempts": len(failed), "interrupted_attempts": len(stopped), "total": total, "median_trial_s": median, "time_left_s": left,
             "claims_with_interval": None if claims is None else claims[0],
             "claims": None if claims is None else claims[1],
             "running_trials": [{"number": t.number, "params": t.params, "running_s": round(r)}

@@ -586,6 +586,7 @@ def test_status_counts_a_running_suite_and_estimates_the_time_left(tmp_path):
         study.enqueue_trial({"x": 0.5})
     p = suite_progress(folder, now=now)
     assert (p["complete"], p["running"], p["to_start"], p["failed_attempts"], p["total"]) == (3, 2, 3, 1, 8)
+    assert p["interrupted_attempts"] == 0  # a trial that failed of itself
     assert p["median_trial_s"] == 360
     # (4 + 0) min to finish the running ones, then 3 trials of 6 min, over 2 workers: 11 min
     assert p["time_left_s"] == pytest.approx(11 * 60)
@@ -630,6 +631,12 @@ def test_status_of_a_grid_stopped_by_ctrl_c_counts_the_stopped_cells_as_to_start
                                               state=optuna.trial.TrialState.FAIL, user_attrs={"fail_reason": INTERRUPTED}))
     p = suite_progress(folder)  # nothing waits and nothing runs: the stopped cell and the one never enqueued remain
     assert (p["complete"], p["running"], p["to_start"], p["total"], p["failed_attempts"]) == (2, 0, 2, 4, 1)
+    assert p["interrupted_attempts"] == 1
+    from typer.testing import CliRunner
+
+    from ntbench.cli import app
+    shown = CliRunner().invoke(app, ["status", str(folder)], env={"COLUMNS": "300"})
+    assert shown.exit_code == 0 and "1 failed attempts (1 stopped by Ctrl-C, their cells to run again)" in shown.output
 
 
 def test_report_rebuilds_the_table_of_a_suite_stopped_before_it_wrote_one(tmp_path):
