@@ -636,7 +636,7 @@ def test_status_of_a_grid_stopped_by_ctrl_c_counts_the_stopped_cells_as_to_start
 
     from ntbench.cli import app
     shown = CliRunner().invoke(app, ["status", str(folder)], env={"COLUMNS": "300"})
-    assert shown.exit_code == 0 and "1 failed attempts (1 stopped by Ctrl-C, their cells to run again)" in shown.output
+    assert shown.exit_code == 0 and "1 failed attempts (1 of them stopped by Ctrl-C, not failures: their cells run again)" in shown.output
 
 
 def test_report_rebuilds_the_table_of_a_suite_stopped_before_it_wrote_one(tmp_path):

@@ -206,7 +206,7 @@ def status(folder: Path = typer.Argument(..., help="a suite's results folder, e.
     minutes = lambda s: "-" if s is None else f"{s / 60:.1f} min"  # noqa: E731
     out.print(f"{folder}: [bold]{p['complete']}[/] of {p['total']} trials complete, {p['running']} running, "
               f"{p['to_start']} to start, {p['failed_attempts']} failed attempts"
-              + (f" ({p['interrupted_attempts']} stopped by Ctrl-C, their cells to run again)"
+              + (f" ({p['interrupted_attempts']} of them stopped by Ctrl-C, not failures: their cells run again)"
                  if p["interrupted_attempts"] else "") + "; a trial takes "
               f"{minutes(p['median_trial_s'])} (median)"
               + (f"; about {minutes(p['time_left_s'])} left at {max(1, p['running'])} worker(s)"
