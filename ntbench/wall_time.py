@@ -24,7 +24,6 @@ import optuna
 import yaml
 
 from ntbench.paper_table import claims_with_interval
-from ntbench.records import interrupted
 from ntbench.storage import make_storage
 from ntbench.suite import Suite
 
@@ -116,6 +115,11 @@ def run_time_line(folder: Path, trials: list[optuna.trial.FrozenTrial] | None = 
             f"{trial[0]:.0f}-{trial[-1]:.0f} s (median {trial[len(trial) // 2]:.0f} s).", ""]
 
 
+# records.INTERRUPTED, the fail_reason of a trial stopped by Ctrl-C (records sits beside this module in the
+# layers, so it cannot be imported here; tests/test_report.py keeps the two equal)
+INTERRUPTED = "interrupted"
+
+
 def suite_progress(folder: Path, now: datetime | None = None,
                    trials: list[optuna.trial.FrozenTrial] | None = None) -> dict:
     """How far the suite stored in ``folder`` is: trials complete, running (with how long they have run),
@@ -140,7 +144,7 @@ def suite_progress(folder: Path, now: datetime | None = None,
     running = [t for t in trials if t.state == state.RUNNING]
     waiting = [t for t in trials if t.state == state.WAITING]
     failed = [t for t in trials if t.state == state.FAIL]
-    stopped = [t for t in failed if interrupted(t)]
+    stopped = [t for t in failed if t.user_attrs.get("fail_reason") == INTERRUPTED]
     total = len(done) + len(running) + len(waiting)
     if suite is not None and suite.sampler.type != "grid":  # nothing waits: the budget says what is left
         total = max(total, suite.sampler.n_trials)

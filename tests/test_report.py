@@ -634,9 +634,13 @@ def test_status_of_a_grid_stopped_by_ctrl_c_counts_the_stopped_cells_as_to_start
     assert p["interrupted_attempts"] == 1
     from typer.testing import CliRunner
 
+    import ntbench.wall_time
     from ntbench.cli import app
-    shown = CliRunner().invoke(app, ["status", str(folder)], env={"COLUMNS": "300"})
-    assert shown.exit_code == 0 and "1 failed attempts (1 of them stopped by Ctrl-C, not failures: their cells run again)" in shown.output
+    assert ntbench.wall_time.INTERRUPTED == INTERRUPTED  # the copy status counts by is the runner's value
+    shown = CliRunner().invoke(app, ["status", str(folder)])
+    assert shown.exit_code == 0
+    assert "1 failed attempts (1 of them stopped by Ctrl-C, not failures: their cells run again)" in \
+        " ".join(shown.output.split())  # the console may wrap the line anywhere between words
 
 
 def test_report_rebuilds_the_table_of_a_suite_stopped_before_it_wrote_one(tmp_path):
