@@ -124,8 +124,7 @@ def suite_progress(folder: Path, now: datetime | None = None,
                    trials: list[optuna.trial.FrozenTrial] | None = None) -> dict:
     """How far the suite stored in ``folder`` is: trials complete, running (with how long they have run),
     waiting, and failed attempts (interrupted ones included, and counted apart: a resumed run repeats their
-    cells), the median trial
-    time, and a rough estimate of the time left at the current number of running workers. A sampled (TPE or
+    cells), the median trial time, and a rough estimate of the time left at the current number of running workers. A sampled (TPE or
     random) suite's total is its ``n_trials`` budget. Reads a copy of the journal, so it is safe while the
     suite runs; a worker that died leaves a trial "running" until the suite is resumed. ``trials``: the
     suite's stored trials, when the caller has read them already.

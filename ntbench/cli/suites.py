@@ -141,7 +141,6 @@ def run(
     Exit codes: 0 every cell complete; 2 a usage or validation error (nothing run); 3 the suite
     finished but some trials failed (their reasons are in trials.csv and the report); 1 a crash."""
     from ntbench.cli.backbone_record import other_backbone, suite_micro_manifest, write_record
-
     from ntbench.cli.stopping import listen_to_sigint, stopped
 
     listen_to_sigint()
