@@ -154,9 +154,9 @@ def run(
             _fail(f"{why}. Run this suite on the kind of machine that made it, or into another --results "
                   "folder; --other-backbone adds the rows anyway")
         err.print(f"[bold yellow]warning:[/] {why} (--other-backbone)")
-    if claims_first:
-        from ntbench.cli.claims_first import ClaimsFirstError, claim_cells_first
+    from ntbench.cli.grid_queue import ClaimsFirstError, claim_cells_first, keep_places
 
+    if claims_first:
         try:
             queued = claim_cells_first(suite, results, storage)
         except ClaimsFirstError as exc:
@@ -164,8 +164,13 @@ def run(
         err.print(f"claims first: queued {queued.queued} trial(s); "
                   + (f"{queued.moved} waiting trial(s) reordered: " if queued.moved else "")
                   + "the cells the paper claims compare run first, then the rest of the grid in its own order")
-        if queued.not_moved:
-            err.print(f"[bold yellow]warning:[/] {queued.not_moved}")
+    else:
+        queued = keep_places(suite, results, storage)
+        if queued.moved:
+            err.print(f"resuming: {queued.moved} waiting trial(s) reordered so that each cell keeps its first "
+                      "place in the queue (a cell stopped part-way runs next, not after the rest of the grid)")
+    if queued.not_moved:
+        err.print(f"[bold yellow]warning:[/] {queued.not_moved}")
     try:
         df = _run_suite_with_bars(suite, results, storage, workers, recover_running, retry_failed)
     except KeyboardInterrupt:

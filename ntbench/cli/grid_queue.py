@@ -1,6 +1,13 @@
-"""`ntbench run --claims-first`: queue the cells the suite's paper claims compare before the rest of the grid.
+"""The order in which `ntbench run` hands out a grid's cells: a stopped cell keeps its place, and
+`--claims-first` puts the cells the suite's paper claims compare before the rest of the grid.
 
-Why: a paper grid (activation_patterns: 150 trials, about 7.5 h on 2 cores) rarely finishes in one sitting,
+Plain run: Optuna hands out waiting trials oldest first, and the runner queues a cell stopped by Ctrl-C
+again *behind* every waiting one, so without help a grid stopped part-way would run that cell last and
+leave it one seed short until the grid's very end. ``keep_places`` gives every waiting cell the place it
+first had in the queue (the number of its first trial, attempts stopped by Ctrl-C included), so a resumed
+run goes on exactly where it stopped.
+
+--claims-first: a paper grid (activation_patterns: 150 trials, about 7.5 h on 2 cores) rarely finishes in one sitting,
 and it runs its cells in the product order of its axes, so a run stopped part-way has answered the claims
 whose cells happen to come early. The claims need few of the cells (activation_patterns: 16 of 50), so
 queueing those first makes a partial run answer every claim as early as it can; the rest of the grid
@@ -10,13 +17,10 @@ How: before the runner prepares the study, the same study (same name, storage an
 under the folder's claim lock. The grid's cells are put in this order: the claims' cells, claim by claim,
 A then B, the seeds of a cell together; then the other cells in the suite's own order. Each cell nobody ran
 or runs is queued. Nothing else changes: the runner then finds every cell taken, the trials are the ones a
-plain run would make, and a later plain run resumes the same study.
+plain run would make, and a later plain run resumes the same study in the same order (each cell keeps its
+first place). A cell stopped during the claims goes back among them.
 
-A run stopped part-way leaves the cells it was running FAIL (interrupted) and the rest waiting; queued
-again, a stopped cell would go behind every waiting one (Optuna hands out waiting trials oldest first), so
-a grid stopped during its claims would answer them only at its very end, and a stopped cell of the rest
-would stay one seed short until then. So the waiting trials are also reordered in place into the order
-above: the oldest waiting trial gets the first cell (a trial's cell is its ``fixed_params`` and its
+Both reorder the waiting trials in place: the oldest waiting trial gets the first cell (a trial's cell is its ``fixed_params`` and its
 ``cell`` label, moved together). Workers take trials only under the same folder lock, so none takes a
 trial mid-move; on a database shared with other machines (whose workers hold other folders' locks) the
 queue is left as it is while any trial runs there.
@@ -75,14 +79,8 @@ def claim_cells_first(suite, results: Path, storage_url: str | None) -> ClaimsQu
     Raises:
         ClaimsFirstError: the suite samples its trials, or declares no (valid) paper claims.
     """
-    import optuna
-
-    from ntbench.claims import Claims, has_heartbeat
     from ntbench.paper_table import _in_cell, paper_claims
-    from ntbench.records import interrupted
-    # the runner's own cell keys and grid order, so that its check for missing cells finds these
-    from ntbench.runner import _cell_key, _label_grid, _labels, suite_dir
-    from ntbench.storage import make_storage
+    from ntbench.runner import _label_grid, _labels
 
     if suite.sampler.type != "grid":
         raise ClaimsFirstError(f"--claims-first: suite {suite.name} samples its trials ({suite.sampler.type}); "
@@ -92,9 +90,6 @@ def claim_cells_first(suite, results: Path, storage_url: str | None) -> ClaimsQu
         raise ClaimsFirstError(f"--claims-first: suite {suite.name} judges no paper claims"
                                + (f" ({where}: {'; '.join(problems)})" if problems else
                                   " (it has no paper: block)"))
-    folder = suite_dir(suite, results)
-    folder.mkdir(parents=True, exist_ok=True)
-    storage = make_storage(storage_url, folder)
     grid = _label_grid(_labels(suite))
     order: list[dict] = []
     for claim in table.claims:
@@ -102,16 +97,52 @@ def claim_cells_first(suite, results: Path, storage_url: str | None) -> ClaimsQu
             if isinstance(cell, dict):  # a claim against a printed value has one cell
                 order += [combo for combo in grid if _in_cell(combo, cell) and combo not in order]
     order += [combo for combo in grid if combo not in order]
+    return _queue_in_order(suite, results, storage_url, order, keep_first_places=False)
+
+
+def keep_places(suite, results: Path, storage_url: str | None) -> ClaimsQueue:
+    """Queue the missing cells of ``suite``'s grid and give each waiting cell the place it first had in
+    the queue, so that a cell stopped by Ctrl-C runs where it stopped, not after the rest of the grid.
+    A suite that samples its trials has no cells: nothing happens."""
+    from ntbench.runner import _label_grid, _labels
+
+    if suite.sampler.type != "grid":
+        return ClaimsQueue(0)
+    return _queue_in_order(suite, results, storage_url, _label_grid(_labels(suite)), keep_first_places=True)
+
+
+def _queue_in_order(suite, results: Path, storage_url: str | None, order: list[dict],
+                    keep_first_places: bool) -> ClaimsQueue:
+    """Queue the cells of ``order`` nobody ran or runs, in that order, then reorder the waiting trials:
+    into ``order``, or (``keep_first_places``) by the number of each cell's first trial (a stopped cell's
+    first attempt holds its place; a cell never queued before comes last, in ``order``)."""
+    import optuna
+
+    from ntbench.claims import Claims, has_heartbeat
+    from ntbench.records import interrupted
+    # the runner's own cell keys, so that its check for missing cells finds these
+    from ntbench.runner import _cell_key, suite_dir
+    from ntbench.storage import make_storage
+
+    folder = suite_dir(suite, results)
+    folder.mkdir(parents=True, exist_ok=True)
+    storage = make_storage(storage_url, folder)
+    keys = [_cell_key(c) for c in order]
     with Claims(folder, storage):
         study = optuna.create_study(study_name=suite.study_name(), storage=storage, load_if_exists=True,
                                     direction=suite.direction)
-        taken = {t.user_attrs.get("cell") for t in study.get_trials(deepcopy=False) if not interrupted(t)}
+        trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+        first = {}
+        for t in trials:
+            first.setdefault(t.user_attrs.get("cell"), t.number)
+        taken = {t.user_attrs.get("cell") for t in trials if not interrupted(t)}
         queued = 0
-        for combo in order:
-            key = _cell_key(combo)
+        for combo, key in zip(order, keys):
             if key not in taken:
                 study.enqueue_trial(combo, user_attrs={"cell": key})
                 taken.add(key)
                 queued += 1
-        moved, why = reorder_waiting(study, storage, [_cell_key(c) for c in order], has_heartbeat(storage))
+        if keep_first_places:  # stable: cells never queued before keep ``order``
+            keys.sort(key=lambda k: first.get(k, len(trials)))
+        moved, why = reorder_waiting(study, storage, keys, has_heartbeat(storage))
     return ClaimsQueue(queued, moved, why)

@@ -1,4 +1,5 @@
-"""`ntbench run --claims-first` queues the cells a suite's paper claims compare before the rest of its grid,
+"""`ntbench run` resumes a grid where it stopped (a stopped cell keeps its place in the queue),
+`--claims-first` queues the cells a suite's paper claims compare before the rest of its grid,
 and `ntbench validate` refuses axes whose order would silently drop a value."""
 import json
 
@@ -9,7 +10,7 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from ntbench.cli import app
-from ntbench.cli.claims_first import ClaimsFirstError, claim_cells_first
+from ntbench.cli.grid_queue import ClaimsFirstError, claim_cells_first, keep_places
 from ntbench.records import INTERRUPTED
 from ntbench.runner import _suggest, prepare_study, suite_dir
 from ntbench.storage import make_storage
@@ -152,6 +153,64 @@ def test_on_a_database_with_running_trials_the_queue_is_left_alone_and_says_why(
 def test_without_the_flag_the_grid_keeps_its_own_order(tmp_path):
     suite = load_suite(_suite(tmp_path))
     assert _waiting_order(suite, tmp_path / "runs")[1] == [(b, s) for b in (0.1, 0.3, 0.5) for s in (0, 1)]
+
+
+GRID_ORDER = [(b, s) for b in (0.1, 0.3, 0.5) for s in (0, 1)]
+
+
+def _stop_next(study):
+    """A worker takes the next waiting trial, then the run is stopped by Ctrl-C; returns its (beta, seed)."""
+    trial = study.ask()
+    cell = study.get_trials(deepcopy=False)[trial.number].system_attrs["fixed_params"]
+    trial.set_user_attr("fail_reason", INTERRUPTED)
+    study.tell(trial, state=TrialState.FAIL)
+    return cell["adapter_options.beta"], cell["train.seed"]
+
+
+def test_a_plain_resume_runs_a_stopped_cell_in_its_place_not_last(tmp_path):
+    suite = load_suite(_suite(tmp_path))
+    folder = suite_dir(suite, tmp_path / "runs")
+    study, _ = prepare_study(suite, make_storage(None, folder), folder)
+    study.tell(study.ask(), 0.5)  # (0.1, 0) completes
+    assert _stop_next(study) == (0.1, 1)
+    done = keep_places(suite, tmp_path / "runs", None)
+    # (0.1, 1) queued again as the newest trial, then every waiting trial shifts one place back
+    assert (done.queued, done.moved, done.not_moved) == (1, 5, "")
+    study, todo = prepare_study(suite, make_storage(None, folder), folder)  # the runner finds nothing missing
+    assert todo == 5 and _waiting(study) == GRID_ORDER[1:]
+    assert keep_places(suite, tmp_path / "runs", None).moved == 0  # in place: a second resume moves nothing
+
+
+def test_a_plain_resume_keeps_the_claims_first_order_a_claims_first_run_queued(tmp_path):
+    suite = load_suite(_suite(tmp_path))
+    folder = suite_dir(suite, tmp_path / "runs")
+    claim_cells_first(suite, tmp_path / "runs", None)
+    study, _ = prepare_study(suite, make_storage(None, folder), folder)
+    assert _stop_next(study) == (0.5, 0)
+    done = keep_places(suite, tmp_path / "runs", None)
+    assert (done.queued, done.moved) == (1, 6)
+    assert _waiting(study) == CLAIMS_ORDER  # not the grid's own order: each cell keeps its first place
+
+
+def test_a_sampled_suite_has_no_cells_to_keep_in_place(tmp_path):
+    path = tmp_path / "sampled.yaml"
+    path.write_text(yaml.safe_dump({"name": "sampled", "defaults": FAST, "objective": "reasoning.tf_paper_oIoU",
+                                    "ranges": {"adapter_options.beta": {"low": 0.1, "high": 0.9}},
+                                    "sampler": {"type": "tpe", "n_trials": 2}}))
+    assert keep_places(load_suite(path), tmp_path / "runs", None).queued == 0
+    assert not (tmp_path / "runs" / "sampled").exists()  # not even a folder made
+
+
+def test_the_cli_resumes_a_stopped_grid_in_place_and_says_so(tmp_path):
+    suite = load_suite(_suite(tmp_path))
+    folder = suite_dir(suite, tmp_path / "runs")
+    study, _ = prepare_study(suite, make_storage(None, folder), folder)
+    _stop_next(study)
+    res = runner.invoke(app, ["run", str(_suite(tmp_path)), "--results", str(tmp_path / "runs")])
+    assert res.exit_code == 0, res.output
+    assert "resuming: 6 waiting trial(s) reordered" in " ".join(res.output.split())
+    rows = pd.read_csv(tmp_path / "runs" / "cf" / "trials.csv")
+    assert len(rows) == 6 and set(rows.status) == {"COMPLETE"}
 
 
 def test_the_cli_runs_the_claims_cells_first(tmp_path):
