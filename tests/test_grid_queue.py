@@ -189,7 +189,52 @@ def test_a_plain_resume_keeps_the_claims_first_order_a_claims_first_run_queued(t
     assert _stop_next(study) == (0.5, 0)
     done = keep_places(suite, tmp_path / "runs", None)
     assert (done.queued, done.moved) == (1, 6)
-    assert _waiting(study) == CLAIMS_ORDER  # not the grid's own order: each cell keeps its first place
+    assert _waiting(study) == CLAIMS_ORDER  # not the grid's own order: each cell keeps its place
+
+
+def test_a_cell_stopped_before_a_claims_first_run_keeps_the_place_that_run_gave_it(tmp_path):
+    suite = load_suite(_suite(tmp_path))
+    folder = suite_dir(suite, tmp_path / "runs")
+    study, _ = prepare_study(suite, make_storage(None, folder), folder)  # a plain run, the grid's order
+    study.tell(study.ask(), 0.5)  # (0.1, 0) completes
+    assert _stop_next(study) == (0.1, 1)  # stopped as trial 1
+    claim_cells_first(suite, tmp_path / "runs", None)  # (0.1, 1) queued again, now behind the claims' cells
+    assert _stop_next(study) == (0.5, 0)
+    keep_places(suite, tmp_path / "runs", None)
+    # (0.1, 1)'s first attempt (trial 1) is older than all, but its place is the one claims-first gave it
+    assert _waiting(study) == [(0.5, 0), (0.5, 1), (0.3, 0), (0.3, 1), (0.1, 1)]
+
+
+def test_a_cell_stopped_twice_goes_back_to_where_it_was_handed_out_last(tmp_path):
+    suite = load_suite(_suite(tmp_path))
+    folder = suite_dir(suite, tmp_path / "runs")
+    study, _ = prepare_study(suite, make_storage(None, folder), folder)
+    study.tell(study.ask(), 0.5)  # (0.1, 0)
+    study.tell(study.ask(), 0.5)  # (0.1, 1)
+    assert _stop_next(study) == (0.3, 0)
+    keep_places(suite, tmp_path / "runs", None)
+    assert _stop_next(study) == (0.3, 0)  # handed out first again, and stopped again
+    keep_places(suite, tmp_path / "runs", None)
+    assert _waiting(study) == GRID_ORDER[2:]
+
+
+def test_a_retry_stopped_by_ctrl_c_gives_its_cell_back(tmp_path):
+    suite = load_suite(_suite(tmp_path))
+    folder = suite_dir(suite, tmp_path / "runs")
+    study, _ = prepare_study(suite, make_storage(None, folder), folder)
+    trial = study.ask()  # (0.1, 0) fails for real
+    trial.set_user_attr("fail_reason", "ValueError: boom")
+    study.tell(trial, state=TrialState.FAIL)
+    study, _ = prepare_study(suite, make_storage(None, folder), folder, retry_failed=True)  # retry at the end
+    for _ in range(5):
+        study.tell(study.ask(), 0.5)  # the rest of the grid completes
+    retry = study.ask()
+    assert study.get_trials()[retry.number].user_attrs["retry_of"] == trial.number
+    retry.set_user_attr("fail_reason", INTERRUPTED)
+    study.tell(retry, state=TrialState.FAIL)  # the retry is stopped by Ctrl-C
+    # the failed original is replaced by its retry, the retry was stopped: without care no trial holds the cell
+    assert keep_places(suite, tmp_path / "runs", None).queued == 1
+    assert _waiting(study) == [(0.1, 0)]
 
 
 def test_a_sampled_suite_has_no_cells_to_keep_in_place(tmp_path):

@@ -3,9 +3,9 @@
 
 Plain run: Optuna hands out waiting trials oldest first, and the runner queues a cell stopped by Ctrl-C
 again *behind* every waiting one, so without help a grid stopped part-way would run that cell last and
-leave it one seed short until the grid's very end. ``keep_places`` gives every waiting cell the place it
-first had in the queue (the number of its first trial, attempts stopped by Ctrl-C included), so a resumed
-run goes on exactly where it stopped.
+leave it one seed short until the grid's very end. ``keep_places`` puts every waiting cell back in the
+place it had in the queue (a stopped cell: where it was handed out), so a resumed run goes on exactly
+where it stopped.
 
 --claims-first: a paper grid (activation_patterns: 150 trials, about 7.5 h on 2 cores) rarely finishes in one sitting,
 and it runs its cells in the product order of its axes, so a run stopped part-way has answered the claims
@@ -18,7 +18,7 @@ under the folder's claim lock. The grid's cells are put in this order: the claim
 A then B, the seeds of a cell together; then the other cells in the suite's own order. Each cell nobody ran
 or runs is queued. Nothing else changes: the runner then finds every cell taken, the trials are the ones a
 plain run would make, and a later plain run resumes the same study in the same order (each cell keeps its
-first place). A cell stopped during the claims goes back among them.
+place). A cell stopped during the claims goes back among them.
 
 Both reorder the waiting trials in place: the oldest waiting trial gets the first cell (a trial's cell is its ``fixed_params`` and its
 ``cell`` label, moved together). Workers take trials only under the same folder lock, so none takes a
@@ -62,8 +62,8 @@ def reorder_waiting(study, storage, keys: list[str], others_may_run: bool) -> tu
     if not moves:
         return 0, ""
     if others_may_run and study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        return 0, ("the waiting trials were not reordered: trials are running on this study's database, "
-                   "maybe from another machine, whose workers could take a trial while it moves")
+        return 0, ("the waiting trials were not reordered: trials are running on this study's storage, "
+                   "maybe from another folder or machine, whose workers could take a trial while it moves")
     study_id = storage.get_study_id_from_name(study.study_name)
     for trial, (key, params) in moves:  # the storage's public API: a Study sets attributes of its own trial only
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
@@ -97,29 +97,28 @@ def claim_cells_first(suite, results: Path, storage_url: str | None) -> ClaimsQu
             if isinstance(cell, dict):  # a claim against a printed value has one cell
                 order += [combo for combo in grid if _in_cell(combo, cell) and combo not in order]
     order += [combo for combo in grid if combo not in order]
-    return _queue_in_order(suite, results, storage_url, order, keep_first_places=False)
+    return _queue_in_order(suite, results, storage_url, order, keep_places=False)
 
 
 def keep_places(suite, results: Path, storage_url: str | None) -> ClaimsQueue:
-    """Queue the missing cells of ``suite``'s grid and give each waiting cell the place it first had in
+    """Queue the missing cells of ``suite``'s grid and put each waiting cell back in the place it had in
     the queue, so that a cell stopped by Ctrl-C runs where it stopped, not after the rest of the grid.
     A suite that samples its trials has no cells: nothing happens."""
     from ntbench.runner import _label_grid, _labels
 
     if suite.sampler.type != "grid":
         return ClaimsQueue(0)
-    return _queue_in_order(suite, results, storage_url, _label_grid(_labels(suite)), keep_first_places=True)
+    return _queue_in_order(suite, results, storage_url, _label_grid(_labels(suite)), keep_places=True)
 
 
 def _queue_in_order(suite, results: Path, storage_url: str | None, order: list[dict],
-                    keep_first_places: bool) -> ClaimsQueue:
-    """Queue the cells of ``order`` nobody ran or runs, in that order, then reorder the waiting trials:
-    into ``order``, or (``keep_first_places``) by the number of each cell's first trial (a stopped cell's
-    first attempt holds its place; a cell never queued before comes last, in ``order``)."""
+                    keep_places: bool) -> ClaimsQueue:
+    """Queue the cells of ``order`` nobody ran or runs, in that order, then reorder the waiting trials into
+    ``order``, or (``keep_places``) each cell into the place it had (see ``_places``)."""
     import optuna
 
     from ntbench.claims import Claims, has_heartbeat
-    from ntbench.records import interrupted
+    from ntbench.records import interrupted, replaced
     # the runner's own cell keys, so that its check for missing cells finds these
     from ntbench.runner import _cell_key, suite_dir
     from ntbench.storage import make_storage
@@ -131,18 +130,39 @@ def _queue_in_order(suite, results: Path, storage_url: str | None, order: list[d
     with Claims(folder, storage):
         study = optuna.create_study(study_name=suite.study_name(), storage=storage, load_if_exists=True,
                                     direction=suite.direction)
-        trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
-        first = {}
-        for t in trials:
-            first.setdefault(t.user_attrs.get("cell"), t.number)
-        taken = {t.user_attrs.get("cell") for t in trials if not interrupted(t)}
+        trials = study.get_trials(deepcopy=False)
+        place = _places(trials)
+        # an attempt a later one re-runs does not hold its cell: a retry stopped by Ctrl-C leaves the cell free
+        gone = replaced(trials)
+        taken = {t.user_attrs.get("cell") for t in trials if not interrupted(t) and t.number not in gone}
         queued = 0
         for combo, key in zip(order, keys):
             if key not in taken:
                 study.enqueue_trial(combo, user_attrs={"cell": key})
                 taken.add(key)
                 queued += 1
-        if keep_first_places:  # stable: cells never queued before keep ``order``
-            keys.sort(key=lambda k: first.get(k, len(trials)))
-        moved, why = reorder_waiting(study, storage, keys, has_heartbeat(storage))
+        if keep_places:  # stable: cells never queued before keep ``order``, after the others
+            keys.sort(key=lambda k: place.get(k, len(trials)))
+        # a journal or database named by --storage may be shared with other folders, whose workers take
+        # trials under their own folder's lock
+        moved, why = reorder_waiting(study, storage, keys, storage_url is not None or has_heartbeat(storage))
     return ClaimsQueue(queued, moved, why)
+
+
+def _places(trials) -> dict[str, int]:
+    """Each cell's place in the queue, as a trial number: a waiting cell's is its waiting trial's; a cell
+    whose trials were all stopped by Ctrl-C had the place of its latest attempt (Optuna handed it out
+    then, before every trial still waiting: those are younger, or were oldest-first behind it). The first
+    attempt's number would be wrong once ``--claims-first`` has moved the cell since."""
+    from optuna.trial import TrialState
+
+    from ntbench.records import interrupted
+
+    place: dict[str, int] = {}
+    for t in trials:
+        if interrupted(t):
+            place[t.user_attrs.get("cell")] = max(t.number, place.get(t.user_attrs.get("cell"), -1))
+    for t in trials:
+        if t.state == TrialState.WAITING and "cell" in t.user_attrs:
+            place[t.user_attrs["cell"]] = t.number
+    return place

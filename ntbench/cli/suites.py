@@ -156,19 +156,20 @@ def run(
         err.print(f"[bold yellow]warning:[/] {why} (--other-backbone)")
     from ntbench.cli.grid_queue import ClaimsFirstError, claim_cells_first, keep_places
 
+    try:  # may wait for the folder's claim lock, held by another run's worker between trials
+        queued = claim_cells_first(suite, results, storage) if claims_first else keep_places(suite, results, storage)
+    except ClaimsFirstError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        err.print("[bold yellow]stopped[/] before any trial started")
+        raise typer.Exit(130)
     if claims_first:
-        try:
-            queued = claim_cells_first(suite, results, storage)
-        except ClaimsFirstError as exc:
-            _fail(str(exc))
         err.print(f"claims first: queued {queued.queued} trial(s); "
                   + (f"{queued.moved} waiting trial(s) reordered: " if queued.moved else "")
                   + "the cells the paper claims compare run first, then the rest of the grid in its own order")
-    else:
-        queued = keep_places(suite, results, storage)
-        if queued.moved:
-            err.print(f"resuming: {queued.moved} waiting trial(s) reordered so that each cell keeps its first "
-                      "place in the queue (a cell stopped part-way runs next, not after the rest of the grid)")
+    elif queued.moved:
+        err.print(f"resuming: {queued.moved} waiting trial(s) reordered so that each cell keeps its place in the "
+                  "queue (a cell stopped part-way runs next, not after the rest of the grid)")
     if queued.not_moved:
         err.print(f"[bold yellow]warning:[/] {queued.not_moved}")
     try:
