@@ -124,7 +124,8 @@ def suite_progress(folder: Path, now: datetime | None = None,
                    trials: list[optuna.trial.FrozenTrial] | None = None) -> dict:
     """How far the suite stored in ``folder`` is: trials complete, running (with how long they have run),
     waiting, and failed attempts (interrupted ones included, and counted apart: a resumed run repeats their
-    cells), the median trial time, and a rough estimate of the time left at the current number of running workers. A sampled (TPE or
+    cells), the next three cells a plain resume takes (``number`` None: a stopped cell it queues again;
+    ``--claims-first`` may reorder them), the median trial time, and a rough estimate of the time left at the current number of running workers. A sampled (TPE or
     random) suite's total is its ``n_trials`` budget. Reads a copy of the journal, so it is safe while the
     suite runs; a worker that died leaves a trial "running" until the suite is resumed. ``trials``: the
     suite's stored trials, when the caller has read them already.
@@ -159,10 +160,20 @@ def suite_progress(folder: Path, now: datetime | None = None,
     # trials still to start spread over the workers
     left = None if median is None else (sum(max(0.0, median - r) for r in ran) + median * todo) / workers
     claims = None if suite is None else claims_with_interval(suite, [t.params for t in done])
+    # what a resumed run takes first: the cells stopped by Ctrl-C and not queued since, which `ntbench run` puts
+    # back where they were handed out (before every trial still waiting), then the waiting trials, oldest first
+    was_stopped = {t.number for t in stopped}
+    held = {t.user_attrs.get("cell") for t in trials if t.number not in was_stopped}
+    unqueued = {t.user_attrs["cell"]: t for t in sorted(stopped, key=lambda t: t.number)
+                if "cell" in t.user_attrs and t.user_attrs["cell"] not in held}
+    queue = sorted(unqueued.values(), key=lambda t: t.number) + sorted(waiting, key=lambda t: t.number)
+    upcoming = [{"number": None if t.state == state.FAIL else t.number,
+                 "params": t.params or t.system_attrs.get("fixed_params", {})} for t in queue[:3]]
     return {"folder": str(folder), "complete": len(done), "running": len(running), "to_start": todo,
             "failed_attempts": len(failed), "interrupted_attempts": len(stopped), "total": total, "median_trial_s": median, "time_left_s": left,
             "claims_with_interval": None if claims is None else claims[0],
             "claims": None if claims is None else claims[1],
+            "next_trials": upcoming,
             "running_trials": [{"number": t.number, "params": t.params, "running_s": round(r)}
                                for t, r in zip(running, ran)],
             "last_complete": [{"number": t.number, "params": t.params, "value": t.value}

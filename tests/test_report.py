@@ -643,6 +643,38 @@ def test_status_of_a_grid_stopped_by_ctrl_c_counts_the_stopped_cells_as_to_start
         " ".join(shown.output.split())  # the console may wrap the line anywhere between words
 
 
+def test_status_shows_the_next_cells_a_resume_takes_a_stopped_one_first(tmp_path):
+    import json
+
+    import optuna
+    from typer.testing import CliRunner
+
+    from ntbench.cli import app
+    from ntbench.records import INTERRUPTED
+    from ntbench.storage import make_storage
+    from ntbench.wall_time import suite_progress
+
+    folder = _folder(tmp_path, {0.3: [0.40, 0.42], 0.5: [0.45, 0.47]})
+    suite = Suite(**yaml.safe_load((folder / "suite.resolved.yaml").read_text()))
+    study = optuna.create_study(study_name=suite.study_name(), storage=make_storage(None, folder))
+    cells = [{"adapter_options.beta": b, "train.seed": s} for b in (0.3, 0.5) for s in (0, 1)]
+    for cell in cells:  # queued as the runner queues a grid
+        study.enqueue_trial(cell, user_attrs={"cell": json.dumps(cell, sort_keys=True)})
+    study.tell(study.ask(), 0.4)  # (0.3, 0) completes
+    stopped = study.ask()  # (0.3, 1) is stopped by Ctrl-C
+    stopped.set_user_attr("fail_reason", INTERRUPTED)
+    study.tell(stopped, state=optuna.trial.TrialState.FAIL)
+    p = suite_progress(folder)
+    # the stopped cell first (a resume queues it again in its place), then the waiting ones, oldest first
+    assert p["next_trials"] == [{"number": None, "params": cells[1]}, {"number": 2, "params": cells[2]},
+                                {"number": 3, "params": cells[3]}]
+    shown = " ".join(CliRunner().invoke(app, ["status", str(folder)]).output.split())
+    assert "next (stopped, runs again) {'adapter_options.beta': 0.3, 'train.seed': 1}" in shown
+    assert "next #2 {'adapter_options.beta': 0.5, 'train.seed': 0}" in shown
+    study.enqueue_trial(cells[1], user_attrs={"cell": json.dumps(cells[1], sort_keys=True)})  # queued again
+    assert [t["number"] for t in suite_progress(folder)["next_trials"]] == [2, 3, 4]
+
+
 def test_report_rebuilds_the_table_of_a_suite_stopped_before_it_wrote_one(tmp_path):
     import optuna
     from typer.testing import CliRunner

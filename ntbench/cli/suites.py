@@ -221,6 +221,9 @@ def status(folder: Path = typer.Argument(..., help="a suite's results folder, e.
                   "(both cells on two shared seeds or more; `ntbench report` judges them)")
     for t in p["running_trials"]:
         out.print(f"  running  #{t['number']} {t['params']} for {minutes(t['running_s'])}")
+    for t in p["next_trials"]:
+        out.print(f"  next     {'#' + str(t['number']) if t['number'] is not None else '(stopped, runs again)'} "
+                  f"{t['params']}")
     for t in p["last_complete"]:
         out.print(f"  complete #{t['number']} {t['params']}: {t['value']:.4g}")
 
