@@ -194,9 +194,10 @@ def run(
 
 @app.command()
 def status(folder: Path = typer.Argument(..., help="a suite's results folder, e.g. runs/beta_grid"),
-           as_json: bool = typer.Option(False, "--json", help="print the counts, running trials and estimate as JSON")
+           as_json: bool = typer.Option(False, "--json", help="print the counts, running and next trials and estimate as JSON")
            ) -> None:
-    """How far a suite is, safe while it runs: trials complete, running, waiting and failed, and the time left."""
+    """How far a suite is, safe while it runs: trials complete, running, waiting and failed, the next three
+    cells a resume takes (a cell stopped by Ctrl-C first, in its place), and the time left."""
     from ntbench.wall_time import suite_progress
 
     try:
