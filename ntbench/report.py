@@ -21,7 +21,7 @@ import yaml
 # the paper-vs-ntbench section lives in ntbench.paper_table; its names stay importable from here
 from ntbench.paper_table import SUITES_DIR, judge_claim, paper_claims, paper_section, scoreboard  # noqa: F401
 from ntbench.stats import difference, mean_interval, minimum_detectable_effect, power_table
-from ntbench.suite import Suite
+from ntbench.suite import Suite, lower_is_better
 
 SEED = "param.train.seed"
 
@@ -116,18 +116,12 @@ def _cell(r) -> str:
     return text + marks.get(r["vs_best"], "")
 
 
-# metrics where less is better, whatever the suite's objective direction: distances between image
-# distributions and costs (matched on the last dotted part of the name, case-insensitive)
-LOWER_IS_BETTER = ("fid", "kid", "params", "flops", "step_time", "memory", "loss", "seconds")
-
-
 def maximizes(suite: Suite, metric: str) -> bool:
     """Whether a higher ``metric`` is better: the suite's direction for its objective, and for any
     other metric what the metric is (FID, parameters, TFLOPs, time and memory: lower)."""
     if metric == suite.objective:
         return suite.direction == "maximize"
-    last = metric.rsplit(".", 1)[-1].lower()
-    return not (any(tag in last for tag in LOWER_IS_BETTER) or last.endswith(("_s", "_mb")))
+    return not lower_is_better(metric)
 
 
 def suite_table(suite: Suite, df: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:

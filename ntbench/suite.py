@@ -44,8 +44,10 @@ This module reads and validates suite files; the typed models, labels and cells 
 from __future__ import annotations
 
 import copy
+import difflib
 import itertools
 import os
+import re
 from pathlib import Path
 from typing import Any, get_args
 
@@ -55,9 +57,14 @@ from pydantic import BaseModel, ValidationError
 from ntbench.adapters.sites import AdapterError
 from ntbench.registry import UnknownNameError
 # the typed models, labels and cells (ntbench.suite_models) are imported from here by the rest of ntbench
-from ntbench.suite_models import (EMPTY_LABEL, PaperClaim, PaperNumbers, PaperTable, Range,  # noqa: F401
-                                  ReportSpec, Sampler, Suite, cell_errors, grid_cells, label, paper_errors,
-                                  resolve, same_label, set_dotted, trial_config)
+from ntbench.suite_models import (EMPTY_LABEL, LOWER_IS_BETTER, PaperClaim, PaperNumbers,  # noqa: F401
+                                  PaperTable, Range, ReportSpec, Sampler, Suite, cell_errors, grid_cells, label,
+                                  lower_is_better, paper_errors, resolve, same_label, set_dotted, trial_config)
+
+# the columns every row of trials.csv has besides TASK.METRIC ones (ntbench.records.trial_rows): a suite's
+# report.metrics may name them
+ROW_METRICS = ("duration_s", "step_time_s", "peak_memory_mb", "tokens_per_s", "trainable_params", "adapter_params",
+               "tflops_per_step")
 
 
 class SuiteError(ValueError):
@@ -98,10 +105,13 @@ def _format_error(where: str, exc: Exception, root: type[BaseModel] | None = Non
             msg = err["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's ValueError
             if err["type"] == "extra_forbidden":
                 allowed = _allowed_keys(root, err["loc"])
-                msg = "unknown key" + (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
+                near = difflib.get_close_matches(str(err["loc"][-1]), allowed, n=1)
+                msg = "unknown key" + (f" (did you mean {near[0]!r}?)" if near else "") + \
+                    (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
             value = repr(err.get("input"))
-            out.append(f"{where}{key}: {msg}" if not key or value in msg
-                       else f"{where}{key}: {value}: {msg}")
+            # the value once: not again where the message quotes it already (as a whole, not inside a word)
+            quoted = re.search(rf"(?<![\w.]){re.escape(value)}(?![\w.])", msg)
+            out.append(f"{where}{key}: {msg}" if not key or quoted else f"{where}{key}: {value}: {msg}")
         return out
     return [f"{where}{exc}"]
 
@@ -123,7 +133,10 @@ def read_suite_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str
     """
     path = Path(path)
     if not path.is_file():
-        raise SuiteError(str(path), ["file not found" if not _chain else f"extended by {_chain[-1]}: file not found"])
+        what = "a folder, not a suite file" if path.is_dir() else "file not found"
+        if _chain:  # named by the suite being read: the error is that suite's (its `extends:` key)
+            raise SuiteError(str(_chain[0]), [f"extends: {path} (named by {_chain[-1]}): {what}"])
+        raise SuiteError(str(path), [what])
     if path.resolve() in _chain:
         cycle = " -> ".join(str(p) for p in _chain[_chain.index(path.resolve()):] + (path.resolve(),))
         raise SuiteError(str(_chain[0]), [f"extends: a cycle: {cycle}"])
@@ -131,8 +144,8 @@ def read_suite_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str
         # ${VAR} expands from the environment (paper suites point at weights this way); an
         # unset variable stays as written, so a suite validates even where weights are absent
         data = yaml.safe_load(os.path.expandvars(path.read_text()))
-    except yaml.YAMLError as exc:
-        raise SuiteError(str(path), [f"not valid YAML: {exc}"]) from None
+    except yaml.YAMLError as exc:  # read from a string, the parser calls the file "<unicode string>"
+        raise SuiteError(str(path), [f"not valid YAML: {str(exc).replace('<unicode string>', str(path))}"]) from None
     if not isinstance(data, dict):
         raise SuiteError(str(path), ["expected a mapping with keys name, defaults, axes, sampler, ..."])
     parent = data.pop("extends", None)
@@ -172,13 +185,41 @@ def load_suite(path: str | Path) -> Suite:
         for dup in sorted({str(x) for x in labels if labels.count(x) > 1}):
             errors.append(f"axes.{key}: two values share the label {dup!r}; each value needs its own")
     errors += _linked_errors(suite)
-    errors += paper_errors(suite)
-    errors += _check_values(suite)
+    errors += _report_metric_errors(suite)
+    values = _check_values(suite)
+    # a claim naming a misspelled axis is a consequence: the root cause (the axis's own error) comes first
+    errors += values + paper_errors(suite)
     if not errors:  # each value is fine on its own: now every combination of them
         errors += _check_cells(suite)
     if errors:
         raise SuiteError(str(path), errors)
     return suite
+
+
+def _report_metric_errors(suite: Suite) -> list[str]:
+    """``report.metrics``: each a row column (ROW_METRICS) or TASK.METRIC that some evaluation reports; a
+    misspelled one would otherwise show only after the run, as a report section with no values."""
+    from ntbench.eval.evaluate import metric_names
+    from ntbench.model.tasks import TASKS
+
+    errors = []
+    for i, metric in enumerate(suite.report.metrics):
+        task, _, name = metric.partition(".")
+        if not name:
+            if metric not in ROW_METRICS:
+                near = difflib.get_close_matches(metric, ROW_METRICS, n=1)
+                errors.append(f"report.metrics[{i}]: {metric!r}: not a metric"
+                              + (f" (did you mean {near[0]!r}?)" if near else "")
+                              + f"; allowed: TASK.METRIC (e.g. referring.tf_paper_oIoU) or {', '.join(ROW_METRICS)}")
+        elif task not in TASKS:
+            errors.append(f"report.metrics[{i}]: {metric!r}: unknown task {task!r}; allowed: {', '.join(TASKS.names())}")
+        else:  # the names any configuration can report: generated answers and METEOR included
+            allowed = metric_names(task, generated=True, meteor=True)
+            if name not in allowed:
+                near = difflib.get_close_matches(name, allowed, n=1)
+                errors.append(f"report.metrics[{i}]: {metric!r}: {task} reports no {name!r}"
+                              + (f" (did you mean {task}.{near[0]}?)" if near else "") + f"; allowed: {', '.join(allowed)}")
+    return errors
 
 
 def _linked_errors(suite: Suite) -> list[str]:

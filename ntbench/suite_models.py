@@ -12,7 +12,18 @@ import itertools
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+# metrics where less is better: distances between image distributions and costs, matched on the last dotted
+# part of the name, case-insensitive (a suite's objective defaults to minimizing them)
+LOWER_IS_BETTER = ("fid", "kid", "params", "flops", "step_time", "memory", "loss", "seconds")
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether a smaller ``metric`` is better: FID, KID, parameters, TFLOPs, time, memory, losses."""
+    last = metric.rsplit(".", 1)[-1].lower()
+    return any(tag in last for tag in LOWER_IS_BETTER) or last.endswith(("_s", "_mb"))
 
 
 class Sampler(BaseModel):
@@ -88,7 +99,9 @@ class Suite(BaseModel):
     ranges: dict[str, Range] = Field(default_factory=dict)
     sampler: Sampler = Field(default_factory=Sampler)
     objective: str = "reasoning.tf_paper_oIoU"
-    direction: Literal["maximize", "minimize"] = "maximize"
+    direction: Literal["maximize", "minimize"] = Field(
+        None, description="left out: minimize for a lower-is-better objective (FID, KID, costs), else maximize",
+        validate_default=False)
     report: ReportSpec = Field(default_factory=ReportSpec)
     # With a fixed step budget a 1-task cell gives its task several times the updates of a 4-task
     # cell; the paper (like its reference code: fixed epochs, each batch split across the tasks)
@@ -104,6 +117,14 @@ class Suite(BaseModel):
     linked: dict[str, dict[str, dict[str, Any]]] = Field(
         default_factory=dict, description="axis key -> value (as labelled) -> {dotted key: value} set in "
                                            "the cells with that value, e.g. {adapter: {lora: {train.lr: 0.001}}}")
+
+    @model_validator(mode="after")
+    def _direction_follows_the_objective(self) -> "Suite":
+        # set here, not as a plain default, so that `objective: t2i.FID` alone does not maximize FID; a suite
+        # that names its objective's usual direction, or leaves a higher-is-better one's out, hashes as before
+        if self.direction is None:
+            self.direction = "minimize" if lower_is_better(self.objective) else "maximize"
+        return self
 
     def content_hash(self) -> str:
         """The suite's content plus the recipes of the backbones it names: a changed recipe changes

@@ -169,7 +169,7 @@ def suite_progress(folder: Path, now: datetime | None = None,
     queue = sorted(unqueued.values(), key=lambda t: t.number) + sorted(waiting, key=lambda t: t.number)
     upcoming = [{"number": None if t.state == state.FAIL else t.number,
                  "params": t.params or t.system_attrs.get("fixed_params", {})} for t in queue[:3]]
-    return {"folder": str(folder), "complete": len(done), "running": len(running), "to_start": todo,
+    return {"folder": str(folder), "objective": None if suite is None else suite.objective, "complete": len(done), "running": len(running), "to_start": todo,
             "failed_attempts": len(failed), "interrupted_attempts": len(stopped), "total": total, "median_trial_s": median, "time_left_s": left,
             "claims_with_interval": None if claims is None else claims[0],
             "claims": None if claims is None else claims[1],

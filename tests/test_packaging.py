@@ -40,8 +40,9 @@ def test_the_installed_copy_is_where_the_wheel_puts_it(monkeypatch):
 def test_list_and_validate_find_shipped_suites_by_name():
     import json
     listed = json.loads(CliRunner().invoke(app, ["list", "--json"]).stdout)["suites"]
-    names = {p.relative_to(ui.suites_dir()).with_suffix("").as_posix() for p in ui.suites_dir().rglob("*.yaml")}
-    assert {"beta_grid", "smoke", "paper/adapters"} <= names and set(listed) == names
+    names = {p.relative_to(ui.suites_dir()).with_suffix("").as_posix() for p in ui.suites_dir().rglob("*.yaml")
+             if not p.name.startswith("_")}  # paper/_base.yaml is what the paper suites extend, not a suite to run
+    assert {"beta_grid", "smoke", "paper/adapters"} <= names and set(listed) == names and "paper/_base" not in listed
     result = CliRunner().invoke(app, ["validate", "smoke", "paper/adapters", "suites/beta_grid.yaml", "--json"])
     assert result.exit_code == 0, result.output
     assert [r["path"] for r in json.loads(result.stdout)] == [
@@ -52,4 +53,19 @@ def test_list_and_validate_find_shipped_suites_by_name():
 @pytest.mark.parametrize("name", ["nosuch", "paper/nosuch"])
 def test_an_unknown_suite_name_exits_2(name):
     result = CliRunner().invoke(app, ["run", name, "--results", "/nonexistent-results"])
-    assert result.exit_code == 2 and "not found" in result.output
+    assert result.exit_code == 2 and "not found" in result.output and "ntbench list" in result.output
+
+
+@pytest.mark.parametrize("given, meant", [("quickstrat", "quickstart"), ("paper_adapters", "paper/adapters"),
+                                          ("suites/beta_gird.yaml", "beta_grid")])
+def test_a_misspelled_suite_name_gets_the_nearest_shipped_one(given, meant):
+    result = CliRunner().invoke(app, ["validate", given])
+    assert result.exit_code == 2 and f"did you mean {meant!r}?" in result.output
+
+
+def test_report_on_an_empty_root_points_at_the_committed_results(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results").mkdir()  # a checkout: the committed results are there
+    result = CliRunner().invoke(app, ["report"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and "no suite results under runs" in text and "--results results" in text

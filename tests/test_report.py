@@ -594,7 +594,13 @@ def test_status_counts_a_running_suite_and_estimates_the_time_left(tmp_path):
     result = CliRunner().invoke(app, ["status", str(folder), "--json"])
     assert result.exit_code == 0 and json.loads(result.stdout)["to_start"] == 3
     missing = CliRunner().invoke(app, ["status", str(tmp_path / "nowhere")])
-    assert missing.exit_code == 2 and "no suite storage here" in missing.output
+    assert missing.exit_code == 2 and "nowhere: no such folder" in missing.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "no suite storage here" in CliRunner().invoke(app, ["status", str(empty)]).output
+    shown = " ".join(CliRunner().invoke(app, ["status", str(folder)]).output.split())
+    assert "3 of 8 trials complete, 2 running, 3 to start; 1 failed attempt; a trial takes 6.0 min (median); about" \
+        in shown and "left at 2 running worker(s)" in shown  # the command's clock is the real one: no fixed minutes
     # a sampled suite: nothing waits, its budget says what is left
     sampled = tmp_path / "t"
     sampled.mkdir()
@@ -639,8 +645,10 @@ def test_status_of_a_grid_stopped_by_ctrl_c_counts_the_stopped_cells_as_to_start
     assert ntbench.wall_time.INTERRUPTED == INTERRUPTED  # the copy status counts by is the runner's value
     shown = CliRunner().invoke(app, ["status", str(folder)])
     assert shown.exit_code == 0
-    assert "1 failed attempts (1 of them stopped by Ctrl-C, not failures: their cells run again)" in \
-        " ".join(shown.output.split())  # the console may wrap the line anywhere between words
+    text = " ".join(shown.output.split())  # the console may wrap the line anywhere between words
+    assert "2 of 4 trials complete, 0 running, 2 to start; 1 interrupted attempt (stopped by Ctrl-C: their cells " \
+           "run again); a trial takes" in text and "failed attempt" not in text
+    assert "left at one worker (none running now; halve it for --workers 2)" in text
 
 
 def test_status_shows_the_next_cells_a_resume_takes_a_stopped_one_first(tmp_path):
@@ -669,8 +677,8 @@ def test_status_shows_the_next_cells_a_resume_takes_a_stopped_one_first(tmp_path
     assert p["next_trials"] == [{"number": None, "params": cells[1]}, {"number": 2, "params": cells[2]},
                                 {"number": 3, "params": cells[3]}]
     shown = " ".join(CliRunner().invoke(app, ["status", str(folder)]).output.split())
-    assert "next (stopped, runs again) {'adapter_options.beta': 0.3, 'train.seed': 1}" in shown
-    assert "next #2 {'adapter_options.beta': 0.5, 'train.seed': 0}" in shown
+    assert "next (stopped, runs again) beta=0.3 seed=1" in shown
+    assert "next #2 beta=0.5 seed=0" in shown
     study.enqueue_trial(cells[1], user_attrs={"cell": json.dumps(cells[1], sort_keys=True)})  # queued again
     assert [t["number"] for t in suite_progress(folder)["next_trials"]] == [2, 3, 4]
 
@@ -760,3 +768,47 @@ def test_a_report_over_task_mixes_states_its_budget_rule():
     betas = Suite(name="s", axes={"adapter_options.beta": [0.3, 0.5]}, objective=OBJ)  # one task mix: no line
     beta_rows = pd.DataFrame([{"status": "COMPLETE", BETA: b, OBJ: 0.5} for b in (0.3, 0.5)])
     assert not any(ln.startswith("Budget") for ln in report.method_lines(betas, beta_rows))
+
+
+def test_status_shows_a_cell_by_its_short_keys_and_the_leaves_of_a_json_axis_value():
+    from ntbench.cli.ui import cell_text
+    from ntbench.suite_models import label
+
+    # the activation_patterns grid: an axis whose values are mappings, stored as their JSON label
+    strategy = label({"strategy": "distribution", "strategy_options": {"m": 0}})
+    assert cell_text({"adapter_options": strategy, "adapter_options.beta": 0.3, "train.seed": 2}) == \
+        "strategy=distribution m=0 beta=0.3 seed=2"
+    # two keys ending alike keep their full names; a task mix's label and a non-JSON brace stay as they are
+    assert cell_text({"train.seed": 1, "adapter_options.seed": 3, "train.tasks": label({"reasoning": 1, "t2i": 1}),
+                      "note": "{not json"}) == \
+        "train.seed=1 adapter_options.seed=3 tasks=reasoning+t2i note={not json"
+
+
+def test_status_finds_a_suite_by_name_and_says_when_a_suite_is_complete(tmp_path, monkeypatch):
+    import optuna
+    from typer.testing import CliRunner
+
+    from ntbench.cli import app
+    from ntbench.storage import make_storage
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    folder = _folder(tmp_path / "runs", {0.3: [0.40, 0.42], 0.5: [0.45, 0.47]})
+    suite = Suite(**yaml.safe_load((folder / "suite.resolved.yaml").read_text()))
+    study = optuna.create_study(study_name=suite.study_name(), storage=make_storage(None, folder))
+    dist = {"adapter_options.beta": optuna.distributions.CategoricalDistribution([0.3, 0.5]),
+            "train.seed": optuna.distributions.CategoricalDistribution([0, 1])}
+    for beta in (0.3, 0.5):
+        for seed in (0, 1):
+            study.add_trial(optuna.trial.create_trial(params={"adapter_options.beta": beta, "train.seed": seed},
+                                                      distributions=dist, value=0.4))
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump({"name": folder.name}))  # what `ntbench run` was given
+    shown = CliRunner().invoke(app, ["status", "mine.yaml"])
+    assert shown.exit_code == 0, shown.output
+    text = " ".join(shown.output.split())
+    assert f"its results folder under the default root: runs/{folder.name}" in text
+    assert "complete: 4 of 4 trials" in text and "to start" not in text and "left at" not in text
+    assert f"last complete ({OBJ}):" in text
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump({"name": "never_ran"}))
+    missing = CliRunner().invoke(app, ["status", "other.yaml"])
+    assert missing.exit_code == 2 and "runs/never_ran does not exist" in " ".join(missing.output.split())

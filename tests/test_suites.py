@@ -131,8 +131,10 @@ def test_extends_cycle_and_missing_parent_are_clear_errors(tmp_path):
     with pytest.raises(SuiteError, match=r"extends: a cycle: .*a\.yaml -> .*b\.yaml -> .*a\.yaml"):
         load_suite(tmp_path / "a.yaml")
     (tmp_path / "c.yaml").write_text("extends: nowhere.yaml\nname: c\n")
-    with pytest.raises(SuiteError, match=r"nowhere\.yaml: .*\n  - extended by .*c\.yaml: file not found"):
+    with pytest.raises(SuiteError, match=r"c\.yaml: .*\n  - extends: .*nowhere\.yaml \(named by .*c\.yaml\): file not found"):
         load_suite(tmp_path / "c.yaml")
+    with pytest.raises(SuiteError, match=r": 1 error\(s\)\n  - a folder, not a suite file"):
+        load_suite(tmp_path)
 
 
 def test_paper_suites_extend_one_base():
@@ -442,3 +444,65 @@ def test_report_names_linked_settings(tmp_path):
                        "reasoning.tf_paper_oIoU": [0.5, 0.4]})
     assert "Linked settings (a cell takes them with its axis value): adapter = lora: train.lr = 0.0005." \
         in method_lines(suite, df)
+
+
+def test_a_lower_is_better_objective_is_minimized_unless_the_suite_says_otherwise():
+    from ntbench.suite import Suite
+
+    assert Suite(name="s", objective="t2i.FID").direction == "minimize"
+    assert Suite(name="s", objective="trainable_params").direction == "minimize"
+    assert Suite(name="s", objective="reasoning.tf_paper_oIoU").direction == "maximize"
+    assert Suite(name="s", objective="t2i.FID", direction="maximize").direction == "maximize"  # stated: kept
+    # the resolved direction is what the suite's hash sees: leaving the usual direction out renames no study
+    assert Suite(name="s", objective="t2i.FID").content_hash() == \
+        Suite(name="s", objective="t2i.FID", direction="minimize").content_hash()
+
+
+def test_misspelled_report_metrics_fail_validation_with_the_nearest_name(tmp_path):
+    bad = write_suite(tmp_path / "m.yaml", report={"metrics": ["reasoning.tf_paper_IoU", "step_time", "captioning.BLEU-4"]})
+    with pytest.raises(SuiteError) as exc:
+        load_suite(bad)
+    text = str(exc.value)
+    assert "report.metrics[0]: 'reasoning.tf_paper_IoU': reasoning reports no 'tf_paper_IoU' " \
+           "(did you mean reasoning.tf_paper_oIoU?)" in text
+    assert "report.metrics[1]: 'step_time': not a metric (did you mean 'step_time_s'?)" in text
+    assert "report.metrics[2]" not in text  # a real metric, though this suite does not train captioning
+    ok = write_suite(tmp_path / "ok.yaml", report={"metrics": ["reasoning.gen_paper_oIoU", "tflops_per_step"]})
+    assert load_suite(ok).report.metrics == ["reasoning.gen_paper_oIoU", "tflops_per_step"]
+
+
+def test_every_row_metric_a_suite_may_report_is_a_column_of_trials_csv(tmp_path):
+    import optuna
+
+    from ntbench.records import trial_rows
+    from ntbench.suite import ROW_METRICS, Suite
+
+    study = optuna.create_study(storage=make_storage(None, tmp_path), study_name="s")
+    trial = study.ask()
+    trial.set_user_attr("summary", {"train": {"step_time_s": 0.1}, "metrics": {"reasoning": {"tf_paper_oIoU": 0.4}}})
+    study.tell(trial, 0.4)
+    assert set(ROW_METRICS) <= set(trial_rows(Suite(name="s"), study).columns)
+
+
+def test_a_misspelled_key_gets_did_you_mean_and_its_value_and_comes_before_the_claims_it_breaks(tmp_path):
+    claims = {"table": "T", "claims": [{"says": "x", "a": {"adapter_options.beta": 0.3}, "b": {"adapter_options.beta": 0.7},
+                                        "paper": {"a": 1.0, "b": 2.0}}]}
+    bad = write_suite(tmp_path / "typo.yaml", axes={"adapter_options.beta": [0.3, 0.7], "train.sed": [0, 1]}, paper=claims)
+    with pytest.raises(SuiteError) as exc:
+        load_suite(bad)
+    errors = exc.value.errors
+    # the value 1 shows although the allowed keys contain "bf16": only the value as a whole counts as quoted
+    assert any(e.startswith("axes.train.sed[1] = 1 -> train.sed: 1: unknown key (did you mean 'seed'?)")
+               for e in errors), errors
+    first_claim = next(i for i, e in enumerate(errors) if e.startswith("paper."))
+    assert all(not e.startswith("paper.") for e in errors[:first_claim]) and first_claim > 0
+    assert "objectve: 'x': unknown key (did you mean 'objective'?)" in \
+        str(pytest.raises(SuiteError, load_suite, write_suite(tmp_path / "o.yaml", objectve="x")).value)
+
+
+def test_invalid_yaml_names_the_file_not_a_string(tmp_path):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("name: x\naxes: [unclosed\n")
+    with pytest.raises(SuiteError) as exc:
+        load_suite(bad)
+    assert f'in "{bad}"' in str(exc.value) and "<unicode string>" not in str(exc.value)

@@ -30,12 +30,12 @@ def data_make(
     check_out_folder("--out", out_dir)
     cfg = MicroWorldConfig(seed=seed, train=train, val=val, test=test, size=size)
     start = time.perf_counter()
-    with progress_bar() as progress:
-        task = progress.add_task("generating", total=train + val + test)
-        try:
+    try:
+        with progress_bar() as progress:
+            task = progress.add_task("generating", total=train + val + test)
             generate(out_dir, cfg, workers=workers, progress=lambda n: progress.advance(task, n))
-        except FileExistsError as exc:
-            _fail(f"--out: {exc}")
+    except FileExistsError as exc:  # after the bar has gone: no stale "generating 0/N" below the error
+        _fail(f"--out: {exc}")
     elapsed = time.perf_counter() - start
     if as_json:
         print_json({"folder": str(out_dir), "counts": {"train": train, "val": val, "test": test}, "seconds": elapsed})

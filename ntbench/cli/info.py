@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ntbench.cli.apps import app
-from ntbench.cli.ui import _fail, err, out, suites_dir
+from ntbench.cli.ui import _fail, err, out, shipped_suites, suites_dir
 
 
 @app.command("list")
@@ -24,15 +24,15 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="machine-readabl
 
     discover_strategies()
     groups = {"strategies": STRATEGIES, "adapters": ADAPTERS, "tasks": TASKS, "backbones": BACKBONES}
+    import yaml
+
     suites, shipped = {}, suites_dir()
-    for path in sorted(shipped.rglob("*.yaml")):
-        import yaml
+    for name, path in shipped_suites().items():  # the name `ntbench run NAME` takes: beta_grid, paper/adapters
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError:
             data = {}
-        # the name `ntbench run NAME` takes: beta_grid, paper/adapters
-        suites[path.relative_to(shipped).with_suffix("").as_posix()] = str(data.get("description", "")).strip()
+        suites[name] = str(data.get("description", "")).strip()
     if as_json:
         listing = {k: {e.name: e.description for e in reg} for k, reg in groups.items()}
         print(json.dumps({**listing, "suites": suites}, indent=2))

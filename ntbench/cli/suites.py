@@ -6,12 +6,13 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ntbench.cli.apps import app
 from ntbench.cli.ui import (SUITE_HAD_FAILURES, _check_storage, _fail, _fail_invalid, _parse_task_mix, _seed_list,
-                            check_out_file, check_out_folder, err, make_data_with_bar, out, print_json,
-                            progress_bar, resolve_suite)
+                            cell_text, check_out_file, check_out_folder, err, make_data_with_bar, out, print_json,
+                            progress_bar, resolve_suite, suite_hint)
 
 
 def _load_suites(paths: list[Path]):
@@ -23,7 +24,9 @@ def _load_suites(paths: list[Path]):
             suites.append(load_suite(resolve_suite(path)))
         except SuiteError as exc:
             failed = True
-            err.print(f"[bold red]invalid suite[/] {exc}")
+            err.print(f"[bold red]invalid suite[/] {escape(str(exc))}")
+            if exc.errors == ["file not found"] and not path.exists():
+                err.print(f"{path}: not a file, nor a shipped suite's name: {suite_hint(path)}")
     if failed:
         raise typer.Exit(2)
     return suites
@@ -42,7 +45,8 @@ def validate(paths: list[Path] = typer.Argument(..., help="suite YAML files or s
         rows.append({"path": str(resolve_suite(path)), "name": suite.name, "trials": n, "sampler": suite.sampler.type,
                      "objective": suite.objective, "direction": suite.direction})
         if not as_json:
-            out.print(f"[green]ok[/] {suite.name}: {n} trials ({suite.sampler.type}), objective {suite.objective}")
+            out.print(f"[green]ok[/] {suite.name}: {n} trial{'s' if n != 1 else ''} ({suite.sampler.type}), "
+                      f"objective {suite.objective} ({suite.direction})")
     if as_json:
         print_json(rows)
 
@@ -193,13 +197,15 @@ def run(
 
 
 @app.command()
-def status(folder: Path = typer.Argument(..., help="a suite's results folder, e.g. runs/beta_grid"),
+def status(folder: Path = typer.Argument(..., help="a suite's results folder, e.g. runs/beta_grid (or the suite's "
+                                                    "name or file: then its folder under runs/)"),
            as_json: bool = typer.Option(False, "--json", help="print the counts, running and next trials and estimate as JSON")
            ) -> None:
-    """How far a suite is, safe while it runs: trials complete, running, waiting and failed, the next three
-    cells a resume takes (a cell stopped by Ctrl-C first, in its place), and the time left."""
+    """How far a suite is, safe while it runs: trials complete, running, waiting and failed, the next three cells a
+    resume takes (a cell stopped by Ctrl-C first, in its place), and the time left."""
     from ntbench.wall_time import suite_progress
 
+    folder = _status_folder(folder)
     try:
         p = suite_progress(folder)
     except FileNotFoundError as exc:
@@ -210,23 +216,54 @@ def status(folder: Path = typer.Argument(..., help="a suite's results folder, e.
         print_json(p)
         return
     minutes = lambda s: "-" if s is None else f"{s / 60:.1f} min"  # noqa: E731
-    out.print(f"{folder}: [bold]{p['complete']}[/] of {p['total']} trials complete, {p['running']} running, "
-              f"{p['to_start']} to start, {p['failed_attempts']} failed attempts"
-              + (f" ({p['interrupted_attempts']} of them stopped by Ctrl-C, not failures: their cells run again)"
-                 if p["interrupted_attempts"] else "") + "; a trial takes "
-              f"{minutes(p['median_trial_s'])} (median)"
-              + (f"; about {minutes(p['time_left_s'])} left at {max(1, p['running'])} worker(s)"
-                 if p["time_left_s"] is not None and p["running"] + p["to_start"] else ""))
+    stopped, failed = p["interrupted_attempts"], p["failed_attempts"] - p["interrupted_attempts"]
+    left = p["running"] + p["to_start"]
+    counts = (f"[bold]{p['complete']}[/] of {p['total']} trials complete, {p['running']} running, {p['to_start']} to start"
+              if left else f"[bold]complete[/]: {p['complete']} of {p['total']} trials")
+    attempts = "".join([f"; {stopped} interrupted attempt{'s' if stopped != 1 else ''} (stopped by Ctrl-C: "
+                        "their cells run again)" if stopped else "",
+                        f"; {failed} failed attempt{'s' if failed != 1 else ''}" if failed else ""])
+    if p["time_left_s"] is None or not left:
+        estimate = ""
+    elif p["running"]:
+        estimate = f"; about {minutes(p['time_left_s'])} left at {p['running']} running worker(s)"
+    else:  # nothing runs: the estimate has no worker count to go by
+        estimate = f"; about {minutes(p['time_left_s'])} left at one worker (none running now; halve it for --workers 2)"
+    out.print(f"{folder}: {counts}{attempts}; a trial takes {minutes(p['median_trial_s'])} (median){estimate}")
     if p["claims"] is not None:
         out.print(f"paper claims with an interval so far: {p['claims_with_interval']} of {p['claims']} "
                   "(both cells on two shared seeds or more; `ntbench report` judges them)")
     for t in p["running_trials"]:
-        out.print(f"  running  #{t['number']} {t['params']} for {minutes(t['running_s'])}")
+        out.print(f"  running  #{t['number']} {escape(cell_text(t['params']))} for {minutes(t['running_s'])}")
     for t in p["next_trials"]:
         out.print(f"  next     {'#' + str(t['number']) if t['number'] is not None else '(stopped, runs again)'} "
-                  f"{t['params']}")
+                  f"{escape(cell_text(t['params']))}")
+    if p["last_complete"]:
+        out.print(f"last complete ({p['objective'] or 'objective'}):")
     for t in p["last_complete"]:
-        out.print(f"  complete #{t['number']} {t['params']}: {t['value']:.4g}")
+        out.print(f"  complete #{t['number']} {escape(cell_text(t['params']))}: {t['value']:.4g}")
+
+
+def _status_folder(given: Path) -> Path:
+    """The folder `status` reads: ``given`` if it is one; for a suite's name or file (what `run` took), the
+    folder `run` writes under its default results root, ``runs/<suite name>``."""
+    from ntbench.suite import Suite, SuiteError, read_suite_file
+
+    if given.is_dir():
+        return given
+    suite_file = resolve_suite(given)
+    if suite_file.is_file():
+        try:
+            name = Suite(**read_suite_file(suite_file)).name
+        except (SuiteError, ValueError) as exc:
+            _fail(f"{given}: a suite file, but not a valid one ({exc}); `ntbench status` takes a suite's results folder")
+        if (Path("runs") / name).is_dir():
+            err.print(f"{given}: the suite {name}; its results folder under the default root: runs/{name}")
+            return Path("runs") / name
+        _fail(f"{given}: the suite {name}, but runs/{name} does not exist: give its results folder "
+              f"(`ntbench run --results ROOT` writes ROOT/{name})")
+    _fail(f"{given}: no such folder; `ntbench status` takes a suite's results folder, e.g. runs/beta_grid"
+          + ("" if given.suffix else f" ({suite_hint(given)})"))
 
 
 @app.command()
@@ -249,7 +286,8 @@ def report(results: Path = typer.Option(Path("runs"), help="results root (result
                       "or was stopped before it wrote them)")
     folders = sorted(p.parent for p in results.glob("*/suite.resolved.yaml") if (p.parent / "trials.csv").is_file())
     if not folders:
-        _fail(f"no results/<suite>/trials.csv under {results}; run a suite first")
+        hint = " (the committed results: --results results)" if Path("results").is_dir() and results != Path("results") else ""
+        _fail(f"no suite results under {results} (a suite's folder holds trials.csv); run a suite first{hint}")
     suites = {}
     for folder in folders:
         made = report_suite(folder)
@@ -266,7 +304,7 @@ def report(results: Path = typer.Option(Path("runs"), help="results root (result
 @app.command()
 def compare(
     adapters: list[str] = typer.Argument(..., help="adapter names, e.g. lora neural"),
-    backbone: str = typer.Option("micro"),
+    backbone: str = typer.Option("micro", help="a backbone preset (`ntbench list`), HF id or local folder"),
     steps: Optional[int] = typer.Option(None, min=1, help="default: the backbone's recipe, else 200"),
     seeds: str = typer.Option("0,1,2", help="comma-separated seeds"),
     tasks: Optional[str] = typer.Option(None, help="comma-separated, equal weights (default: the recipe's mix)"),
@@ -274,10 +312,12 @@ def compare(
     data: Optional[str] = typer.Option(None, help="dataset folder or microworld:N (default: the micro world)"),
     eval_samples: Optional[int] = typer.Option(None, min=1, help="default: the recipe's, else 32"),
     csv: Optional[Path] = typer.Option(None, help="CSV of the side-by-side table (default: RESULTS/compare-.../compare.csv)"),
-    as_json: bool = typer.Option(False, "--json", help="print the table (metric -> adapter -> mean ± std), the "
-                                 "CSV path and the trial rows as JSON"),
+    as_json: bool = typer.Option(False, "--json", help="print the table (metric -> adapter -> mean ± 95% t "
+                                 "interval), the CSV path and the trial rows as JSON"),
 ) -> None:
-    """The same backbone, data, budget and seeds for each adapter, side by side."""
+    """Train each adapter on the same backbone, data, budget and seeds, then print them side by side with the
+    difference to the first adapter, paired by seed. This runs trials (a suite under RESULTS, resumable): on the
+    micro backbone a trial takes about 5-6 min on a 2-core CPU, so `lora neural` on 3 seeds is ~35 min."""
     import pandas as pd
 
     from ntbench.compare import compare_suite, paired_differences, side_by_side

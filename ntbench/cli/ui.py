@@ -1,7 +1,9 @@
 """What the command modules share: the consoles, the one-line error, the progress bar and option parsing."""
 from __future__ import annotations
 
+import json
 import warnings
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
@@ -11,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-out = Console()
+out = Console(soft_wrap=True)  # a line piped to grep stays one line; a terminal wraps it anyway
 err = Console(stderr=True, soft_wrap=True)  # error messages stay greppable, unwrapped
 
 SUITE_HAD_FAILURES = 3  # `run` finished, but not every trial completed
@@ -67,7 +69,59 @@ def resolve_suite(path: Path) -> Path:
     for candidate in (shipped.joinpath(*parts), shipped.joinpath(*parts).with_suffix(".yaml")):
         if parts and candidate.is_file():
             return candidate
-    return path  # not found: load_suite says so
+    return path  # not found: load_suite says so (and `suite_hint` what was probably meant)
+
+
+def shipped_suites() -> dict[str, Path]:
+    """The shipped suites by the name `ntbench run NAME` takes (``beta_grid``, ``paper/adapters``); a file
+    whose name starts with ``_`` (``paper/_base.yaml``) is a base other suites extend, not a suite to run."""
+    shipped = suites_dir()
+    return {p.relative_to(shipped).with_suffix("").as_posix(): p for p in sorted(shipped.rglob("*.yaml"))
+            if not p.name.startswith("_")}
+
+
+def suite_hint(path: Path) -> str:
+    """For a suite that is neither a file nor a shipped suite's name: the nearest shipped name, if any."""
+    import difflib
+
+    given = path.as_posix().removeprefix("suites/").removesuffix(".yaml")
+    near = difflib.get_close_matches(given, list(shipped_suites()), n=1, cutoff=0.7)
+    return (f"did you mean {near[0]!r}? " if near else "") + "(`ntbench list` shows the shipped suites)"
+
+
+def cell_text(params: dict) -> str:
+    """A trial's cell in one short line: ``{'adapter_options': '{"strategy": "level"}', 'adapter_options.beta':
+    0.3, 'train.seed': 2}`` -> ``strategy=level beta=0.3 seed=2``. A key shows its last dotted part unless two
+    keys share it; an axis value stored as a JSON mapping (Optuna keeps only primitives) shows its leaves."""
+    last = {key: key.rsplit(".", 1)[-1] for key in params}
+    shared = Counter(last.values())
+    parts: list[str] = []
+    for key, value in params.items():
+        mapping = _json_mapping(value)
+        if mapping is None:
+            parts.append(f"{last[key] if shared[last[key]] == 1 else key}={value}")
+        else:
+            parts.extend(f"{leaf}={json.dumps(v) if isinstance(v, (list, dict)) else v}"
+                         for leaf, v in _leaves(mapping))
+    return " ".join(parts)
+
+
+def _json_mapping(value) -> dict | None:
+    if not (isinstance(value, str) and value.startswith("{")):
+        return None
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def _leaves(mapping: dict) -> Iterator[tuple[str, object]]:
+    for key, value in mapping.items():
+        if isinstance(value, dict) and value:
+            yield from _leaves(value)
+        else:
+            yield key, value
 
 
 def _fail(message: str) -> None:
