@@ -789,6 +789,7 @@ def test_status_finds_a_suite_by_name_and_says_when_a_suite_is_complete(tmp_path
     from typer.testing import CliRunner
 
     from ntbench.cli import app
+    from ntbench.records import INTERRUPTED
     from ntbench.storage import make_storage
 
     monkeypatch.chdir(tmp_path)
@@ -802,12 +803,15 @@ def test_status_finds_a_suite_by_name_and_says_when_a_suite_is_complete(tmp_path
         for seed in (0, 1):
             study.add_trial(optuna.trial.create_trial(params={"adapter_options.beta": beta, "train.seed": seed},
                                                       distributions=dist, value=0.4))
+    study.add_trial(optuna.trial.create_trial(params={"adapter_options.beta": 0.3, "train.seed": 0}, distributions=dist,
+                                              state=optuna.trial.TrialState.FAIL, user_attrs={"fail_reason": INTERRUPTED}))
     (tmp_path / "mine.yaml").write_text(yaml.safe_dump({"name": folder.name}))  # what `ntbench run` was given
     shown = CliRunner().invoke(app, ["status", "mine.yaml"])
     assert shown.exit_code == 0, shown.output
     text = " ".join(shown.output.split())
     assert f"its results folder under the default root: runs/{folder.name}" in text
-    assert "complete: 4 of 4 trials" in text and "to start" not in text and "left at" not in text
+    assert "complete: 4 of 4 trials; 1 interrupted attempt (stopped by Ctrl-C: their cells ran again)" in text
+    assert "to start" not in text and "left at" not in text
     assert f"last complete ({OBJ}):" in text
     (tmp_path / "other.yaml").write_text(yaml.safe_dump({"name": "never_ran"}))
     missing = CliRunner().invoke(app, ["status", "other.yaml"])

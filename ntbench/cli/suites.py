@@ -221,7 +221,7 @@ def status(folder: Path = typer.Argument(..., help="a suite's results folder, e.
     counts = (f"[bold]{p['complete']}[/] of {p['total']} trials complete, {p['running']} running, {p['to_start']} to start"
               if left else f"[bold]complete[/]: {p['complete']} of {p['total']} trials")
     attempts = "".join([f"; {stopped} interrupted attempt{'s' if stopped != 1 else ''} (stopped by Ctrl-C: "
-                        "their cells run again)" if stopped else "",
+                        + ("their cells run again)" if left else "their cells ran again)") if stopped else "",
                         f"; {failed} failed attempt{'s' if failed != 1 else ''}" if failed else ""])
     if p["time_left_s"] is None or not left:
         estimate = ""
