@@ -69,3 +69,15 @@ def test_report_on_an_empty_root_points_at_the_committed_results(tmp_path, monke
     result = CliRunner().invoke(app, ["report"])
     text = " ".join(result.output.split())
     assert result.exit_code == 2 and "no suite results under runs" in text and "--results results" in text
+
+
+def test_a_paper_suite_read_without_its_variables_warns_which_to_set(monkeypatch):
+    for name in ("NTBENCH_LLM", "NTBENCH_VISION", "NTBENCH_MMUD"):
+        monkeypatch.delenv(name, raising=False)
+    result = CliRunner().invoke(app, ["validate", "paper/adapters"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 0 and "${NTBENCH_LLM} is not set" in text and "export NTBENCH_LLM=" in text
+    monkeypatch.setenv("NTBENCH_LLM", "/weights/llama")
+    monkeypatch.setenv("NTBENCH_VISION", "/weights/clip")
+    monkeypatch.setenv("NTBENCH_MMUD", "/data/mmud")
+    assert "is not set" not in CliRunner().invoke(app, ["validate", "paper/adapters"]).output

@@ -29,7 +29,19 @@ def _load_suites(paths: list[Path]):
                 err.print(f"{path}: not a file, nor a shipped suite's name: {suite_hint(path)}")
     if failed:
         raise typer.Exit(2)
+    for path, suite in zip(paths, suites):
+        for name in unset_variables(suite):
+            err.print(f"[bold yellow]warning:[/] {path}: ${{{name}}} is not set, so the suite names the literal "
+                      f"'${{{name}}}'; its trials will fail until you `export {name}=...` (README, paper suites)")
     return suites
+
+
+def unset_variables(suite) -> list[str]:
+    """The ``${VAR}`` references left in a suite: variables unset when it was read (a paper suite's weights)."""
+    import json
+    import re
+
+    return sorted(set(re.findall(r"\$\{(\w+)\}", json.dumps(suite.model_dump(mode="json")))))
 
 
 @app.command()
