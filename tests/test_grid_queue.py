@@ -291,3 +291,19 @@ def test_an_axis_that_replaces_an_earlier_axis_value_is_refused(tmp_path):
     assert "axes.adapter_options: listed after axes.adapter_options.beta" in res.output
     # the other order lays beta on each strategy's options, and is fine
     assert _validate(tmp_path, {"adapter_options": strategies, "adapter_options.beta": betas}).exit_code == 0
+
+
+def test_a_stopped_cell_the_runner_queued_again_at_the_end_goes_back_to_its_place(tmp_path):
+    # a Python caller of run_suite (or an ntbench older than the placed mark) queues a stopped cell again
+    # behind the whole grid; the next `ntbench run` must still run it where it was handed out
+    suite = load_suite(_suite(tmp_path))
+    folder = suite_dir(suite, tmp_path / "runs")
+    study, _ = prepare_study(suite, make_storage(None, folder), folder)
+    study.tell(study.ask(), 0.5)  # (0.1, 0) completes
+    assert _stop_next(study) == (0.1, 1)  # stopped as trial 1
+    study, _ = prepare_study(suite, make_storage(None, folder), folder)  # the runner alone: queued last
+    assert _waiting(study) == GRID_ORDER[2:] + [(0.1, 1)]
+    done = keep_places(suite, tmp_path / "runs", None)
+    assert (done.queued, done.moved) == (0, 5)  # nothing missing; every waiting trial shifts one place
+    assert _waiting(study) == GRID_ORDER[1:]
+    assert keep_places(suite, tmp_path / "runs", None).moved == 0  # the places are now marked: they stay

@@ -23,12 +23,19 @@ place). A cell stopped during the claims goes back among them.
 Both reorder the waiting trials in place: the oldest waiting trial gets the first cell (a trial's cell is its ``fixed_params`` and its
 ``cell`` label, moved together). Workers take trials only under the same folder lock, so none takes a
 trial mid-move; on a database shared with other machines (whose workers hold other folders' locks) the
-queue is left as it is while any trial runs there.
+queue is left as it is while any trial runs there. Each waiting trial is then marked as placed, so that a
+later resume tells the places a reorder chose from a cell the runner queued again at the end.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+
+# a waiting trial's system attribute: its cell was put in this place by a reorder (claims-first or a resume),
+# so the place is deliberate; a trial the runner queued at the end (a Python caller of ``run_suite``, or an
+# ntbench older than this mark, requeueing a stopped cell) lacks it
+PLACED = "ntbench_queue_placed"
 
 
 class ClaimsFirstError(ValueError):
@@ -59,16 +66,22 @@ def reorder_waiting(study, storage, keys: list[str], others_may_run: bool) -> tu
     cells = [(t.user_attrs["cell"], t.system_attrs.get("fixed_params")) for t in waiting]
     wanted = sorted(cells, key=lambda c: (0, rank[c[0]]) if c[0] in rank else (1, 0))  # stable: others keep order
     moves = [(t, cell) for t, cell, now in zip(waiting, wanted, cells) if cell[0] != now[0]]
-    if not moves:
-        return 0, ""
     if others_may_run and study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         return 0, ("the waiting trials were not reordered: trials are running on this study's storage, "
-                   "maybe from another folder or machine, whose workers could take a trial while it moves")
+                   "maybe from another folder or machine, whose workers could take a trial while it moves"
+                   if moves else "")
     study_id = storage.get_study_id_from_name(study.study_name)
-    for trial, (key, params) in moves:  # the storage's public API: a Study sets attributes of its own trial only
+    moved = {t.number: cell for t, cell in moves}
+    for trial in waiting:  # the storage's public API: a Study sets attributes of its own trial only
+        if trial.number not in moved and trial.system_attrs.get(PLACED):
+            continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-        storage.set_trial_user_attr(trial_id, "cell", key)
-        storage.set_trial_system_attr(trial_id, "fixed_params", params)
+        if trial.number in moved:
+            key, params = moved[trial.number]
+            storage.set_trial_user_attr(trial_id, "cell", key)
+            storage.set_trial_system_attr(trial_id, "fixed_params", params)
+        # every waiting trial now holds the place this order gave its cell, moved or not (see ``_places``)
+        storage.set_trial_system_attr(trial_id, PLACED, True)
     return len(moves), ""
 
 
@@ -150,10 +163,12 @@ def _queue_in_order(suite, results: Path, storage_url: str | None, order: list[d
 
 
 def _places(trials) -> dict[str, int]:
-    """Each cell's place in the queue, as a trial number: a waiting cell's is its waiting trial's; a cell
-    whose trials were all stopped by Ctrl-C had the place of its latest attempt (Optuna handed it out
-    then, before every trial still waiting: those are younger, or were oldest-first behind it). The first
-    attempt's number would be wrong once ``--claims-first`` has moved the cell since."""
+    """Each cell's place in the queue, as a trial number. A cell stopped by Ctrl-C had the place of its
+    latest attempt (Optuna handed it out then, before every trial still waiting: those are younger, or were
+    oldest-first behind it); the first attempt's number would be wrong once ``--claims-first`` has moved
+    the cell since. A waiting trial a reorder placed (:data:`PLACED`) holds its cell's place, even one behind
+    the cell's stopped attempt: the reorder came later and chose it. An unplaced waiting trial was queued at
+    the end, maybe for a stopped cell, so the cell keeps the earlier of the two."""
     from optuna.trial import TrialState
 
     from ntbench.records import interrupted
@@ -164,5 +179,6 @@ def _places(trials) -> dict[str, int]:
             place[t.user_attrs.get("cell")] = max(t.number, place.get(t.user_attrs.get("cell"), -1))
     for t in trials:
         if t.state == TrialState.WAITING and "cell" in t.user_attrs:
-            place[t.user_attrs["cell"]] = t.number
+            cell = t.user_attrs["cell"]
+            place[cell] = t.number if t.system_attrs.get(PLACED) else min(t.number, place.get(cell, t.number))
     return place
