@@ -8,7 +8,9 @@ without a model does not give.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -42,6 +44,43 @@ def axis_label(key: str | None) -> str:
         return ""
     key = key.removeprefix("param.")
     return AXIS_LABELS.get(key, key.replace(".", " ").replace("_", " "))
+
+
+def value_label(value) -> str:
+    """An axis value as a reader says it: a JSON mapping (Optuna keeps only primitives, so a mapping axis
+    value is stored as its JSON label) shows its leaves, ``strategy=distribution m=0``; anything else as is."""
+    mapping = _json_mapping(value)
+    if mapping is None:
+        return str(value)
+    return " ".join(f"{leaf}={json.dumps(v) if isinstance(v, (list, dict)) else v}" for leaf, v in _leaves(mapping))
+
+
+def cell_text(params: dict) -> str:
+    """A trial's cell in one short line: ``{'adapter_options': '{"strategy": "level"}', 'adapter_options.beta':
+    0.3, 'train.seed': 2}`` -> ``strategy=level beta=0.3 seed=2``. A key shows its last dotted part unless two
+    keys share it; an axis value stored as a JSON mapping (Optuna keeps only primitives) shows its leaves."""
+    last = {key: key.rsplit(".", 1)[-1] for key in params}
+    shared = Counter(last.values())
+    return " ".join(value_label(value) if _json_mapping(value) is not None else
+                    f"{last[key] if shared[last[key]] == 1 else key}={value}" for key, value in params.items())
+
+
+def _json_mapping(value) -> dict | None:
+    if not (isinstance(value, str) and value.startswith("{")):
+        return None
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def _leaves(mapping: dict) -> Iterator[tuple[str, object]]:
+    for key, value in mapping.items():
+        if isinstance(value, dict) and value:
+            yield from _leaves(value)
+        else:
+            yield key, value
 
 
 def metric_label(metric: str) -> str:
@@ -94,6 +133,8 @@ def grid_plot(suite: Suite, agg: pd.DataFrame, metric: str, path: Path,
         agg = agg.assign(_note=[f"{m:.3f}\n" + (f"n={int(n)}" if pd.isna(c) else f"±{c:.3f}")
                                 for m, c, n in zip(agg["mean"], agg["ci95"], agg["count"])])
         notes = agg.pivot(index=rows, columns=cols, values="_note").loc[means.index, means.columns]
+        for frame in (means, notes):  # tick labels in words: a JSON axis value shows its leaves
+            frame.index, frame.columns = frame.index.map(value_label), frame.columns.map(value_label)
         # centred on the all-objects mask: red cells score below a mask that needs no model
         center = (baselines or {}).get("all_objects")
         sns.heatmap(means, annot=notes, fmt="", cmap="RdBu" if center is not None else "viridis", center=center,
@@ -111,11 +152,12 @@ def grid_plot(suite: Suite, agg: pd.DataFrame, metric: str, path: Path,
         if kind == "lines" and cols in agg:
             for key, g in (agg.groupby(rows, sort=False) if rows in agg else [("all", agg)]):
                 g = g.sort_values(cols)
-                ax.errorbar(g[cols].astype(str), g["mean"], yerr=_yerr(g), marker="o", capsize=3, label=str(key))
+                ax.errorbar(g[cols].map(value_label), g["mean"], yerr=_yerr(g), marker="o", capsize=3,
+                            label=value_label(key))
             ax.set_xlabel(axis_label(cols))
         else:
             x = rows if rows in agg else (cols if cols in agg else agg.columns[0])
-            labels = [str(v) if cols not in agg or x == cols else f"{v} / {c}" for v, c in
+            labels = [value_label(v) if cols not in agg or x == cols else f"{value_label(v)} / {value_label(c)}" for v, c in
                       zip(agg[x], agg[cols] if cols in agg else agg[x])]
             ax.bar(range(len(agg)), agg["mean"], yerr=_yerr(agg), capsize=3, color="steelblue")
             ax.set_xticks(range(len(agg)), labels, rotation=30, ha="right", fontsize=8)
@@ -139,7 +181,7 @@ def delta_plot(suite: Suite, delta: pd.DataFrame, metric: str, path: Path) -> Pa
     err = np.vstack([(delta["mean"] - delta["low"]).to_numpy(float), (delta["high"] - delta["mean"]).to_numpy(float)])
     up = suite.direction == "maximize" if metric == suite.objective else True
     colors = ["tab:green" if (d >= 0) == up else "tab:red" for d in delta["mean"]]  # green: better (FID: lower)
-    ax.bar(delta[rows].astype(str), delta["mean"], yerr=np.nan_to_num(err), color=colors, capsize=4)
+    ax.bar(delta[rows].map(value_label), delta["mean"], yerr=np.nan_to_num(err), color=colors, capsize=4)
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xlabel(axis_label(rows))
     ax.set_ylabel(f"Δ {metric_label(metric)}\nvs {suite.report.baseline}", fontsize=8)
@@ -159,7 +201,7 @@ def cost_plot(suite: Suite, panels: list[tuple[str, pd.DataFrame]], path: Path,
     rows = f"param.{suite.report.rows}"
     fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.8), squeeze=False)
     for ax, (metric, agg) in zip(axes[0], panels):
-        ax.bar(agg[rows].astype(str), agg["mean"], yerr=_yerr(agg), capsize=3, color="steelblue")
+        ax.bar(agg[rows].map(value_label), agg["mean"], yerr=_yerr(agg), capsize=3, color="steelblue")
         ax.set_title(metric_label(metric), fontsize=8)
         ax.set_xlabel(axis_label(rows), fontsize=8)
         if metric == suite.objective and baselines:

@@ -20,6 +20,7 @@ import yaml
 
 # the paper-vs-ntbench section lives in ntbench.paper_table; its names stay importable from here
 from ntbench.paper_table import SUITES_DIR, judge_claim, paper_claims, paper_section, scoreboard  # noqa: F401
+from ntbench.plots import axis_label, value_label
 from ntbench.stats import difference, mean_interval, minimum_detectable_effect, power_table
 from ntbench.suite import Suite, lower_is_better
 
@@ -116,6 +117,23 @@ def _cell(r) -> str:
     return text + marks.get(r["vs_best"], "")
 
 
+def readable_markdown(table: pd.DataFrame) -> str:
+    """A :func:`suite_table` display table as markdown a reader can read: axes named in words (not
+    ``param.train.tasks``), a JSON axis value as its leaves (``strategy=distribution m=0``), and a pivot's
+    corner naming both axes. The CSVs keep the raw keys and values for programs."""
+    names = [n for n in table.index.names if n]
+    flat = table.copy()
+    if flat.columns.name:  # a pivot: the columns are the values of the cols axis
+        flat.columns = [value_label(c) for c in flat.columns]
+    flat = flat.reset_index()
+    heads = {n: axis_label(n) if n != "_all" else "all trials" for n in names}
+    if table.columns.name and len(names) == 1:
+        heads[names[0]] = f"{axis_label(names[0])} ↓ · {axis_label(table.columns.name)} →"
+    for n in names:
+        flat[n] = flat[n].map(value_label)
+    return flat.rename(columns=heads).to_markdown(index=False)
+
+
 def maximizes(suite: Suite, metric: str) -> bool:
     """Whether a higher ``metric`` is better: the suite's direction for its objective, and for any
     other metric what the metric is (FID, parameters, TFLOPs, time and memory: lower)."""
@@ -202,14 +220,14 @@ def _paired_section(suite: Suite, df: pd.DataFrame, metric: str, folder: Path, m
     fmt = lambda v: "-" if pd.isna(v) else f"{v:+.4f}"  # noqa: E731  (signed: a difference)
     plain = lambda v: "-" if pd.isna(v) else f"{v:.4f}"  # noqa: E731  (sds and effect sizes)
     lines = [f"### {metric}: each cell minus the best", "",
-             "| " + " | ".join(a.removeprefix("param.") for a in axes) + " | seeds | Δ | 95% CI (t) | bootstrap CI | "
+             "| " + " | ".join(axis_label(a) for a in axes) + " | seeds | Δ | 95% CI (t) | bootstrap CI | "
              "sd(Δ) | sd(cell) | sd(best) | MDE | distinguishable |",
              "|" + "---|" * (len(axes) + 9)]
     for _, d in diffs[~diffs.is_best].iterrows():
         ci = "-" if pd.isna(d.half_width) else f"[{d.low:+.4f}, {d.high:+.4f}]"
         boot = "-" if pd.isna(d.bootstrap_low) else f"[{d.bootstrap_low:+.4f}, {d.bootstrap_high:+.4f}]"
         kind = "paired" if d.paired else "Welch"
-        lines.append("| " + " | ".join(str(d[a]) for a in axes) + f" | {int(d.n)} ({kind}) | {fmt(d['mean'])} | {ci} | "
+        lines.append("| " + " | ".join(value_label(d[a]) for a in axes) + f" | {int(d.n)} ({kind}) | {fmt(d['mean'])} | {ci} | "
                      f"{boot} | {plain(d.sd_diff)} | {plain(d.sd_a)} | {plain(d.sd_b)} | {plain(d.mde)} | "
                      f"{'yes' if d.distinguishable else 'no'} |")
     paired = diffs[diffs.paired & ~diffs.is_best & diffs.sd_diff.notna()]
@@ -294,7 +312,7 @@ def report_suite(folder: Path) -> dict[str, list[Path]]:
         safe = metric.replace("/", "_")
         agg.drop(columns=["text"]).to_csv(folder / f"table_{safe}.csv", index=False)
         made["tables"].append(folder / f"table_{safe}.csv")
-        md += [f"## {metric}", "", table.to_markdown(), ""]
+        md += [f"## {metric}", "", readable_markdown(table), ""]
         base = trivial_baselines(suite, folder, metric)
         if base:
             md += ["Trivial masks on the same samples: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(base.items()))
@@ -313,8 +331,12 @@ def report_suite(folder: Path) -> dict[str, list[Path]]:
             made["plots"].append(plot)
             cols = [c for c in delta.columns if c.startswith("param.")] + ["n", "paired", "mean", "low", "high",
                                                                             "distinguishable"]
+            shown = delta[cols].rename(columns={"mean": "Δ"})
+            for c in cols[:-6]:  # the axis columns: words, and a JSON mapping's leaves
+                shown[c] = shown[c].map(value_label)
+            shown = shown.rename(columns={c: axis_label(c) for c in cols[:-6]})
             md += [f"## Δ {suite.objective} vs {suite.report.baseline} (95% interval of the difference)", "",
-                   delta[cols].rename(columns={"mean": "Δ"}).to_markdown(index=False, floatfmt="+.4f"), "",
+                   shown.to_markdown(index=False, floatfmt="+.4f"), "",
                    f"![delta]({plot.name})", ""]
         rows = f"param.{suite.report.rows}" if suite.report.rows else None
         panels = [(m, aggregate(df, m, [rows])) for m in [suite.objective, *COST_METRICS]

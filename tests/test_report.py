@@ -219,6 +219,33 @@ def test_labels_are_words_and_the_index_takes_titles_from_disk(tmp_path):
     assert "per cell n = 1" in index and "[report.md](s/report.md)" in index
 
 
+def test_report_tables_name_axes_in_words_and_show_a_json_axis_value_by_its_leaves(tmp_path):
+    from ntbench.suite_models import label
+
+    # the activation_patterns layout: a mapping axis (stored as its JSON label) in rows, beta in columns
+    level, dist = label({"strategy": "level"}), label({"strategy": "distribution", "strategy_options": {"m": 0}})
+    suite = Suite(name="s", axes={"adapter_options": [{"strategy": "level"}], "adapter_options.beta": [0.3, 0.5],
+                                  "train.seed": [0, 1]},
+                  objective=OBJ, report={"rows": "adapter_options", "cols": "adapter_options.beta", "plot": "heatmap"})
+    folder = tmp_path / "s"
+    folder.mkdir()
+    (folder / "suite.resolved.yaml").write_text(yaml.safe_dump(suite.model_dump(mode="json")))
+    rows = [{"trial": i, "status": "COMPLETE", "param.adapter_options": k, BETA: b, "param.train.seed": seed,
+             OBJ: 0.4 + 0.01 * i} for i, (k, b, seed) in enumerate((k, b, seed) for k in (level, dist)
+                                                                   for b in (0.3, 0.5) for seed in (0, 1))]
+    pd.DataFrame(rows).to_csv(folder / "trials.csv", index=False)
+    report.report_suite(folder)
+    text = (folder / "report.md").read_text()
+    assert "param." not in text and '{"strategy"' not in text
+    assert "| adapter options ↓ · neuron activation rate β →" in text  # the pivot's corner names both axes
+    assert "| strategy=distribution m=0 " in text and "| strategy=level " in text
+    # the difference table: axis headers in words, the mapping by its leaves
+    assert "| adapter options | neuron activation rate β | seeds |" in text
+    assert "| strategy=level | 0.3 | 2 (paired) |" in text
+    # the CSVs keep the raw values a program reads back
+    assert level in pd.read_csv(folder / f"table_{OBJ}.csv")["param.adapter_options"].tolist()
+
+
 def test_plots_draw_trivial_baselines_intervals_and_words(tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
 
@@ -771,7 +798,7 @@ def test_a_report_over_task_mixes_states_its_budget_rule():
 
 
 def test_status_shows_a_cell_by_its_short_keys_and_the_leaves_of_a_json_axis_value():
-    from ntbench.cli.ui import cell_text
+    from ntbench.plots import cell_text
     from ntbench.suite_models import label
 
     # the activation_patterns grid: an axis whose values are mappings, stored as their JSON label

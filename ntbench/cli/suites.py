@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ntbench.cli.apps import app
 from ntbench.cli.ui import (SUITE_HAD_FAILURES, _check_storage, _fail, _fail_invalid, _parse_task_mix, _seed_list,
-                            cell_text, check_out_file, check_out_folder, err, make_data_with_bar, out, print_json,
+                            check_out_file, check_out_folder, err, make_data_with_bar, out, print_json,
                             progress_bar, resolve_suite, suite_hint)
 
 
@@ -245,6 +245,8 @@ def status(folder: Path = typer.Argument(..., help="a suite's results folder, e.
     if p["claims"] is not None:
         out.print(f"paper claims with an interval so far: {p['claims_with_interval']} of {p['claims']} "
                   "(both cells on two shared seeds or more; `ntbench report` judges them)")
+    from ntbench.plots import cell_text  # the report's words for a cell (plots imports pandas: not at start-up)
+
     for t in p["running_trials"]:
         out.print(f"  running  #{t['number']} {escape(cell_text(t['params']))} for {minutes(t['running_s'])}")
     for t in p["next_trials"]:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
@@ -87,41 +86,6 @@ def suite_hint(path: Path) -> str:
     given = path.as_posix().removeprefix("suites/").removesuffix(".yaml")
     near = difflib.get_close_matches(given, list(shipped_suites()), n=1, cutoff=0.7)
     return (f"did you mean {near[0]!r}? " if near else "") + "(`ntbench list` shows the shipped suites)"
-
-
-def cell_text(params: dict) -> str:
-    """A trial's cell in one short line: ``{'adapter_options': '{"strategy": "level"}', 'adapter_options.beta':
-    0.3, 'train.seed': 2}`` -> ``strategy=level beta=0.3 seed=2``. A key shows its last dotted part unless two
-    keys share it; an axis value stored as a JSON mapping (Optuna keeps only primitives) shows its leaves."""
-    last = {key: key.rsplit(".", 1)[-1] for key in params}
-    shared = Counter(last.values())
-    parts: list[str] = []
-    for key, value in params.items():
-        mapping = _json_mapping(value)
-        if mapping is None:
-            parts.append(f"{last[key] if shared[last[key]] == 1 else key}={value}")
-        else:
-            parts.extend(f"{leaf}={json.dumps(v) if isinstance(v, (list, dict)) else v}"
-                         for leaf, v in _leaves(mapping))
-    return " ".join(parts)
-
-
-def _json_mapping(value) -> dict | None:
-    if not (isinstance(value, str) and value.startswith("{")):
-        return None
-    try:
-        parsed = json.loads(value)
-    except ValueError:
-        return None
-    return parsed if isinstance(parsed, dict) else None
-
-
-def _leaves(mapping: dict) -> Iterator[tuple[str, object]]:
-    for key, value in mapping.items():
-        if isinstance(value, dict) and value:
-            yield from _leaves(value)
-        else:
-            yield key, value
 
 
 def _fail(message: str) -> None:
