@@ -274,7 +274,24 @@ def _probe(suite: Suite, overrides: dict[str, Any]) -> list[str]:
         errors += [e for e in _format_error("", exc, TrialConfig) if not e.startswith(": ")]
     except (AdapterError, UnknownNameError, ValueError, FileNotFoundError):
         pass  # adapter problems are reported below, once and precisely
-    return errors + _adapter_errors(config)
+    return errors + _backbone_errors(config) + _adapter_errors(config)
+
+
+def _backbone_errors(config: dict[str, Any]) -> list[str]:
+    """A backbone named without a vision encoder must be a preset (or an existing folder): that is how the
+    trial loads it (:func:`ntbench.model.backbone.load_backbone`), so a misspelt preset (``mirco``) fails
+    every trial a minute in; say so now, with the nearest preset. An unset ``${VAR}`` is checked at run time."""
+    from ntbench.model.backbone import BACKBONES
+
+    name = config.get("backbone", "tiny-random")
+    if not isinstance(name, str) or config.get("vision") or "${" in name or Path(name).expanduser().exists() \
+            or name.startswith(("/", "./", "../", "~")):  # a missing path: TrialConfig reports it
+        return []
+    try:
+        BACKBONES.get(name)
+    except UnknownNameError as exc:
+        return [f"backbone: {exc} (an HF id or local path of an LLM needs `vision:` too)"]
+    return []
 
 
 def _objective_errors(suite: Suite, cfg) -> list[str]:

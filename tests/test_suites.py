@@ -191,6 +191,16 @@ def test_a_missing_backbone_path_is_not_found_not_an_unknown_preset(tmp_path):
     assert "nobb': not found" in text and "preset" not in text and "Value error" not in text
 
 
+def test_a_misspelt_backbone_preset_fails_validation_with_the_nearest_preset(tmp_path):
+    with pytest.raises(SuiteError) as bad:
+        load_suite(write_suite(tmp_path / "f.yaml", axes={"backbone": ["tiny-random", "mirco"]}))
+    text = str(bad.value)
+    assert "axes.backbone[1] = 'mirco'" in text and "Did you mean 'micro'?" in text
+    assert "axes.backbone[0]" not in text  # the preset in the same axis is fine
+    # an HF id with a vision encoder is loaded from the local cache at run time, not judged here
+    load_suite(write_suite(tmp_path / "g.yaml", defaults={**FAST, "backbone": "org/llm", "vision": "org/clip"}))
+
+
 def test_kill_9_then_rerun_runs_only_missing_cells(tmp_path):
     path = write_suite(tmp_path / "k9.yaml", axes={"adapter_options.beta": [0.2, 0.4, 0.6, 0.8]})
     suite = load_suite(path)
