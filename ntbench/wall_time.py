@@ -75,6 +75,30 @@ def stored_trials(journal: Path, suite: Suite | None = None) -> list[optuna.tria
         return study.trials if study is not None else []
 
 
+def storage_trials(url: str, folder: Path) -> list[optuna.trial.FrozenTrial]:
+    """The trials of the suite recorded in ``folder`` (its ``suite.resolved.yaml``) from the storage its
+    workers share (``--storage``): a journal file is read from a copy, a database without creating its
+    tables, so nothing is written either way.
+
+    Raises:
+        FileNotFoundError: ``folder`` has no resolved suite, or the storage has no study of it.
+    """
+    suite = resolved_suite(folder)
+    if suite is None:
+        raise FileNotFoundError(f"{folder / 'suite.resolved.yaml'}: not found (the suite's results folder names the "
+                                "study to read from the storage)")
+    if url.startswith("journal:"):
+        trials = stored_trials(Path(url[len("journal:"):]), suite)
+    else:
+        storage = optuna.storages.RDBStorage(url, skip_table_creation=True)
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        name = own_study_name([s.study_name for s in optuna.get_all_study_summaries(storage)], suite)
+        trials = optuna.load_study(study_name=name, storage=storage).trials if name else []
+    if not trials:
+        raise FileNotFoundError(f"{url}: no trials of the suite {suite.name} (study {suite.study_name()}) there")
+    return trials
+
+
 def recorded_configs(trials: list[optuna.trial.FrozenTrial]) -> dict[int, dict]:
     """Trial number -> the config it ran (the ``config`` attribute the runner stores with each trial)."""
     return {t.number: t.user_attrs["config"] for t in trials if isinstance(t.user_attrs.get("config"), dict)}
@@ -134,8 +158,9 @@ def suite_progress(folder: Path, now: datetime | None = None,
         FileNotFoundError: ``folder`` holds no ``optuna.journal``.
     """
     journal = folder / "optuna.journal"
-    if not journal.is_file():
-        raise FileNotFoundError(f"{journal}: no suite storage here (a suite's results folder holds optuna.journal)")
+    if trials is None and not journal.is_file():
+        raise FileNotFoundError(f"{journal}: no suite storage here (a suite's results folder holds optuna.journal; "
+                                "a suite run with --storage: give that too)")
     suite = resolved_suite(folder)
     trials = stored_trials(journal, suite) if trials is None else trials
     now = now or datetime.now()

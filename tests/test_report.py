@@ -843,3 +843,31 @@ def test_status_finds_a_suite_by_name_and_says_when_a_suite_is_complete(tmp_path
     (tmp_path / "other.yaml").write_text(yaml.safe_dump({"name": "never_ran"}))
     missing = CliRunner().invoke(app, ["status", "other.yaml"])
     assert missing.exit_code == 2 and "runs/never_ran does not exist" in " ".join(missing.output.split())
+
+
+def test_status_reads_a_suite_run_with_storage_from_that_storage_and_writes_nothing(tmp_path):
+    import json
+
+    import optuna
+    from typer.testing import CliRunner
+
+    from ntbench.cli import app
+
+    folder = _folder(tmp_path, {0.3: [0.4, 0.4], 0.5: [0.5, 0.5]})  # a 4-cell grid; its rows ran elsewhere
+    suite = Suite(**yaml.safe_load((folder / "suite.resolved.yaml").read_text()))
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    study = optuna.create_study(study_name=suite.study_name(), storage=url)
+    study.enqueue_trial({"adapter_options.beta": 0.3, "train.seed": 0})
+    study.tell(study.ask(), 0.4)
+    study.enqueue_trial({"adapter_options.beta": 0.3, "train.seed": 1})
+    before = (tmp_path / "shared.db").read_bytes()
+    assert not (folder / "optuna.journal").exists()
+    plain = CliRunner().invoke(app, ["status", str(folder)])
+    assert plain.exit_code != 0 and "--storage" in plain.output  # no journal here: the message points to the flag
+    result = CliRunner().invoke(app, ["status", str(folder), "--storage", url, "--json"])
+    assert result.exit_code == 0, result.output
+    p = json.loads(result.stdout)
+    assert (p["complete"], p["running"], p["to_start"], p["total"]) == (1, 0, 3, 4)  # 1 waiting + 2 never queued
+    assert (tmp_path / "shared.db").read_bytes() == before and not (folder / "optuna.journal").exists()
+    other = CliRunner().invoke(app, ["status", str(folder), "--storage", f"sqlite:///{tmp_path / 'other.db'}"])
+    assert other.exit_code != 0 and not (tmp_path / "other.db").exists()  # a missing database is not created

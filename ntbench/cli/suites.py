@@ -211,19 +211,24 @@ def run(
 @app.command()
 def status(folder: Path = typer.Argument(..., help="a suite's results folder, e.g. runs/beta_grid (or the suite's "
                                                     "name or file: then its folder under runs/)"),
+           storage: Optional[str] = typer.Option(None, help="the storage the suite ran with (`run --storage`): a "
+                                                 "database URL or journal:PATH; read only, nothing written"),
            as_json: bool = typer.Option(False, "--json", help="print the counts, running and next trials and estimate as JSON")
            ) -> None:
     """How far a suite is, safe while it runs: trials complete, running, waiting and failed, the next three cells a
     resume takes (a cell stopped by Ctrl-C first, in its place), and the time left."""
-    from ntbench.wall_time import suite_progress
+    from ntbench.wall_time import storage_trials, suite_progress
 
     folder = _status_folder(folder)
+    if storage:
+        _existing_sqlite(storage)
+        _check_storage(storage)
     try:
-        p = suite_progress(folder)
+        p = suite_progress(folder, trials=storage_trials(storage, folder) if storage else None)
     except FileNotFoundError as exc:
         _fail(str(exc))
     except Exception as exc:  # a damaged journal: one line, not a traceback
-        _fail(f"{folder / 'optuna.journal'}: not readable as a suite's storage ({type(exc).__name__}: {exc})")
+        _fail(f"{storage or folder / 'optuna.journal'}: not readable as a suite's storage ({type(exc).__name__}: {exc})")
     if as_json:
         print_json(p)
         return
@@ -256,6 +261,20 @@ def status(folder: Path = typer.Argument(..., help="a suite's results folder, e.
         out.print(f"last complete ({p['objective'] or 'objective'}):")
     for t in p["last_complete"]:
         out.print(f"  complete #{t['number']} {escape(cell_text(t['params']))}: {t['value']:.4g}")
+
+
+def _existing_sqlite(url: str) -> None:
+    """`status` reads: an SQLite URL naming no file is a mistake, and opening it would create an empty database."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return  # malformed: _check_storage says how
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:") \
+            and not Path(parsed.database).is_file():
+        _fail(f"--storage {url}: {parsed.database} does not exist (status reads a suite's storage, it creates none)")
 
 
 def _status_folder(given: Path) -> Path:
