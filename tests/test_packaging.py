@@ -81,3 +81,18 @@ def test_a_paper_suite_read_without_its_variables_warns_which_to_set(monkeypatch
     monkeypatch.setenv("NTBENCH_VISION", "/weights/clip")
     monkeypatch.setenv("NTBENCH_MMUD", "/data/mmud")
     assert "is not set" not in CliRunner().invoke(app, ["validate", "paper/adapters"]).output
+
+
+def test_command_help_wraps_to_the_terminal_not_at_the_sources_line_breaks():
+    from typer.testing import CliRunner
+
+    from ntbench.cli import app, reflowed
+
+    assert reflowed("""One sentence
+        wrapped in the source.
+
+        A second paragraph.""") == "One sentence wrapped in the source.\n\nA second paragraph."
+    # `train`'s docstring breaks after "(ntbench.train.recipes: the micro backbone's"; at 200 columns the
+    # paragraph fits on one line, so the help shows it whole
+    shown = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"}).output
+    assert "(ntbench.train.recipes: the micro backbone's validated configuration)" in shown
