@@ -5,9 +5,8 @@ bar, option parsing); each other module registers the commands of one area on im
 """
 from __future__ import annotations
 
-import sys
-
 import inspect
+import sys
 
 from ntbench.cli import bench, data, info, suites, takeoff, trials  # noqa: F401  (each registers its commands)
 from ntbench.cli.apps import app
