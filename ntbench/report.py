@@ -329,12 +329,10 @@ def report_suite(folder: Path) -> dict[str, list[Path]]:
             plot = delta_plot(suite, delta, suite.objective, folder / "plot_delta.png")
             made["tables"].append(folder / "table_delta.csv")
             made["plots"].append(plot)
-            cols = [c for c in delta.columns if c.startswith("param.")] + ["n", "paired", "mean", "low", "high",
-                                                                            "distinguishable"]
-            shown = delta[cols].rename(columns={"mean": "Δ"})
-            for c in cols[:-6]:  # the axis columns: words, and a JSON mapping's leaves
-                shown[c] = shown[c].map(value_label)
-            shown = shown.rename(columns={c: axis_label(c) for c in cols[:-6]})
+            axis_cols = [c for c in delta.columns if c.startswith("param.")]
+            shown = delta[axis_cols + ["n", "paired", "mean", "low", "high", "distinguishable"]].copy()
+            shown[axis_cols] = shown[axis_cols].map(value_label)  # the axes in words, a JSON mapping by its leaves
+            shown = shown.rename(columns={"mean": "Δ", **{c: axis_label(c) for c in axis_cols}})
             md += [f"## Δ {suite.objective} vs {suite.report.baseline} (95% interval of the difference)", "",
                    shown.to_markdown(index=False, floatfmt="+.4f"), "",
                    f"![delta]({plot.name})", ""]
