@@ -117,8 +117,8 @@ def _cell(r) -> str:
     return text + marks.get(r["vs_best"], "")
 
 
-def readable_markdown(table: pd.DataFrame) -> str:
-    """A :func:`suite_table` display table as markdown a reader can read: axes named in words (not
+def readable_table(table: pd.DataFrame) -> pd.DataFrame:
+    """A :func:`suite_table` display table as a reader reads it, flat: axes named in words (not
     ``param.train.tasks``), a JSON axis value as its leaves (``strategy=distribution m=0``), and a pivot's
     corner naming both axes. The CSVs keep the raw keys and values for programs."""
     names = [n for n in table.index.names if n]
@@ -131,7 +131,12 @@ def readable_markdown(table: pd.DataFrame) -> str:
         heads[names[0]] = f"{axis_label(names[0])} ↓ · {axis_label(table.columns.name)} →"
     for n in names:
         flat[n] = flat[n].map(value_label)
-    return flat.rename(columns=heads).to_markdown(index=False)
+    return flat.rename(columns=heads)
+
+
+def readable_markdown(table: pd.DataFrame) -> str:
+    """:func:`readable_table` as markdown (the report's tables)."""
+    return readable_table(table).to_markdown(index=False)
 
 
 def maximizes(suite: Suite, metric: str) -> bool:

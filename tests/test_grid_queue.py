@@ -262,6 +262,8 @@ def test_the_cli_runs_the_claims_cells_first(tmp_path):
     res = runner.invoke(app, ["run", str(_suite(tmp_path)), "--results", str(tmp_path / "runs"), "--claims-first"])
     assert res.exit_code == 0, res.output
     assert "queued 6 trial(s)" in res.output
+    # the closing summary names the axis in words, as the report does, not by its storage key
+    assert "neuron activation rate β" in res.output and "param.adapter_options.beta" not in res.output
     rows = pd.read_csv(tmp_path / "runs" / "cf" / "trials.csv").sort_values("trial")
     assert list(rows["param.adapter_options.beta"]) == [0.5, 0.5, 0.3, 0.3, 0.1, 0.1]
     assert set(rows.status) == {"COMPLETE"}

@@ -108,19 +108,19 @@ def _run_with_bars(suite, results: Path, storage: Optional[str], workers: int, r
 
 
 def _summary_table(suite, df) -> None:
-    from ntbench.report import suite_table
+    from ntbench.report import readable_table, suite_table
 
     if df.empty or suite.objective not in df.columns or df[suite.objective].dropna().empty:
         out.print(f"{suite.name}: no completed trials with {suite.objective}")
         return
     _, table = suite_table(suite, df, suite.objective)
+    flat = readable_table(table)  # axes in words, as the report's tables
     t = Table(title=f"{suite.name}: {suite.objective} (mean ± 95% t interval, none for n = 1; ★ best, "
                     "≈ difference to the best not distinguishable from 0)")
-    t.add_column(str(table.index.name or ""))
-    for c in table.columns:
-        t.add_column(str(c))
-    for idx, r in table.iterrows():
-        t.add_row(str(idx), *[str(v) for v in r.values])
+    for c in flat.columns:
+        t.add_column(escape(str(c)))
+    for r in flat.itertuples(index=False):
+        t.add_row(*[escape(str(v)) for v in r])
     out.print(t)
 
 
