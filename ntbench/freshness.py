@@ -71,7 +71,9 @@ CLI_ONLY = ("ntbench/cli",)
 # journal's ``config`` attribute), so a change to them ages a row only if HEAD now resolves the row's cell to
 # another config: that is checked row by row (:func:`configs_head_reproduces`) instead of assumed, and a row
 # whose commit differs from HEAD in these files alone, with a config HEAD reproduces, is not stale
-CONFIG_ONLY = ("ntbench/suite.py", "ntbench/suite_models.py")
+# The backbones' recipes (ntbench/train/recipes.py) are of the same kind: they act only when a config is built,
+# and a recorded config is complete, so the recipe changes nothing in a rerun of it
+CONFIG_ONLY = ("ntbench/suite.py", "ntbench/suite_models.py", "ntbench/train/recipes.py")
 
 
 _HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")

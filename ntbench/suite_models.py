@@ -132,7 +132,11 @@ class Suite(BaseModel):
         from ntbench.train.recipes import recipe_for
 
         backbones = {self.defaults.get("backbone")} | set(map(str, self.axes.get("backbone", [])))
-        recipes = {b: _hashed_recipe(recipe_for(b)) for b in sorted(str(b) for b in backbones) if recipe_for(b)}
+        recipes = {}
+        for b in sorted(str(b) for b in backbones):
+            if recipe_for(b):
+                per_adapter = adapter_recipes_in_effect(self, b)
+                recipes[b] = _hashed_recipe(recipe_for(b)) | ({"adapters": per_adapter} if per_adapter else {})
         # the paper's claims change what the report says, not what a cell trains: not in the hash
         content = self.model_dump(exclude={"paper"}) | ({"recipes": recipes} if recipes else {})
         if content["budget"] == "total_steps":  # the default leaves the studies of earlier suites their names
@@ -155,6 +159,45 @@ CUDA_ONLY_TRAIN_KEYS = ("bf16", "gradient_checkpointing")
 def _hashed_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     train = {k: v for k, v in recipe.get("train", {}).items() if k not in CUDA_ONLY_TRAIN_KEYS}
     return {**recipe, "train": train} if "train" in recipe else recipe
+
+
+def adapter_recipes_in_effect(suite: Suite, backbone: str) -> dict[str, dict[str, Any]]:
+    """The adapter-specific recipe settings (``ntbench.train.recipes.ADAPTER_RECIPES``) that some cell of
+    ``suite`` on ``backbone`` trains with: adapter -> {dotted key: value}, leaving out what every such cell
+    sets itself (an lr axis or range, a `linked` lr). In the study's hash: a changed per-adapter setting
+    changes what those cells train, and a suite whose cells set it themselves keeps its study name."""
+    from ntbench.train.recipes import adapter_recipe
+    from ntbench.train.trial import TrialConfig
+
+    found: dict[str, dict[str, Any]] = {}
+    for cell in grid_cells(suite):
+        config = resolve(suite, cell)
+        if str(config.get("backbone", TrialConfig.model_fields["backbone"].default)) != backbone:
+            continue
+        adapter = config.get("adapter", TrialConfig.model_fields["adapter"].default)
+        for key, value in _dotted_leaves(adapter_recipe(backbone, adapter)):
+            if key not in suite.ranges and not _has_dotted(config, key):
+                found.setdefault(str(adapter), {})[key] = value
+    return found
+
+
+def _dotted_leaves(mapping: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out = []
+    for key, value in mapping.items():
+        if isinstance(value, dict) and value:
+            out += _dotted_leaves(value, f"{prefix}{key}.")
+        else:
+            out.append((f"{prefix}{key}", value))
+    return out
+
+
+def _has_dotted(config: dict[str, Any], key: str) -> bool:
+    node: Any = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 EMPTY_LABEL = "default"  # an empty mapping sets nothing: the cell runs on the defaults

@@ -166,6 +166,48 @@ def test_micro_recipe_is_the_one_default_and_given_values_win():
     assert plain.train.steps == TrainConfig().steps and plain.lambda_bce == 0.0
 
 
+def test_an_adapter_trains_at_its_own_learning_rate_where_the_backbone_tuned_it():
+    from ntbench.compare import compare_suite
+    from ntbench.evidence import evidence_trial_config
+    from ntbench.suite import trial_config
+    from ntbench.train.recipes import MICRO_RECIPE
+
+    # results/adapters_lr and adapters_lr_higher: LoRA and frozen best at 1e-2 on micro, the others at 3e-3
+    rates = {a: TrialConfig(backbone="micro", adapter=a).train.lr for a in ("neural", "lora", "frozen", "prefix", "ia3")}
+    assert rates == {"neural": 3e-3, "lora": 1e-2, "frozen": 1e-2, "prefix": 3e-3, "ia3": 3e-3}
+    assert MICRO_RECIPE["train"]["lr"] == 3e-3  # the recipe itself is untouched by the adapters' own parts
+    lora, neural = TrialConfig(backbone="micro", adapter="lora"), TrialConfig(backbone="micro")
+    assert lora.train.model_dump(exclude={"lr"}) == neural.train.model_dump(exclude={"lr"})  # only the rate differs
+    # a given rate still wins, and a backbone without a recipe keeps the trainer's default for every adapter
+    assert TrialConfig(backbone="micro", adapter="lora", train={"lr": 1e-3}).train.lr == 1e-3
+    assert TrialConfig(backbone="tiny-random", adapter="lora").train.lr == TrainConfig().lr
+    # every entry point gets it: the evidence's frozen baseline, and `ntbench compare lora neural`
+    assert evidence_trial_config("frozen", 0).train.lr == 1e-2
+    suite = compare_suite(["lora", "neural"], "micro", None, [0], None)
+    assert [trial_config(suite, {"adapter": a, "train.seed": 0}).train.lr for a in ("lora", "neural")] == [1e-2, 3e-3]
+
+
+def test_a_suites_study_name_follows_the_adapter_rates_its_cells_train_with(monkeypatch, tmp_path):
+    import yaml
+
+    from ntbench.suite import load_suite
+    from ntbench.train import recipes
+
+    def name(**extra):
+        path = tmp_path / "s.yaml"
+        path.write_text(yaml.safe_dump({"name": "s", "defaults": {"backbone": "micro"}, **extra}))
+        return load_suite(path).study_name()
+    with_lora = {"axes": {"adapter": ["neural", "lora"]}}
+    linked = {**with_lora, "linked": {"adapter": {"lora": {"train.lr": 0.01}}}}
+    lr_axis = {"axes": {"adapter": ["neural", "lora"], "train.lr": [0.001, 0.01]}}
+    neural_only = {"axes": {"adapter_options.beta": [0.4, 0.5]}}
+    before = [name(**s) for s in (with_lora, linked, lr_axis, neural_only)]
+    monkeypatch.setitem(recipes.ADAPTER_RECIPES["micro"], "lora", {"train": {"lr": 0.02}})
+    after = [name(**s) for s in (with_lora, linked, lr_axis, neural_only)]
+    # only the suite whose LoRA cells take the rate from the recipe trains something else: a new study
+    assert [b != a for b, a in zip(before, after)] == [True, False, False, False]
+
+
 def test_peak_memory_is_the_trials_own_not_the_process_high_water_mark():
     import numpy as np
 

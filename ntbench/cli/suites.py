@@ -377,7 +377,10 @@ def compare(
         return
     from ntbench.suite import trial_config
     n_steps = trial_config(suite, {}).train.steps
-    t = Table(title=f"{' vs '.join(adapters)} on {backbone}, {n_steps} steps, seeds {seed_list} (mean ± 95% t interval)")
+    # each adapter's own rate where the backbone's recipe tuned one (ntbench.train.recipes.ADAPTER_RECIPES)
+    rates = ", ".join(f"{a} {trial_config(suite, {'adapter': a}).train.lr:g}" for a in adapters)
+    t = Table(title=f"{' vs '.join(adapters)} on {backbone}, {n_steps} steps, learning rate {rates}, seeds {seed_list} "
+                    "(mean ± 95% t interval)")
     t.add_column("metric")
     for c in table.columns:
         t.add_column(str(c), justify="right")
@@ -409,7 +412,8 @@ def evidence(
     out_dir: Path = typer.Option(Path("runs/evidence"), "--out", help="folder for trials.csv and summary.md"),
     tasks: str = typer.Option("", help="task mix as for `ntbench train`, e.g. referring:2,reasoning:2,captioning,t2i "
                                        "(default: the recipe's)"),
-    lr: Optional[float] = typer.Option(None, min=1e-8, help="peak learning rate (default: the recipe's)"),
+    lr: Optional[float] = typer.Option(None, min=1e-8, help="peak learning rate of both methods (default: each "
+                                                       "method's own in the recipe, ntbench.train.recipes)"),
     lambda_bce: Optional[float] = typer.Option(None, min=0.0, help="weight of the per-pixel BCE term added to Dice "
                                                "(default: the recipe's)"),
     as_json: bool = typer.Option(False, "--json", help="print the trial rows, the checks and the summary path as JSON"),

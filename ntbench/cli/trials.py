@@ -22,7 +22,7 @@ def train_cmd(
                                         "backbone's recipe, else the four tasks equally)"),
     steps: Optional[int] = typer.Option(None, min=1, help="optimizer steps (default: the backbone's recipe, else 200)"),
     batch_size: Optional[int] = typer.Option(None, min=1, help="default: the backbone's recipe, else 8"),
-    lr: Optional[float] = typer.Option(None, help="peak learning rate (default: the backbone's recipe, else 1e-3)"),
+    lr: Optional[float] = typer.Option(None, help="peak learning rate (default: the backbone's recipe for the adapter, else 1e-3)"),
     seed: int = typer.Option(0),
     data: Optional[Path] = typer.Option(None, help="dataset folder (default: the micro world, made if missing)"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="folder for metrics.json, adapter and heads"),
