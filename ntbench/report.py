@@ -23,6 +23,7 @@ from ntbench.paper_table import SUITES_DIR, judge_claim, paper_claims, paper_sec
 from ntbench.plots import axis_label, value_label
 from ntbench.stats import difference, mean_interval, minimum_detectable_effect, power_table
 from ntbench.suite import Suite, lower_is_better
+from ntbench.suite_models import adapter_recipes_in_effect
 
 SEED = "param.train.seed"
 
@@ -209,7 +210,14 @@ def method_lines(suite: Suite, df: pd.DataFrame) -> list[str]:
         linked = "; ".join(f"{key} = {value}: " + ", ".join(f"{k} = {v}" for k, v in settings.items())
                            for key, by_value in suite.linked.items() for value, settings in by_value.items())
         lines.append(f"Linked settings (a cell takes them with its axis value): {linked}.")
+    own_text = "; ".join(f"{adapter} on {b}: " + ", ".join(f"{k} = {v}" for k, v in settings.items())
+                         for b, by_adapter in adapter_recipes_in_effect(suite).items()
+                         for adapter, settings in by_adapter.items())
+    if own_text:  # an adapter's own rate from the backbone's recipe: its cells differ in that too
+        lines.append(f"Adapter settings from the backbone's recipe (`ntbench/train/recipes.py`, tuned per adapter; "
+                     f"a cell that sets them itself keeps its own): {own_text}.")
     return lines
+
 
 
 def _paired_section(suite: Suite, df: pd.DataFrame, metric: str, folder: Path, made: dict) -> list[str]:

@@ -132,11 +132,11 @@ class Suite(BaseModel):
         from ntbench.train.recipes import recipe_for
 
         backbones = {self.defaults.get("backbone")} | set(map(str, self.axes.get("backbone", [])))
+        in_effect = adapter_recipes_in_effect(self)
         recipes = {}
-        for b in sorted(str(b) for b in backbones):
-            if recipe_for(b):
-                per_adapter = adapter_recipes_in_effect(self, b)
-                recipes[b] = _hashed_recipe(recipe_for(b)) | ({"adapters": per_adapter} if per_adapter else {})
+        for b in sorted({str(b) for b in backbones} | set(in_effect)):
+            if recipe_for(b) or b in in_effect:
+                recipes[b] = _hashed_recipe(recipe_for(b)) | ({"adapters": in_effect[b]} if b in in_effect else {})
         # the paper's claims change what the report says, not what a cell trains: not in the hash
         content = self.model_dump(exclude={"paper"}) | ({"recipes": recipes} if recipes else {})
         if content["budget"] == "total_steps":  # the default leaves the studies of earlier suites their names
@@ -161,23 +161,22 @@ def _hashed_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     return {**recipe, "train": train} if "train" in recipe else recipe
 
 
-def adapter_recipes_in_effect(suite: Suite, backbone: str) -> dict[str, dict[str, Any]]:
+def adapter_recipes_in_effect(suite: Suite) -> dict[str, dict[str, dict[str, Any]]]:
     """The adapter-specific recipe settings (``ntbench.train.recipes.ADAPTER_RECIPES``) that some cell of
-    ``suite`` on ``backbone`` trains with: adapter -> {dotted key: value}, leaving out what every such cell
-    sets itself (an lr axis or range, a `linked` lr). In the study's hash: a changed per-adapter setting
-    changes what those cells train, and a suite whose cells set it themselves keeps its study name."""
+    ``suite`` trains with: backbone -> adapter -> {dotted key: value}, leaving out what every such cell sets
+    itself (an lr axis or range, a `linked` lr). In the study's hash: a changed per-adapter setting changes
+    what those cells train, and a suite whose cells set it themselves keeps its study name."""
     from ntbench.train.recipes import adapter_recipe
     from ntbench.train.trial import TrialConfig
 
-    found: dict[str, dict[str, Any]] = {}
+    found: dict[str, dict[str, dict[str, Any]]] = {}
     for cell in grid_cells(suite):
         config = resolve(suite, cell)
-        if str(config.get("backbone", TrialConfig.model_fields["backbone"].default)) != backbone:
-            continue
+        backbone = str(config.get("backbone", TrialConfig.model_fields["backbone"].default))
         adapter = config.get("adapter", TrialConfig.model_fields["adapter"].default)
         for key, value in _dotted_leaves(adapter_recipe(backbone, adapter)):
             if key not in suite.ranges and not _has_dotted(config, key):
-                found.setdefault(str(adapter), {})[key] = value
+                found.setdefault(backbone, {}).setdefault(str(adapter), {})[key] = value
     return found
 
 

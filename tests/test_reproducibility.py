@@ -1,5 +1,7 @@
 """Same configuration and seed, same machine: same numbers. And cells that share a seed share
 every random draw except what the suite varies (common random numbers)."""
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -206,6 +208,29 @@ def test_a_suites_study_name_follows_the_adapter_rates_its_cells_train_with(monk
     after = [name(**s) for s in (with_lora, linked, lr_axis, neural_only)]
     # only the suite whose LoRA cells take the rate from the recipe trains something else: a new study
     assert [b != a for b, a in zip(before, after)] == [True, False, False, False]
+
+
+def test_the_adapters_suite_links_the_rates_the_recipe_tunes_and_reports_say_which_cells_take_them():
+    import pandas as pd
+
+    from ntbench.compare import compare_suite
+    from ntbench.report import method_lines
+    from ntbench.suite import load_suite, trial_config
+    from ntbench.train.recipes import ADAPTER_RECIPES
+
+    # two places hold the micro rates (the suite's linked block, written first, and the recipe): they must agree
+    suite = load_suite(Path(__file__).resolve().parents[1] / "suites" / "adapters.yaml")
+    linked = {a: s["train.lr"] for a, s in suite.linked["adapter"].items()}
+    assert linked == {a: r["train"]["lr"] for a, r in ADAPTER_RECIPES["micro"].items()}
+    assert all(trial_config(suite, {"adapter": a, "train.seed": 0}).train.lr == trial_config(
+        compare_suite([a], "micro", None, [0], None), {"adapter": a, "train.seed": 0}).train.lr
+        for a in ("neural", "lora", "frozen", "prefix", "ia3"))
+    # a report says when cells take an adapter's own rate from the recipe, and not when they set it themselves
+    rows = pd.DataFrame({"status": ["COMPLETE"], "param.adapter": ["lora"], "param.train.seed": [0],
+                         "reasoning.tf_paper_oIoU": [0.4]})
+    said = " ".join(method_lines(compare_suite(["lora", "neural"], "micro", None, [0], None), rows))
+    assert "lora on micro: train.lr = 0.01" in said and "neural on micro" not in said
+    assert "from the backbone's recipe" not in " ".join(method_lines(suite, rows))
 
 
 def test_peak_memory_is_the_trials_own_not_the_process_high_water_mark():
