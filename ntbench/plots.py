@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ntbench.suite import Suite
+from ntbench.suite_models import leaf_paths
 
 # suite keys as a reader says them (the param. prefix is dropped before lookup)
 AXIS_LABELS = {
@@ -76,11 +77,9 @@ def _json_mapping(value) -> dict | None:
 
 
 def _leaves(mapping: dict) -> Iterator[tuple[str, object]]:
-    for key, value in mapping.items():
-        if isinstance(value, dict) and value:
-            yield from _leaves(value)
-        else:
-            yield key, value
+    """A nested mapping's leaves by their own key (``strategy``, not ``adapter_options.strategy``)."""
+    for path, value in leaf_paths(mapping):
+        yield path[-1], value
 
 
 def metric_label(metric: str) -> str:

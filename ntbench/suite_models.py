@@ -135,8 +135,9 @@ class Suite(BaseModel):
         in_effect = adapter_recipes_in_effect(self)
         recipes = {}
         for b in sorted({str(b) for b in backbones} | set(in_effect)):
-            if recipe_for(b) or b in in_effect:
-                recipes[b] = _hashed_recipe(recipe_for(b)) | ({"adapters": in_effect[b]} if b in in_effect else {})
+            recipe = recipe_for(b)
+            if recipe or b in in_effect:
+                recipes[b] = _hashed_recipe(recipe) | ({"adapters": in_effect[b]} if b in in_effect else {})
         # the paper's claims change what the report says, not what a cell trains: not in the hash
         content = self.model_dump(exclude={"paper"}) | ({"recipes": recipes} if recipes else {})
         if content["budget"] == "total_steps":  # the default leaves the studies of earlier suites their names
@@ -169,30 +170,33 @@ def adapter_recipes_in_effect(suite: Suite) -> dict[str, dict[str, dict[str, Any
     from ntbench.train.recipes import adapter_recipe
     from ntbench.train.trial import TrialConfig
 
+    default_backbone, default_adapter = (TrialConfig.model_fields[k].default for k in ("backbone", "adapter"))
     found: dict[str, dict[str, dict[str, Any]]] = {}
     for cell in grid_cells(suite):
         config = resolve(suite, cell)
-        backbone = str(config.get("backbone", TrialConfig.model_fields["backbone"].default))
-        adapter = config.get("adapter", TrialConfig.model_fields["adapter"].default)
-        for key, value in _dotted_leaves(adapter_recipe(backbone, adapter)):
-            if key not in suite.ranges and not _has_dotted(config, key):
+        backbone = str(config.get("backbone", default_backbone))
+        adapter = config.get("adapter", default_adapter)
+        for path, value in leaf_paths(adapter_recipe(backbone, adapter)):
+            key = ".".join(path)
+            if key not in suite.ranges and not _has_path(config, path):
                 found.setdefault(backbone, {}).setdefault(str(adapter), {})[key] = value
     return found
 
 
-def _dotted_leaves(mapping: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+def leaf_paths(mapping: dict, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    """Every leaf of a nested mapping with the keys that lead to it (an empty mapping is a leaf)."""
     out = []
     for key, value in mapping.items():
         if isinstance(value, dict) and value:
-            out += _dotted_leaves(value, f"{prefix}{key}.")
+            out += leaf_paths(value, (*prefix, key))
         else:
-            out.append((f"{prefix}{key}", value))
+            out.append(((*prefix, key), value))
     return out
 
 
-def _has_dotted(config: dict[str, Any], key: str) -> bool:
+def _has_path(config: dict[str, Any], path: tuple[str, ...]) -> bool:
     node: Any = config
-    for part in key.split("."):
+    for part in path:
         if not isinstance(node, dict) or part not in node:
             return False
         node = node[part]
