@@ -1,6 +1,7 @@
 """The report's last section, paper vs ntbench: the claims of the paper's table that a suite declares
-(``paper:``), each judged from the 95% interval of the difference of its two sides: reproduced,
-opposite, not distinguishable at this resolution, or not run. Also ``paper_vs_ntbench.csv``.
+(``paper:``), each judged from the 95% interval of the difference of its two sides and its rank test:
+reproduced, opposite, t interval only (not confirmed by the rank test), not distinguishable at this
+resolution, or not run. Also ``paper_vs_ntbench.csv``.
 
 Used by :func:`ntbench.report.report_suite` (which re-exports these names); every interval comes from
 :mod:`ntbench.stats`.
@@ -11,7 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ntbench.stats import NOT_RUN, OPPOSITE, REPRODUCED, UNRESOLVED, difference, mean_interval, verdict, versus_value
+from ntbench.stats import (NOT_RUN, OPPOSITE, OPPOSITE_T_ONLY, REPRODUCED, REPRODUCED_T_ONLY, UNRESOLVED, difference,
+                           mean_interval, smallest_rank_p, verdict, versus_value)
+
+VERDICTS = (REPRODUCED, REPRODUCED_T_ONLY, OPPOSITE, OPPOSITE_T_ONLY, UNRESOLVED, NOT_RUN)
 from ntbench.suite import PaperClaim, PaperTable, Suite, SuiteError, label, paper_errors, read_suite_file, same_label
 
 SEED = "param.train.seed"  # the trial rows' seed column (as in ntbench.report)
@@ -85,7 +89,8 @@ def judge_claim(suite: Suite, df: pd.DataFrame, claim: PaperClaim) -> dict:
     d = difference(a, b) if b is not None else versus_value(a, float(claim.b))
     kind = "paired" if d.paired else ("one-sample" if b is None else "Welch")
     return {**row, "ours_a": _mean_text(a), "ours_b": _mean_text(b) if b is not None else f"{claim.b:g}",
-            "comparison": kind, **{k: v for k, v in d.as_dict().items() if k in ("n", "mean", "low", "high", "mde")},
+            "comparison": kind,
+            **{k: v for k, v in d.as_dict().items() if k in ("n", "mean", "low", "high", "mde", "rank_p", "above", "below")},
             "verdict": verdict(d, expect)}
 
 
@@ -124,7 +129,23 @@ def _diff_text(r: dict) -> str:
     return f"{r['mean']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}] ({r['comparison']}, n = {r['n']})"
 
 
+def _rank_text(r: dict) -> str:
+    """The rank test and the signs: "p = 0.062; 5 of 5 seeds A > B" ("-" without a test)."""
+    p = r.get("rank_p")  # absent from a table written before rank tests
+    if r["verdict"] == NOT_RUN or p is None or pd.isna(p):
+        return "-"
+    unit = "seeds" if r["comparison"] == "paired" else "runs"
+    signs = f"; {int(r['above'])} of {int(r['n'])} {unit} A > B" if r["comparison"] != "Welch" else ""
+    return f"p = {p:.3f}{signs}"
+
+
 def _verdict_text(r: dict) -> str:
+    if r["verdict"] in (REPRODUCED_T_ONLY, OPPOSITE_T_ONLY):
+        n = int(r["n"])
+        floor = smallest_rank_p(n)
+        why = f"with n = {n} the rank test's p cannot go below {floor:.3f}" \
+            if floor >= 0.05 and r.get("comparison") != "Welch" else f"rank test p = {r.get('rank_p', float('nan')):.3f}"
+        return f"{r['verdict']}: {why}"
     if r["verdict"] != UNRESOLVED:
         return r["verdict"]
     if pd.isna(r.get("low")):
@@ -146,21 +167,26 @@ def paper_section(suite: Suite, df: pd.DataFrame, folder: Path, made: dict) -> l
     rows = [judge_claim(suite, df, c) for c in table.claims]
     pd.DataFrame(rows).to_csv(folder / "paper_vs_ntbench.csv", index=False)
     made["tables"].append(folder / "paper_vs_ntbench.csv")
-    counts = {v: sum(r["verdict"] == v for r in rows) for v in (REPRODUCED, OPPOSITE, UNRESOLVED, NOT_RUN)}
+    counts = {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS}
     md = [f"## Paper vs ntbench: {table.table}", "", *([table.source, ""] if table.source else []),
           f"Claims from {where}. Each is judged by the 95% interval of ours A − B (paired by seed; Welch's "
-          "interval where the cells share no seeds; one-sample against a value): it excludes 0 on the side the "
-          f"paper claims: {REPRODUCED}; on the other side: {OPPOSITE}; it contains 0, or there is none (n = 1): "
-          f"{UNRESOLVED}, with the minimum detectable effect (paired, level 0.05, power 0.8) of that "
-          "comparison. A claim of no difference is never counted as reproduced by an interval that contains 0. "
-          "The paper's numbers (its backbone, its units) and ours are on different scales: only the direction "
-          "is compared.", "",
+          "interval where the cells share no seeds; one-sample against a value) and by the rank test of the same "
+          "comparison (Wilcoxon signed-rank; rank-sum for Welch): the interval excludes 0 on the side the paper "
+          f"claims: {REPRODUCED}; on the other side: {OPPOSITE}; either one marked '(t interval only)' when the rank "
+          "test does not also give p < 0.05 (the t interval assumes normal per-seed differences, and on the micro "
+          "backbone one or two seeds in ten branch away from the rest; the signed-rank test's smallest p is "
+          "2/2^n, so it needs at least 6 seeds); the interval contains 0, or "
+          f"there is none (n = 1): {UNRESOLVED}, with the minimum detectable effect (paired, level 0.05, power "
+          "0.8) of that comparison. A claim of no difference is never counted as reproduced by an interval that "
+          "contains 0. The paper's numbers (its backbone, its units) and ours are on different scales: only the "
+          "direction is compared.", "",
           "Verdicts: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + ".", "",
           "| # | claim | metric | A | B | paper A | paper B | paper: A vs B | ours A | ours B | "
-          "ours A − B [95% CI] | verdict |", "|" + "---|" * 12]
+          "ours A − B [95% CI] | rank test | verdict |", "|" + "---|" * 13]
     for i, r in enumerate(rows, 1):
         md.append(f"| {i} | {r['says']} | {r['metric']} | {r['a']} | {r['b']} | {r['paper_a']} | {r['paper_b']} | "
-                  f"{r['paper_expects']} | {r['ours_a']} | {r['ours_b']} | {_diff_text(r)} | {_verdict_text(r)} |")
+                  f"{r['paper_expects']} | {r['ours_a']} | {r['ours_b']} | {_diff_text(r)} | {_rank_text(r)} | "
+                  f"{_verdict_text(r)} |")
     notes = [f"- {i}: {r['note']}" for i, r in enumerate(rows, 1) if r["note"]]
     return md + ([""] + ["Notes on the paper's numbers:", ""] + notes if notes else []) + [""]
 
@@ -200,11 +226,11 @@ def scoreboard(folders: list[Path]) -> list[str]:
     if not judged:
         return []
     without = [f.name for f in folders if not (f / "paper_vs_ntbench.csv").is_file()]
-    kinds = (REPRODUCED, OPPOSITE, UNRESOLVED, NO_INTERVAL, NOT_RUN)
+    kinds = (*VERDICTS[:-1], NO_INTERVAL, NOT_RUN)
     facts = {f: _report_facts(f / "report.md") for f, _ in judged}
     md = ["## Paper vs ntbench: the suites that judge the paper's claims", "",
           "Counted from each suite's `paper_vs_ntbench.csv`; its report gives the rule (the 95% interval of ours "
-          "A − B against the paper's direction) and the paper's numbers. Rows 'stale' were made by other trial "
+          "A − B against the paper's direction, confirmed by a rank test) and the paper's numbers. Rows 'stale' were made by other trial "
           "code or another backbone than HEAD's and not rechecked by `ntbench verify` ('a rerun differed': "
           "rechecked, and HEAD gives other numbers); their verdicts may not be what the code gives now, so the "
           "totals count only fresh and rechecked suites, and no suite still in progress. A claim's MDE (below) is that comparison's own; a "
@@ -220,9 +246,10 @@ def scoreboard(folders: list[Path]) -> list[str]:
         md.append(f"| [{folder.name}]({folder.name}/report.md) | {table} | {state} | {len(rows)} | "
                   + " | ".join(str(counts[k]) for k in kinds) + " |")
     md += [f"| **fresh and rechecked** | | | {sum(totals.values())} | " + " | ".join(str(totals[k]) for k in kinds)
-           + " |", "", "| suite | rows | claim | metric | ours A − B [95% CI] | verdict |", "|---|---|---|---|---|---|"]
+           + " |", "", "| suite | rows | claim | metric | ours A − B [95% CI] | rank test | verdict |",
+           "|---|---|---|---|---|---|---|"]
     for folder, rows in judged:
         for r in rows.to_dict("records"):
             md.append(f"| {folder.name} | {facts[folder][0]} | {r['says']} | {r['metric']} | {_diff_text(r)} | "
-                      f"{_verdict_text(r)} |")
+                      f"{_rank_text(r)} | {_verdict_text(r)} |")
     return md + [""]

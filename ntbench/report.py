@@ -6,7 +6,7 @@ interval of the *difference* to the best cell, paired by seed (Welch's interval 
 cells share no seeds), never from two overlapping intervals. A banner at the top says when the
 rows were made by other code than HEAD or by another micro backbone version. The report ends
 with the paper's claims that the suite declares (``paper:``), each judged from the interval of
-the difference: reproduced, opposite, not distinguishable at this resolution, or not run
+the difference and its rank test: reproduced, opposite, t interval only, not distinguishable, or not run
 (:mod:`ntbench.paper_table`).
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import yaml
 # the paper-vs-ntbench section lives in ntbench.paper_table; its names stay importable from here
 from ntbench.paper_table import SUITES_DIR, judge_claim, paper_claims, paper_section, scoreboard  # noqa: F401
 from ntbench.plots import axis_label, value_label
-from ntbench.stats import difference, mean_interval, minimum_detectable_effect, power_table
+from ntbench.stats import difference, mean_interval, minimum_detectable_effect, power_table, smallest_rank_p
 from ntbench.suite import Suite, lower_is_better
 from ntbench.suite_models import adapter_recipes_in_effect
 
@@ -234,21 +234,26 @@ def _paired_section(suite: Suite, df: pd.DataFrame, metric: str, folder: Path, m
     plain = lambda v: "-" if pd.isna(v) else f"{v:.4f}"  # noqa: E731  (sds and effect sizes)
     lines = [f"### {metric}: each cell minus the best", "",
              "| " + " | ".join(axis_label(a) for a in axes) + " | seeds | Δ | 95% CI (t) | bootstrap CI | "
-             "sd(Δ) | sd(cell) | sd(best) | MDE | distinguishable |",
-             "|" + "---|" * (len(axes) + 9)]
+             "rank test p | seeds below / above the best | sd(Δ) | sd(cell) | sd(best) | MDE | distinguishable |",
+             "|" + "---|" * (len(axes) + 11)]
     for _, d in diffs[~diffs.is_best].iterrows():
         ci = "-" if pd.isna(d.half_width) else f"[{d.low:+.4f}, {d.high:+.4f}]"
         boot = "-" if pd.isna(d.bootstrap_low) else f"[{d.bootstrap_low:+.4f}, {d.bootstrap_high:+.4f}]"
         kind = "paired" if d.paired else "Welch"
+        signs = f"{int(d.below)} / {int(d.above)}" if d.paired else "-"
         lines.append("| " + " | ".join(value_label(d[a]) for a in axes) + f" | {int(d.n)} ({kind}) | {fmt(d['mean'])} | {ci} | "
-                     f"{boot} | {plain(d.sd_diff)} | {plain(d.sd_a)} | {plain(d.sd_b)} | {plain(d.mde)} | "
-                     f"{'yes' if d.distinguishable else 'no'} |")
+                     f"{boot} | {plain(d.rank_p)} | {signs} | {plain(d.sd_diff)} | {plain(d.sd_a)} | {plain(d.sd_b)} | "
+                     f"{plain(d.mde)} | {'yes' if d.distinguishable else 'no'} |")
     paired = diffs[diffs.paired & ~diffs.is_best & diffs.sd_diff.notna()]
     if len(paired):
         sd = float(paired.sd_diff.median())
         lines += ["", f"Power (paired, level 0.05, power 0.8) from the median sd(Δ) = {sd:.4f}: the smallest "
                   "difference to the best that this many seeds would detect.", "",
                   "| seeds | MDE |", "|---|---|"] + [f"| {r['seeds']} | {r['mde']:.4f} |" for r in power_table(sd)]
+        lines += ["", "The MDE assumes normal per-seed differences. The rank test (Wilcoxon signed-rank) assumes "
+                  f"nothing, but its smallest p with n seeds is 2/2^n ({smallest_rank_p(5):.4f} at 5 seeds, "
+                  f"{smallest_rank_p(6):.4f} at 6): a difference it confirms needs at least 6 seeds, and more "
+                  "when a seed branches the other way."]
     if len(diffs) > 2:
         lines += ["", f"{len(diffs) - 1} cells are compared with the best: with that many comparisons, some "
                   "intervals exclude 0 by chance (no multiplicity correction applied)."]

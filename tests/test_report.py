@@ -426,8 +426,12 @@ def test_paper_table_gives_each_verdict_from_the_interval_of_the_difference(tmp_
     section = text[text.index("## Paper vs ntbench: Table X"):]
     assert text.rstrip().endswith(section.rstrip())  # the report ends with it
     got = pd.read_csv(folder / "paper_vs_ntbench.csv")
-    assert got.verdict.tolist() == ["reproduced", "opposite", "not distinguishable at this resolution", "not run",
-                                    "opposite", "reproduced"]
+    # three seeds: a t interval can exclude 0, but the signed-rank test's smallest p is 2/2^3 = 0.25, so no
+    # direction is confirmed by it: those claims are marked "(t interval only)"
+    rep, opp = "reproduced (t interval only)", "opposite (t interval only)"
+    assert got.verdict.tolist() == [rep, opp, "not distinguishable at this resolution", "not run", opp, rep]
+    assert got.rank_p[0] == pytest.approx(0.25) and (got.above[0], got.below[0]) == (3, 0)
+    assert f"| p = 0.250; 3 of 3 seeds A > B | {rep}: with n = 3 the rank test's p cannot go below 0.250 |" in section
     half = T975_2 * 0.01 / math.sqrt(3)  # 0.024841: paired t interval of sd 0.01 over 3 seeds
     assert got["mean"][0] == pytest.approx(0.11) and got["low"][0] == pytest.approx(0.11 - half)
     assert f"+0.1100 [{0.11 - half:+.4f}, {0.11 + half:+.4f}] (paired, n = 3)" in section
@@ -438,7 +442,8 @@ def test_paper_table_gives_each_verdict_from_the_interval_of_the_difference(tmp_
     # one-sample against 0.30: 0.26 ± t(2, .975) * 0.06 / sqrt(3)
     assert got["mean"][5] == pytest.approx(0.26) and got["high"][5] == pytest.approx(0.26 + T975_2 * 0.06 / 3 ** .5)
     assert got.comparison[5] == "one-sample" and "the value 0.3" in section
-    assert "Verdicts: 2 reproduced, 2 opposite, 1 not distinguishable at this resolution, 1 not run." in section
+    assert (f"Verdicts: 0 reproduced, 2 {rep}, 0 opposite, 2 {opp}, 1 not distinguishable at this resolution, "
+            "1 not run.") in section
     assert "62.8 | 62.0 | higher" in section and "62.0 | 62.1 | same" in section
 
 
@@ -447,8 +452,9 @@ def test_a_report_with_no_rows_says_not_run(tmp_path):
     report.report_suite(folder)
     text = (folder / "report.md").read_text()
     assert pd.read_csv(folder / "paper_vs_ntbench.csv").verdict.eq("not run").all()
-    assert "Verdicts: 0 reproduced, 0 opposite, 0 not distinguishable at this resolution, 6 not run." in text
-    assert "| not run | not run | - | not run |" in text
+    assert ("Verdicts: 0 reproduced, 0 reproduced (t interval only), 0 opposite, 0 opposite (t interval only), "
+            "0 not distinguishable at this resolution, 6 not run.") in text
+    assert "| not run | not run | - | - | not run |" in text
 
 
 def test_status_counts_the_claims_a_partial_grid_can_already_judge():
@@ -492,10 +498,11 @@ def test_results_resolved_before_claims_take_them_from_the_shipped_suite(tmp_pat
 
 
 def test_the_index_counts_every_suites_verdicts_from_disk(tmp_path):
-    from ntbench.stats import NOT_RUN, OPPOSITE, REPRODUCED, UNRESOLVED
+    from ntbench.stats import NOT_RUN, OPPOSITE, REPRODUCED, REPRODUCED_T_ONLY, UNRESOLVED
 
-    base = {"metric": OBJ, "a": "x", "b": "y", "comparison": "paired", "n": 3, "mde": 0.05}
-    verdicts = {"s1": [(REPRODUCED, 0.02, 0.01, 0.03), (OPPOSITE, -0.02, -0.03, -0.01)],
+    base = {"metric": OBJ, "a": "x", "b": "y", "comparison": "paired", "n": 6, "mde": 0.05, "rank_p": 0.03125,
+            "above": 6, "below": 0}
+    verdicts = {"s1": [(REPRODUCED, 0.02, 0.01, 0.03), (OPPOSITE, -0.02, -0.03, -0.01), (REPRODUCED_T_ONLY, 0.02, 0.01, 0.03)],
                 "s2": [(UNRESOLVED, 0.01, -0.02, 0.04), (UNRESOLVED, 0.0, -0.01, 0.01), (NOT_RUN, None, None, None)]}
     for name, rows in verdicts.items():
         folder = tmp_path / name
@@ -513,20 +520,22 @@ def test_the_index_counts_every_suites_verdicts_from_disk(tmp_path):
     (s3 / "suite.resolved.yaml").write_text("name: x\n")
     (s3 / "trials.csv").write_text("trial\n")
     text = report.write_index(tmp_path).read_text()
-    # columns: paper table, rows, claims, reproduced, opposite, not distinguishable, no interval, not run
-    assert "| [s1](s1/report.md) |  | fresh | 2 | 1 | 1 | 0 | 0 | 0 |" in text
-    assert "| [s2](s2/report.md) | Table 6 (top) | stale | 3 | 0 | 0 | 2 | 0 | 1 |" in text
-    assert "| **fresh and rechecked** | | | 2 | 1 | 1 | 0 | 0 | 0 |" in text  # stale s2 left out
+    # columns: paper table, rows, claims, reproduced, reproduced (t only), opposite, opposite (t only),
+    # not distinguishable, no interval, not run
+    assert "| [s1](s1/report.md) |  | fresh | 3 | 1 | 1 | 1 | 0 | 0 | 0 | 0 |" in text
+    assert "| [s2](s2/report.md) | Table 6 (top) | stale | 3 | 0 | 0 | 0 | 0 | 2 | 0 | 1 |" in text
+    assert "| **fresh and rechecked** | | | 3 | 1 | 1 | 1 | 0 | 0 | 0 | 0 |" in text  # stale s2 left out
     assert "Suites without paper claims: s3." in text
-    assert "| s1 | fresh | s1 claim 1 | " + OBJ + " | -0.0200 [-0.0300, -0.0100] (paired, n = 3) | opposite |" in text
-    assert "| s2 | stale | s2 claim 2 | " + OBJ + " | - | not run |" in text
+    assert ("| s1 | fresh | s1 claim 1 | " + OBJ + " | -0.0200 [-0.0300, -0.0100] (paired, n = 6) | "
+            "p = 0.031; 6 of 6 seeds A > B | opposite |") in text
+    assert "| s2 | stale | s2 claim 2 | " + OBJ + " | - | - | not run |" in text
     # a one-seed claim counts as "no interval", and a banner saying a rerun differed is named
     pd.DataFrame([{**base, "says": "one seed", "verdict": UNRESOLVED, "mean": 0.01, "low": None, "high": None,
                    "n": 1}]).to_csv(tmp_path / "s1" / "paper_vs_ntbench.csv", index=False)
     (tmp_path / "s1" / "report.md").write_text("# s1\n\n> **Stale results.** x; `ntbench verify` reran trial 2 "
                                                "and got different numbers (verified.json).\n")
     text = report.write_index(tmp_path).read_text()
-    assert "| [s1](s1/report.md) |  | stale: a rerun differed | 1 | 0 | 0 | 0 | 1 | 0 |" in text
+    assert "| [s1](s1/report.md) |  | stale: a rerun differed | 1 | 0 | 0 | 0 | 0 | 0 | 1 | 0 |" in text
     # no suite with claims: no section at all
     for name in verdicts:
         (tmp_path / name / "paper_vs_ntbench.csv").unlink()

@@ -145,8 +145,8 @@ def test_difference_pairs_with_two_shared_seeds_and_falls_back_to_welch():
 def test_verdict_reads_the_paper_sign_against_the_interval_of_the_difference():
     from ntbench.stats import Difference, verdict, versus_value
 
-    def diff(mean, half):
-        return Difference(True, 3, mean, half, math.nan, math.nan, 0.01, 0.01, 0.01, 0.03)
+    def diff(mean, half, rank_p=0.03125):  # 6 seeds all on one side: the signed-rank test's p is 2/2^6
+        return Difference(True, 6, mean, half, math.nan, math.nan, 0.01, 0.01, 0.01, 0.03, rank_p)
 
     assert verdict(diff(0.05, 0.02), "higher") == "reproduced"   # [0.03, 0.07]
     assert verdict(diff(-0.05, 0.02), "lower") == "reproduced"
@@ -155,7 +155,66 @@ def test_verdict_reads_the_paper_sign_against_the_interval_of_the_difference():
     assert verdict(diff(0.05, math.nan), "higher") == "not distinguishable at this resolution"  # n = 1
     assert verdict(diff(0.05, 0.02), "same") == "opposite"  # a difference where the paper claims none
     assert verdict(diff(0.01, 0.02), "same") == "not distinguishable at this resolution"  # never "reproduced"
+    # the t interval excludes 0 but the rank test does not (5 seeds: p >= 2/2^5), or there is none
+    assert verdict(diff(0.05, 0.02, rank_p=0.0625), "higher") == "reproduced (t interval only)"
+    assert verdict(diff(-0.05, 0.02, rank_p=0.0625), "higher") == "opposite (t interval only)"
+    assert verdict(diff(0.05, 0.02, rank_p=0.0625), "same") == "opposite (t interval only)"
+    assert verdict(diff(0.05, 0.02, rank_p=math.nan), "lower") == "opposite (t interval only)"
+    assert verdict(diff(0.01, 0.02, rank_p=0.0625), "higher") == "not distinguishable at this resolution"
     # one cell against a value: [0.5, 0.6, 0.7] - 0.4 = 0.2 ± t(2, .975) * 0.1 / sqrt(3)
     d = versus_value({0: 0.5, 1: 0.6, 2: 0.7}, 0.4)
     assert d.mean == pytest.approx(0.2) and d.half_width == pytest.approx(4.302653 * 0.1 / 3 ** 0.5, rel=1e-6)
     assert d.mde == pytest.approx((4.302653 + 1.060660) * 0.1 / 3 ** 0.5, rel=1e-6) and not d.paired
+
+
+def _exact_signed_rank_p(d):
+    """Reference: the two-sided signed-rank p by enumerating all 2^n sign assignments of the ranks of |d|."""
+    import itertools
+
+    import numpy as np
+    ranks = np.argsort(np.argsort(np.abs(d))) + 1  # no ties in the inputs below
+    observed = ranks[np.asarray(d) > 0].sum()
+    total = ranks.sum()
+    stats = [sum(r for r, s in zip(ranks, signs) if s) for signs in itertools.product([0, 1], repeat=len(d))]
+    extreme = min(observed, total - observed)
+    return min(1.0, 2 * sum(w <= extreme for w in stats) / len(stats))
+
+
+def test_signed_rank_p_matches_an_exact_enumeration_and_its_floor_is_2_over_2_to_the_n():
+    import numpy as np
+
+    from ntbench.stats import paired_difference, signed_rank_p, smallest_rank_p
+
+    rng = np.random.default_rng(3)
+    for n in (3, 5, 6, 8, 10):
+        for _ in range(4):
+            d = rng.normal(0.01, 0.02, n)
+            assert signed_rank_p(d) == pytest.approx(_exact_signed_rank_p(d), abs=1e-12)
+    # the measured ten-seed beta pair of results/micro/resolution.md 0c'': two seeds branch the other way
+    branching = [0.018, 0.016, 0.010, 0.014, 0.015, 0.013, -0.023, 0.019, -0.029, 0.022]
+    assert signed_rank_p(branching) == pytest.approx(_exact_signed_rank_p(branching))  # 0.43: far from 0.05
+    for n in range(1, 9):  # every difference on one side: the smallest p there is
+        assert smallest_rank_p(n) == pytest.approx(min(1.0, 2 / 2 ** n))
+        if n >= 2:
+            assert signed_rank_p([0.01 * (k + 1) for k in range(n)]) == pytest.approx(smallest_rank_p(n))
+    assert math.isnan(signed_rank_p([0.02])) and math.isnan(signed_rank_p([0.0, 0.0, 0.01]))  # < 2 non-zero
+    # paired differences carry it with their signs: five seeds all positive, p = 2/32
+    d = paired_difference({s: 0.5 + 0.01 * s for s in range(5)}, {s: 0.48 for s in range(5)})
+    assert d.rank_p == pytest.approx(0.0625) and (d.above, d.below) == (5, 0)
+
+
+def test_rank_sum_p_matches_an_exact_enumeration_of_group_assignments():
+    import itertools
+
+    from ntbench.stats import rank_sum_p, welch_difference
+
+    a, b = [0.51, 0.55, 0.60, 0.49], [0.40, 0.47, 0.52]
+    pooled = a + b
+    ranks = {v: r + 1 for r, v in enumerate(sorted(pooled))}
+    observed = sum(ranks[v] for v in a)
+    sums = [sum(ranks[pooled[i]] for i in chosen) for chosen in itertools.combinations(range(7), 4)]
+    mean = sum(sums) / len(sums)
+    expected = sum(abs(s - mean) >= abs(observed - mean) - 1e-9 for s in sums) / len(sums)
+    assert rank_sum_p(a, b) == pytest.approx(expected)
+    assert welch_difference(a, b).rank_p == pytest.approx(expected)
+    assert math.isnan(rank_sum_p([0.5], b))
