@@ -225,7 +225,7 @@ def _paired_section(suite: Suite, df: pd.DataFrame, metric: str, folder: Path, m
     and a power table from the measured sd of the paired differences."""
     axes = _axes(suite, df)
     diffs = differences_vs_best(df, metric, axes, maximizes(suite, metric)) if axes else pd.DataFrame()
-    if diffs.empty:
+    if diffs.empty or diffs.is_best.all():  # one cell: nothing to compare it with
         return []
     safe = metric.replace("/", "_")
     diffs.to_csv(folder / f"diff_vs_best_{safe}.csv", index=False)

@@ -335,6 +335,30 @@ def report(results: Path = typer.Option(Path("runs"), help="results root (result
 
 
 @app.command()
+def pool(sources: list[Path] = typer.Argument(..., help="suite folders that ran parts of one grid, e.g. the "
+                                                          "same cells on seeds 0-4 and on seeds 5-9"),
+         out_folder: Path = typer.Option(..., "--out", help="the new folder (e.g. runs/beta_pair_10seeds)"),
+         name: Optional[str] = typer.Option(None, help="the pooled suite's name (default: the first's + _pooled)"),
+         as_json: bool = typer.Option(False, "--json", help="print what came from where as JSON")) -> None:
+    """Pool suite folders that ran parts of one grid (more seeds, more cells) into one folder that
+    `ntbench report` reads, keeping every row's provenance; settings must agree, axis values are united."""
+    from ntbench.pool import PoolError, pool_suites
+
+    try:
+        summary = pool_suites(sources, out_folder, name)
+    except PoolError as exc:
+        _fail(str(exc))
+    if as_json:
+        print_json({"folder": str(out_folder), **summary})
+        return
+    parts = ", ".join(f"{Path(s['folder']).name} ({s['trials']})" for s in summary["sources"])
+    dropped = f"; {summary['repeats_dropped']} repeated rows with identical numbers kept once" \
+        if summary["repeats_dropped"] else ""
+    out.print(f"pooled {parts} -> {out_folder}: {summary['rows']} rows{dropped}. "
+              f"Then: ntbench report --results {out_folder.parent}")
+
+
+@app.command()
 def compare(
     adapters: list[str] = typer.Argument(..., help="adapter names, e.g. lora neural"),
     backbone: str = typer.Option("micro", help="a backbone preset (`ntbench list`), HF id or local folder"),

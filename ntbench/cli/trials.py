@@ -157,6 +157,51 @@ def eval_cmd(
         out.print(f"wrote {out_file}")
 
 
+@app.command("breakdown")
+def breakdown_cmd(
+    run_dir: Path = typer.Argument(..., help="a trial's output folder (ntbench train --out)"),
+    task: str = typer.Option("reasoning", help="a segmentation task the trial scored: reasoning or referring"),
+    generated: bool = typer.Option(False, "--generated/--no-generated",
+                                   help="also generate each answer and count the right ones per template"),
+    device: Optional[str] = typer.Option(None, help="default: the trial's train.device"),
+    as_json: bool = typer.Option(False, "--json", help="print the whole result as JSON"),
+) -> None:
+    """A saved trial's teacher-forced oIoU by question template and by the number of objects an answer tags,
+    on the trial's own evaluation samples: which questions a model gets right, and which targets no model can
+    know (about 30 s a task on the micro backbone)."""
+    from ntbench.breakdown import breakdown_run
+    from ntbench.data.schema import DataError
+    from ntbench.model.backbone import BackboneError
+    from ntbench.train.trial import RunFolderError
+
+    try:
+        result = breakdown_run(run_dir, task=task, generated=generated, device=device)
+    except (RunFolderError, BackboneError, DataError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+        return
+    same = "identical to" if result["tf_oIoU"] == result["trial_tf_oIoU"] else "[bold yellow]differs from[/]"
+    out.print(f"{run_dir}: {result['task']}, {result['samples']} samples; all templates: tf oIoU "
+              f"{result['tf_oIoU']:.4f}, {same} the trial's {result['trial_tf_oIoU']:.4f}")
+    table = Table()
+    columns = ["template", "samples", "masks", "tf oIoU"] + (["answer accuracy"] if generated else [])
+    for column in columns:
+        table.add_column(column)
+    for row in result["templates"]:
+        table.add_row(row["template"], str(row["samples"]), str(row["masks"]), f"{row['tf_oIoU']:.4f}",
+                      *([f"{row['answer_accuracy']:.3f}"] if generated else []))
+    out.print(table)
+    table = Table()
+    for column in ("template", "objects tagged", "masks", "tf oIoU", "mask nearest its own target", "by chance"):
+        table.add_column(column)
+    for row in result["by_objects"]:
+        own = "-" if row["own_target_best"] is None else str(row["own_target_best"])
+        chance = "-" if row["chance"] is None else f"{row['chance']:.1f}"
+        table.add_row(row["template"], str(row["objects"]), str(row["masks"]), f"{row['tf_oIoU']:.4f}", own, chance)
+    out.print(table)
+
+
 @app.command()
 def prepare(
     backbone: str = typer.Option("micro", help="the backbone to prepare (only 'micro' needs preparing)"),
