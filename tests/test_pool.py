@@ -47,6 +47,8 @@ def test_pooling_two_seed_ranges_gives_one_paired_comparison_over_all_seeds(tmp_
     assert sorted(rows.trial) == list(range(8))  # both parts numbered their trials from 0
     assert rows.groupby("pooled_from").size().to_dict() == {"a": 4, "b": 4}
     assert (rows[rows.pooled_from == "b"].trial - rows[rows.pooled_from == "b"].source_trial).eq(4).all()
+    status = runner.invoke(app, ["status", str(tmp_path / "out" / "ab")])  # no storage: it says where they are
+    assert status.exit_code == 2 and "a pooled folder" in status.output and "pooled.json names them" in status.output
     # b's rerun of its trial 1 now names the pooled trial 5
     assert [e["trial"] for e in json.loads((tmp_path / "out" / "ab" / "verified.json").read_text())] == [5]
     report.report_suite(tmp_path / "out" / "ab")

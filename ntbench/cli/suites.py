@@ -283,6 +283,9 @@ def _status_folder(given: Path) -> Path:
     from ntbench.suite import Suite, SuiteError, read_suite_file
 
     if given.is_dir():
+        if (given / "pooled.json").is_file() and not (given / "optuna.journal").is_file():
+            _fail(f"{given}: a pooled folder (`ntbench pool`): it has no storage and no run to follow; its "
+                  "sources do (pooled.json names them), and `ntbench report` reads it")
         return given
     suite_file = resolve_suite(given)
     if suite_file.is_file():
