@@ -8,15 +8,16 @@ Used by :func:`ntbench.report.report_suite` (which re-exports these names); ever
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
 
 from ntbench.stats import (NOT_RUN, OPPOSITE, OPPOSITE_T_ONLY, REPRODUCED, REPRODUCED_T_ONLY, UNRESOLVED, difference,
                            mean_interval, smallest_rank_p, verdict, versus_value)
+from ntbench.suite import PaperClaim, PaperTable, Suite, SuiteError, label, paper_errors, read_suite_file, same_label
 
 VERDICTS = (REPRODUCED, REPRODUCED_T_ONLY, OPPOSITE, OPPOSITE_T_ONLY, UNRESOLVED, NOT_RUN)
-from ntbench.suite import PaperClaim, PaperTable, Suite, SuiteError, label, paper_errors, read_suite_file, same_label
 
 SEED = "param.train.seed"  # the trial rows' seed column (as in ntbench.report)
 
@@ -218,22 +219,46 @@ def _kind(r: dict) -> str:
     return NO_INTERVAL if r["verdict"] == UNRESOLVED and pd.isna(r.get("low")) else r["verdict"]
 
 
+def superseded(folders: list[Path]) -> dict[Path, str]:
+    """Folders pooled into another of ``folders`` (``ntbench pool``: its ``pooled.json`` names its sources, as given
+    on the command line, from where it ran or from the results root's parent) -> the pooled folder's name. Their
+    rows are counted once, in the pooled folder."""
+    found = {}
+    for pooled in folders:
+        record = pooled / "pooled.json"
+        if not record.is_file():
+            continue
+        try:
+            sources = [Path(s["folder"]) for s in json.loads(record.read_text()).get("sources", [])]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+        places = {p.resolve() for s in sources for p in (s, pooled.parent.parent / s)}
+        found.update({f: pooled.name for f in folders if f != pooled and f.resolve() in places})
+    return found
+
+
 def scoreboard(folders: list[Path]) -> list[str]:
     """The results index's first section: every suite's paper-vs-ntbench verdicts counted, with the freshness
     of the rows they were judged on, then every claim with its interval. Read from the ``paper_vs_ntbench.csv``
-    files on disk (what the reports wrote), so the index never re-judges a claim."""
+    files on disk (what the reports wrote), so the index never re-judges a claim. A suite pooled into another
+    (:func:`superseded`) is listed but not counted: its rows count in the pooled folder."""
     judged = [(f, pd.read_csv(f / "paper_vs_ntbench.csv")) for f in folders if (f / "paper_vs_ntbench.csv").is_file()]
     if not judged:
         return []
     without = [f.name for f in folders if not (f / "paper_vs_ntbench.csv").is_file()]
     kinds = (*VERDICTS[:-1], NO_INTERVAL, NOT_RUN)
     facts = {f: _report_facts(f / "report.md") for f, _ in judged}
+    pooled_into = superseded(folders)
+    for folder, into in pooled_into.items():
+        if folder in facts:
+            facts[folder] = (f"{facts[folder][0]}, pooled into {into}", facts[folder][1])
     md = ["## Paper vs ntbench: the suites that judge the paper's claims", "",
           "Counted from each suite's `paper_vs_ntbench.csv`; its report gives the rule (the 95% interval of ours "
           "A − B against the paper's direction, confirmed by a rank test) and the paper's numbers. Rows 'stale' were made by other trial "
           "code or another backbone than HEAD's and not rechecked by `ntbench verify` ('a rerun differed': "
           "rechecked, and HEAD gives other numbers); their verdicts may not be what the code gives now, so the "
-          "totals count only fresh and rechecked suites, and no suite still in progress. A claim's MDE (below) is that comparison's own; a "
+          "totals count only fresh and rechecked suites, no suite still in progress, and no suite pooled into another "
+          "(`ntbench pool`: its rows count there). A claim's MDE (below) is that comparison's own; a "
           "suite's MDE in its section further down is the median over its cells' differences to the best."
           + (f" Suites without paper claims: {', '.join(without)}." if without else ""), "",
           "| suite | paper table | rows | claims | " + " | ".join(kinds) + " |", "|" + "---|" * (len(kinds) + 4)]
@@ -241,7 +266,8 @@ def scoreboard(folders: list[Path]) -> list[str]:
     for folder, rows in judged:
         counts = {k: sum(_kind(r) == k for r in rows.to_dict("records")) for k in kinds}
         state, table = facts[folder]
-        if state.split(",")[0] in ("fresh", "rechecked"):  # a finished suite on current rows (mixed machines too)
+        # a finished suite on current rows (mixed machines too), not counted already in a pooled folder
+        if state.split(",")[0] in ("fresh", "rechecked") and folder not in pooled_into:
             totals = {k: totals[k] + counts[k] for k in kinds}
         md.append(f"| [{folder.name}]({folder.name}/report.md) | {table} | {state} | {len(rows)} | "
                   + " | ".join(str(counts[k]) for k in kinds) + " |")

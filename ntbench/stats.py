@@ -105,8 +105,8 @@ class Difference(_Bounds):
     # two-sided p of the rank test of the same comparison (signed-rank for paired and one-sample, rank-sum
     # for Welch); nan when it cannot be computed (n < 2, every difference 0)
     rank_p: float = math.nan
-    above: int = 0                 # seeds (paired) or runs (one-sample) with A above B; 0 for Welch
-    below: int = 0
+    above: float = math.nan        # seeds (paired) or runs (one-sample) with A above B; nan for Welch
+    below: float = math.nan
 
     @property
     def distinguishable(self) -> bool:
@@ -204,7 +204,7 @@ REPRODUCED, OPPOSITE, UNRESOLVED = "reproduced", "opposite", "not distinguishabl
 # the normal model alone, which branching seeds break (module docstring)
 REPRODUCED_T_ONLY, OPPOSITE_T_ONLY = "reproduced (t interval only)", "opposite (t interval only)"
 NOT_RUN = "not run"  # a cell of the claim has no rows yet
-RANK_ALPHA = 1 - LEVEL
+RANK_ALPHA = 0.05  # written out: 1 - LEVEL is 0.050000000000000044, which would let p = 0.05 through
 
 
 def verdict(d: Difference, expect: str) -> str:
@@ -222,7 +222,9 @@ def verdict(d: Difference, expect: str) -> str:
     if not d.distinguishable:
         return UNRESOLVED
     agrees = expect != "same" and (d.low > 0) == (expect == "higher")
-    if d.rank_p < RANK_ALPHA:  # nan compares false: no rank test
+    # the rank test confirms the interval's side only if most seeds lie on it (nan compares false: no test, no signs)
+    same_side = _isnan(d.above) or (d.above > d.below) == (d.low > 0)
+    if d.rank_p < RANK_ALPHA and same_side:
         return REPRODUCED if agrees else OPPOSITE
     return REPRODUCED_T_ONLY if agrees else OPPOSITE_T_ONLY
 

@@ -1,5 +1,6 @@
 """Reports and compare from fake rows: intervals only where seeds give one, the MDE for the seed
 count, the stale-results banner, paired differences in `compare`, plots' words and baselines."""
+import json
 import math
 import subprocess
 
@@ -880,3 +881,24 @@ def test_status_reads_a_suite_run_with_storage_from_that_storage_and_writes_noth
     assert (tmp_path / "shared.db").read_bytes() == before and not (folder / "optuna.journal").exists()
     other = CliRunner().invoke(app, ["status", str(folder), "--storage", f"sqlite:///{tmp_path / 'other.db'}"])
     assert other.exit_code != 0 and not (tmp_path / "other.db").exists()  # a missing database is not created
+
+
+def test_the_index_counts_a_suite_pooled_into_another_once(tmp_path):
+    from ntbench.stats import REPRODUCED, UNRESOLVED
+
+    base = {"metric": OBJ, "a": "x", "b": "y", "comparison": "paired", "mde": 0.05, "rank_p": 0.03125, "above": 6,
+            "below": 0, "mean": 0.02, "low": 0.01, "high": 0.03}
+    for name, verdict, n in (("part", REPRODUCED, 6), ("pooled", UNRESOLVED, 10)):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "suite.resolved.yaml").write_text("name: x\n")
+        (folder / "trials.csv").write_text("trial\n")
+        (folder / "report.md").write_text(f"# {name}\n\nbody\n")
+        pd.DataFrame([{**base, "says": "a claim", "verdict": verdict, "n": n}]).to_csv(
+            folder / "paper_vs_ntbench.csv", index=False)
+    # the sources as `ntbench pool` records them: given relative to the results root's parent
+    (tmp_path / "pooled" / "pooled.json").write_text(json.dumps({"sources": [{"folder": f"{tmp_path.name}/part"}]}))
+    text = report.write_index(tmp_path).read_text()
+    assert "| [part](part/report.md) |  | fresh, pooled into pooled | 1 | 1 | 0 | 0 | 0 | 0 | 0 | 0 |" in text
+    # the totals count the claim once, from the pooled folder
+    assert "| **fresh and rechecked** | | | 1 | 0 | 0 | 0 | 0 | 1 | 0 | 0 |" in text

@@ -161,6 +161,12 @@ def test_verdict_reads_the_paper_sign_against_the_interval_of_the_difference():
     assert verdict(diff(0.05, 0.02, rank_p=0.0625), "same") == "opposite (t interval only)"
     assert verdict(diff(0.05, 0.02, rank_p=math.nan), "lower") == "opposite (t interval only)"
     assert verdict(diff(0.01, 0.02, rank_p=0.0625), "higher") == "not distinguishable at this resolution"
+    # a rank test that agrees only if most seeds lie on the interval's side
+    sided = Difference(True, 10, 0.05, 0.02, math.nan, math.nan, 0.01, 0.01, 0.01, 0.03, 0.01, 2, 8)
+    assert verdict(sided, "higher") == "reproduced (t interval only)"
+    assert verdict(Difference(True, 10, 0.05, 0.02, math.nan, math.nan, 0.01, 0.01, 0.01, 0.03, 0.01, 9, 1),
+                   "higher") == "reproduced"
+    assert verdict(diff(0.05, 0.02, rank_p=0.05), "higher") == "reproduced (t interval only)"  # p < 0.05 is needed
     # one cell against a value: [0.5, 0.6, 0.7] - 0.4 = 0.2 ± t(2, .975) * 0.1 / sqrt(3)
     d = versus_value({0: 0.5, 1: 0.6, 2: 0.7}, 0.4)
     assert d.mean == pytest.approx(0.2) and d.half_width == pytest.approx(4.302653 * 0.1 / 3 ** 0.5, rel=1e-6)

@@ -181,7 +181,9 @@ def breakdown_cmd(
     if as_json:
         print(json.dumps(result, indent=2, default=str))
         return
-    same = "identical to" if result["tf_oIoU"] == result["trial_tf_oIoU"] else "[bold yellow]differs from[/]"
+    gap = result["tf_oIoU"] - result["trial_tf_oIoU"]
+    same = "identical to" if gap == 0 else "within 1e-9 of" if abs(gap) <= 1e-9 else \
+        f"[bold yellow]differs ({gap:+.2e}) from[/]"  # another thread count or device sums in another order
     out.print(f"{run_dir}: {result['task']}, {result['samples']} samples; all templates: tf oIoU "
               f"{result['tf_oIoU']:.4f}, {same} the trial's {result['trial_tf_oIoU']:.4f}")
     table = Table()
