@@ -20,7 +20,7 @@ def run(tmp_path_factory):
     """A two-step neural trial on tiny-random that scores 16 reasoning samples (every template the small world has)."""
     data = generate(tmp_path_factory.mktemp("mw") / "mw", MicroWorldConfig(seed=5, train=8, val=16, test=2), workers=1)
     cfg = TrialConfig(backbone="tiny-random", data=str(data), adapter="neural", adapter_options={"dz": 8},
-                      eval_samples=16, eval_generated=False,
+                      eval_samples=16, eval_generated=True,
                       train={"steps": 2, "batch_size": 4, "lr": 1e-2, "tasks": {"reasoning": 1, "referring": 1}})
     out = tmp_path_factory.mktemp("run") / "neural"
     run_trial(cfg, out)
@@ -71,3 +71,31 @@ def test_breakdown_names_the_tasks_a_trial_scored(run, tmp_path):
     assert "reasoning, referring" in result.output
     missing = runner.invoke(app, ["breakdown", str(tmp_path / "nothing")])
     assert missing.exit_code == 2 and "not a trial's output folder" in missing.output
+
+
+def test_breakdown_counts_generated_answers_per_template_as_the_trial_counts_them_all(run):
+    from ntbench.breakdown import breakdown_run
+
+    out, _ = run
+    got = breakdown_run(out, generated=True)
+    trial = json.loads((out / "metrics.json").read_text())["metrics"]["reasoning"]["gen_answer_accuracy"]
+    right = sum(r["answer_accuracy"] * r["samples"] for r in got["templates"])
+    assert right / got["samples"] == pytest.approx(trial)  # the templates' right answers add up to the trial's
+    assert all(0 <= r["answer_accuracy"] <= 1 for r in got["templates"])
+
+
+def test_breakdown_credits_each_generated_answer_to_its_own_template(run, monkeypatch):
+    """With answers right exactly for the counting questions, every template but count scores 0 and count 1."""
+    import ntbench.breakdown as breakdown
+
+    out, data = run
+    templates = {s.id: s.template for s in SampleDataset(data, "val").samples}
+
+    def answers(model, items, batch_size, device, max_new_tokens):
+        return [it.example.answer if templates[it.sample_id] == "count" else "no idea" for it in items], [], []
+
+    monkeypatch.setattr(breakdown, "_generated", answers)
+    got = breakdown.breakdown_run(out, generated=True)
+    assert {r["template"]: r["answer_accuracy"] for r in got["templates"]} == \
+        {r["template"]: float(r["template"] == "count") for r in got["templates"]}
+    assert "count" in {r["template"] for r in got["templates"]}
