@@ -35,8 +35,8 @@ from ntbench.suite import Suite
 
 SEED = "param.train.seed"
 SAME = ("defaults", "objective", "direction", "ranges", "budget", "linked")  # what every part must share
-WRITTEN = ("suite.resolved.yaml", "trials.csv", "verified.json", "backbone.json", "pooled.json")
-BACKBONE_RECORD = "backbone.json"
+BACKBONE_RECORD = "backbone.json"  # ntbench.cli.backbone_record.RECORD (the command line is a layer above)
+WRITTEN = ("suite.resolved.yaml", "trials.csv", VERIFIED, BACKBONE_RECORD, "pooled.json")
 
 
 class PoolError(ValueError):
@@ -101,10 +101,10 @@ def _check_same(suites: list[Suite], folders: list[Path]) -> None:
 
 def _drop_repeats(rows: pd.DataFrame, params: list[str], objective: str) -> tuple[pd.DataFrame, int]:
     """One row per complete (cell, seed); a repeat with other numbers is refused."""
-    done = rows[rows.status == "COMPLETE"]
-    keys = params + ([SEED] if SEED in rows and SEED not in params else [])
-    if not keys or SEED not in rows:
+    if SEED not in rows:  # rows without seeds are runs of their own, never repeats
         return rows, 0
+    done = rows[rows.status == "COMPLETE"]
+    keys = params + [SEED]
     metrics = [c for c in rows.columns if "." in c and not c.startswith(("param.", "prov.")) and
                pd.api.types.is_numeric_dtype(rows[c])] or [objective]
     drop = []
@@ -155,7 +155,7 @@ def pool_suites(sources: list[Path], out: Path, name: str | None = None) -> dict
                                                                            for f, (_, df) in zip(folders, parts)) + "."})
     merged = Suite(**merged.model_dump())  # validated as a whole
     frames, verified, offset, origin = [], [], 0, []
-    for folder, (_, df) in zip(folders, parts):
+    for folder, (suite, df) in zip(folders, parts):
         renumber = {int(t): offset + i for i, t in enumerate(df["trial"])}
         # a pooled source keeps the folder and trial its rows first came from
         came_from = df["pooled_from"] if "pooled_from" in df else str(folder)
@@ -163,8 +163,7 @@ def pool_suites(sources: list[Path], out: Path, name: str | None = None) -> dict
         frames.append(df.assign(pooled_from=came_from, source_trial=first_trial, trial=df["trial"].map(renumber)))
         verified += [{**e, "trial": renumber[e["trial"]], "pooled_from": e.get("pooled_from", str(folder))}
                      for e in read_verified(folder) if e["trial"] in renumber]
-        origin.append({"folder": str(folder), "suite": suites[len(origin)].name, "trials": len(df),
-                       "first_trial": offset})
+        origin.append({"folder": str(folder), "suite": suite.name, "trials": len(df), "first_trial": offset})
         offset += len(df)
     rows, repeats = _drop_repeats(pd.concat(frames, ignore_index=True),
                                   [f"param.{k}" for k in merged.axes if f"param.{k}" != SEED], merged.objective)
