@@ -30,12 +30,12 @@ import pandas as pd
 import yaml
 
 from ntbench.atomic import write_text
+from ntbench.backbone_record import RECORD as BACKBONE_RECORD
 from ntbench.freshness import VERIFIED, read_verified
 from ntbench.suite import Suite
 
 SEED = "param.train.seed"
 SAME = ("defaults", "objective", "direction", "ranges", "budget", "linked")  # what every part must share
-BACKBONE_RECORD = "backbone.json"  # ntbench.cli.backbone_record.RECORD (the command line is a layer above)
 WRITTEN = ("suite.resolved.yaml", "trials.csv", VERIFIED, BACKBONE_RECORD, "pooled.json")
 
 

@@ -9,6 +9,9 @@ appended to ``verified.json`` in the suite's folder, and the report's banner rea
 
 A rerun proves the rows of that trial's commit and setup were not moved *on the code paths that
 trial ran*; rows of the same commit made on another setup (a GPU, another thread count) stay stale.
+A micro trial is rerun only on the micro backbone weights that made it (:mod:`ntbench.backbone_record`): another
+CPU's arithmetic makes other weights, and a rerun on them would be recorded as "not identical" for a reason
+that is not the code.
 A cell with another adapter, strategy or task mix may run code the rerun never touched, so the
 banner names the trials rerun, and several (``--trial`` repeated) can be checked.
 """
@@ -28,6 +31,7 @@ import yaml
 from pydantic import ValidationError
 
 from ntbench.atomic import write_text
+from ntbench.backbone_record import rerun_refusal
 from ntbench.freshness import VERIFIED, read_verified
 from ntbench.provenance import code_git_state, current_setup, setup_label
 from ntbench.suite import Suite
@@ -111,6 +115,8 @@ def check_rerunnable(folder: Path, number: int | None = None) -> tuple[optuna.tr
     elif not git.get("git_commit") or git.get("git_dirty"):
         refusal = ("the code here has uncommitted changes (or is not a git checkout): a rerun would "
                    "not say anything about a commit; commit or stash, then verify")
+    else:  # the same setup words, but another CPU may have made other micro weights (rows do not record the CPU)
+        refusal = rerun_refusal(Path(folder), trial.user_attrs.get("config", {}))
     if refusal:
         torch.set_num_threads(before)
         raise VerifyError(refusal)
@@ -145,7 +151,8 @@ def verify_trial(folder: Path, number: int | None = None,
 
     Raises:
         VerifyError: no such complete trial; the trial was made from a dirty tree, or ran on another
-            setup (device, thread count, torch version) than this machine's; its stored configuration
+            setup (device, thread count, torch version) than this machine's, or on other micro backbone
+            weights than this machine's (another CPU's arithmetic); its stored configuration
             no longer validates; the code here has uncommitted changes or no git state.
     """
     from ntbench.train.trial import TrialConfig, run_trial

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import ntbench.cli.backbone_record as backbone_record
+import ntbench.backbone_record as backbone_record
 from ntbench.cli import app
 from ntbench.suite import load_suite
 
@@ -69,3 +69,18 @@ def test_run_records_the_backbone_and_refuses_other_weights(tmp_path, monkeypatc
     result = _run_with(monkeypatch, other, path, res, "--other-backbone")
     assert result.exit_code == 0 and "warning" in result.output
     assert json.loads((res / "bb" / "backbone.json").read_text()) == kept
+
+
+def test_rows_from_before_the_records_get_no_record_of_this_machines_weights(tmp_path, monkeypatch):
+    # a folder with rows but no backbone.json predates the records: which weights made its rows is unknown, so
+    # a resume must not write this machine's weights as theirs (a later resume would be checked against them)
+    path, res = _suite(tmp_path), tmp_path / "res"
+    assert _run_with(monkeypatch, MINE, path, res).exit_code == 0
+    (res / "bb" / "backbone.json").unlink()
+    rows = pd.read_csv(res / "bb" / "trials.csv")
+    result = _run_with(monkeypatch, MINE, path, res)
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "holds rows from before ntbench recorded which micro backbone made them" in said
+    assert not (res / "bb" / "backbone.json").exists()
+    pd.testing.assert_frame_equal(pd.read_csv(res / "bb" / "trials.csv"), rows)

@@ -143,7 +143,7 @@ def test_model_decoder_starts_from_the_segmentation_prior(prepared):
 def test_prepare_compares_weights_with_the_committed_reference(prepared, tmp_path):
     from dataclasses import asdict
 
-    from ntbench.cli.backbone_record import reference_manifest, weights_differing
+    from ntbench.backbone_record import reference_manifest, weights_differing
     root, data, folder, _ = prepared
     mine = json.loads((folder / MANIFEST).read_text())
     assert weights_differing(mine, mine) == []

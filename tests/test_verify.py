@@ -188,3 +188,70 @@ def test_the_results_index_repeats_each_reports_banners(tmp_path):
     text = write_index(tmp_path).read_text()
     assert "**Rechecked.** rows by x" in text and "**Stale results.** rows by y" in text
     assert "**Mixed machines.** two setups" in text and "body line" not in text
+
+
+def _prepared_micro(home, llm: bytes = b"llm weights") -> dict:
+    """A stand-in prepared micro backbone under ``home``: two weight files and the manifest that hashes them."""
+    import hashlib
+
+    from ntbench.micro import MANIFEST, cache_dir
+    folder = cache_dir(home=home)
+    files = {"llm/model.safetensors": llm, "vision/model.safetensors": b"vision weights"}
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    manifest = {"seed": 0, "sizes": {"llm_layers": 4}, "losses": {"lm_last50": 1.0427},
+                "files": {n: hashlib.sha256(d).hexdigest() for n, d in files.items()}}
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    return manifest
+
+
+def test_a_micro_trial_is_not_rerun_on_other_weights(env, tmp_path, monkeypatch):
+    # another CPU's arithmetic makes other micro weights from the same recipe, and the rows do not record the CPU:
+    # a rerun there would differ whatever the code did, and its "not identical" would land in verified.json
+    import ntbench.backbone_record as backbone_record
+
+    monkeypatch.setenv("NTBENCH_HOME", str(tmp_path / "home"))
+    stored = verify.stored_trials(env)
+    for t in stored:
+        t.user_attrs["config"]["backbone"] = "micro"
+    monkeypatch.setattr(verify, "stored_trials", lambda folder: stored)
+    record = env / backbone_record.RECORD
+    try:
+        with pytest.raises(verify.VerifyError, match="not prepared on this machine.*ntbench prepare"):
+            verify.check_rerunnable(env, 0)  # the committed reference exists, but nothing here to compare it with
+        made = _prepared_micro(tmp_path / "home")
+        record.write_text(json.dumps(backbone_record.record(made)))
+        verify.check_rerunnable(env, 0)  # the weights that made the rows: no refusal
+        other = {**made, "losses": {"lm_last50": 1.0445}, "files": {**made["files"], "llm/model.safetensors": "e" * 64}}
+        record.write_text(json.dumps(backbone_record.record(other)))
+        with pytest.raises(verify.VerifyError) as refused:
+            verify.verify_trial(env, 0)
+        said = str(refused.value)
+        assert str(record) in said and "llm/model.safetensors" in said and "vision" not in said
+        assert "lm 1.0445 (here 1.0427)" in said and "kind of machine that made them" in said
+
+        # a folder from before the records: compared with the committed reference, and said so
+        record.unlink()
+        reference = tmp_path / "reference.json"
+        reference.write_text(json.dumps(other))
+        monkeypatch.setattr(backbone_record, "reference_manifest", lambda: reference)
+        with pytest.raises(verify.VerifyError, match=f"predate the records.*{reference.name}.*llm/model.safetensors"):
+            verify.check_rerunnable(env, 0)
+        reference.write_text(json.dumps(made))
+        verify.check_rerunnable(env, 0)
+        assert not (env / verify.VERIFIED).exists()  # nothing recorded for a refused check
+    finally:
+        record.unlink(missing_ok=True)
+
+
+def test_only_micro_trials_are_checked_for_their_backbone(tmp_path, monkeypatch):
+    from ntbench.backbone_record import rerun_refusal
+
+    monkeypatch.setenv("NTBENCH_HOME", str(tmp_path / "home"))  # nothing prepared
+
+    (tmp_path / "backbone.json").write_text(json.dumps({"seed": 0, "files": {"llm/model.safetensors": "a" * 64}}))
+    assert rerun_refusal(tmp_path, {"backbone": "tiny-random"}) is None
+    assert rerun_refusal(tmp_path, {"backbone": "micro"}, reference=tmp_path / "missing.json") is not None
+    (tmp_path / "backbone.json").unlink()  # no record and no reference: nothing to compare
+    assert rerun_refusal(tmp_path, {"backbone": "micro"}, reference=tmp_path / "missing.json") is None

@@ -156,7 +156,7 @@ def run(
 
     Exit codes: 0 every cell complete; 2 a usage or validation error (nothing run); 3 the suite
     finished but some trials failed (their reasons are in trials.csv and the report); 1 a crash."""
-    from ntbench.cli.backbone_record import other_backbone, suite_micro_manifest, write_record
+    from ntbench.backbone_record import legacy_folder, other_backbone, suite_micro_manifest, write_record
     from ntbench.cli.stopping import listen_to_sigint, stopped
 
     listen_to_sigint()
@@ -170,6 +170,13 @@ def run(
             _fail(f"{why}. Run this suite on the kind of machine that made it, or into another --results "
                   "folder; --other-backbone adds the rows anyway")
         err.print(f"[bold yellow]warning:[/] {why} (--other-backbone)")
+    # rows from before the records: which weights made them is unknown, so this machine's must not be recorded
+    # as theirs (a later resume elsewhere would then be checked against the wrong weights)
+    legacy = legacy_folder(folder)
+    if legacy and mine:
+        err.print(f"[bold yellow]warning:[/] {folder} holds rows from before ntbench recorded which micro backbone "
+                  "made them, so none is recorded now; if they were made on a CPU with other arithmetic, the new "
+                  "rows do not pair seed by seed with them (README, 'Reproducibility and paired comparisons')")
     from ntbench.cli.grid_queue import ClaimsFirstError, claim_cells_first, keep_places
 
     try:  # may wait for the folder's claim lock, held by another run's worker between trials
@@ -194,7 +201,7 @@ def run(
         err.print(f"[bold yellow]stopped[/]: {stopped(folder, storage)}")
         raise typer.Exit(130)  # the shell's code for a run ended by SIGINT
     finally:  # also after Ctrl-C: the rows on disk were made with this backbone
-        if (mine := mine or suite_micro_manifest(suite)) and write_record(folder, mine):
+        if not legacy and (mine := mine or suite_micro_manifest(suite)) and write_record(folder, mine):
             err.print(f"recorded the micro backbone's weights in {folder / 'backbone.json'}")
     failed = int((df.status == "FAIL").sum()) if len(df) else 0
     if as_json:

@@ -230,7 +230,7 @@ def prepare(
             bar.update(tasks[stage], completed=step, loss=f"{loss:.3f}")
         folder, built = ensure_micro(seed, progress=tick)
     seconds = time.perf_counter() - start
-    from ntbench.cli.backbone_record import loss_words, read_manifest, reference_manifest, weights_differing
+    from ntbench.backbone_record import loss_words, read_manifest, reference_manifest, weights_differing
     mine, reference = read_manifest(folder), reference_manifest()
     ref_manifest = json.loads(reference.read_text()) if reference else {}
     differs = weights_differing(ref_manifest, mine)  # None without a reference: {} has no seed to compare

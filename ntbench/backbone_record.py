@@ -1,9 +1,14 @@
-"""Which micro backbone made a suite's rows: ``backbone.json`` in the suite's folder, checked on resume.
+"""Which micro backbone made a suite's rows: ``backbone.json`` in the suite's folder, checked on resume and
+before a rerun.
 
 The same recipe and seed make other weights on a CPU whose arithmetic differs (another instruction
 set or torch build; measured on an AVX-512/AMX machine, README "Reproducibility"), and the trial rows
 do not record the CPU. Two cells pair by seed only if both ran on the same backbone, so `ntbench run`
-records the weights' hashes with the first rows and refuses to add rows made with other weights.
+records the weights' hashes with the first rows and refuses to add rows made with other weights, and
+`ntbench verify` refuses to rerun a row on other weights: the rerun would differ for a reason that is not the
+code, and its "not identical" would be written into the folder's ``verified.json``.
+
+Read by commands only (run, prepare, verify, pool), never by a trial (``ntbench.freshness.REPORT_ONLY``).
 """
 from __future__ import annotations
 
@@ -88,3 +93,41 @@ def write_record(folder: Path, mine: dict) -> Path | None:
         return None
     write_json(path, record(mine))
     return path
+
+
+def legacy_folder(folder: Path) -> bool:
+    """A folder with rows but no record: written before ntbench kept one (a run writes its record even when
+    stopped), so which backbone made its rows is not known."""
+    return not (folder / RECORD).is_file() and (folder / "trials.csv").is_file()
+
+
+def rerun_refusal(folder: Path, config: dict, reference: Path | None = None) -> str | None:
+    """Why a stored micro trial of ``folder`` cannot be rerun bit for bit here (None: it can, or the trial does
+    not use the micro backbone). The rows' backbone is the folder's record; a folder from before the records is
+    taken to hold rows of the committed reference backbone (``reference``, default :func:`reference_manifest`),
+    and said so, since every committed suite was run on the machine that made it unless its record says otherwise.
+    """
+    from ntbench.micro import cache_dir, cache_is_complete
+
+    if config.get("backbone") != "micro":
+        return None
+    path = folder / RECORD
+    source = path if path.is_file() else (reference if reference is not None else reference_manifest())
+    if source is None or not source.is_file():
+        return None  # nothing says which weights made the rows: the rerun's comparison is all there is
+    here = cache_dir()
+    if not cache_is_complete(here):
+        return (f"the micro backbone is not prepared on this machine ({here}): run `ntbench prepare` first, so that "
+                f"verify can check it is the one that made these rows ({source})")
+    made, mine = json.loads(source.read_text()), read_manifest(here)
+    differs = weights_differing(made, mine)
+    whose = (f"{path} records the micro backbone that made these rows" if source == path else
+             f"{folder} records no backbone (its rows predate the records), so they are taken to come from the "
+             f"committed reference {source}")
+    if differs is None:
+        return f"{whose}, of another seed or sizes than this machine's"
+    if differs:
+        return (f"{whose}, and this machine's differs ({', '.join(differs)}; losses: {loss_words(made, mine)}): "
+                "a CPU with other arithmetic makes other weights, so a rerun here would differ whatever the code "
+                "did. Verify these rows on the kind of machine that made them")
+    return None
