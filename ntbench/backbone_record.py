@@ -68,20 +68,54 @@ def record(manifest: dict) -> dict:
         "files": {f: h for f, h in manifest.get("files", {}).items() if f.endswith(".safetensors")}}
 
 
-def other_backbone(folder: Path, mine: dict) -> str | None:
-    """Why the rows in ``folder`` were made with other weights than ``mine`` (None: same, or unknown)."""
+MIXED = "mixed"  # set in a record when --other-backbone added rows of other weights: trials no longer say which
+
+
+def has_rows(folder: Path) -> bool:
+    """Whether a suite folder holds trials already: a non-empty journal (also of a run killed before it wrote
+    trials.csv) or a trials.csv (a database-backed suite keeps only that in the folder)."""
+    journal = folder / "optuna.journal"
+    return (journal.is_file() and journal.stat().st_size > 0) or (folder / "trials.csv").is_file()
+
+
+def rows_backbone(folder: Path, reference: Path | None = None) -> tuple[dict | None, str]:
+    """The record of the weights that made ``folder``'s rows, and how that is known ((None, "") when nothing
+    says): the folder's ``backbone.json``; for a folder whose rows predate the records, the committed reference
+    (``reference``, default :func:`reference_manifest`). Every committed suite without a record was run before
+    2026-12-06, when the first machine whose arithmetic makes other weights appeared, so on the machine that
+    made the reference."""
     path = folder / RECORD
-    if not path.is_file():
-        return None
-    made = json.loads(path.read_text())
+    if path.is_file():
+        return json.loads(path.read_text()), f"{path} records the micro backbone that made this folder's rows"
+    ref = reference if reference is not None else reference_manifest()
+    if has_rows(folder) and ref is not None and ref.is_file():
+        return json.loads(ref.read_text()), (f"{folder} records no micro backbone (its rows predate the records), "
+                                             f"so they are taken to come from the committed reference {ref}")
+    return None, ""
+
+
+def other_backbone(folder: Path, mine: dict, reference: Path | None = None) -> str | None:
+    """Why the rows in ``folder`` were made with other weights than ``mine`` (None: same, or unknown)."""
+    made, whose = rows_backbone(folder, reference)
+    if made is None or made.get(MIXED):
+        return None  # a mixed folder was let in on purpose (--other-backbone); verify refuses its trials
     differs = weights_differing(made, mine)
     if differs is None:
-        return f"{path} records a micro backbone of another seed or sizes than this one"
+        return f"{whose}: a micro backbone of another seed or sizes than this one"
     if differs:
-        return (f"{path} records the micro backbone that made this folder's rows, and this machine's differs "
-                f"({', '.join(differs)}; losses: {loss_words(made, mine)}), so new rows would not pair seed by "
-                "seed with the old ones")
+        return (f"{whose}, and this machine's differs ({', '.join(differs)}; losses: {loss_words(made, mine)}), "
+                "so new rows would not pair seed by seed with the old ones")
     return None
+
+
+def mark_mixed(folder: Path, reference: Path | None = None) -> None:
+    """Record that rows of other weights joined the folder (``--other-backbone``): which weights made which trial
+    is then unknown, so no trial of it can be rerun bit for bit (:func:`rerun_refusal`)."""
+    from ntbench.atomic import write_json
+
+    made, _ = rows_backbone(folder, reference)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / RECORD, {**record(made or {}), MIXED: True})
 
 
 def write_record(folder: Path, mine: dict) -> Path | None:
@@ -95,37 +129,29 @@ def write_record(folder: Path, mine: dict) -> Path | None:
     return path
 
 
-def legacy_folder(folder: Path) -> bool:
-    """A folder with rows but no record: written before ntbench kept one (a run writes its record even when
-    stopped), so which backbone made its rows is not known."""
-    return not (folder / RECORD).is_file() and (folder / "trials.csv").is_file()
+def rerun_refusal(folder: Path, config: dict, row_version: int | None = None,
+                  reference: Path | None = None) -> str | None:
+    """Why a stored micro trial of ``folder`` cannot be rerun bit for bit here (None: it can, the trial does not use
+    the micro backbone, or nothing says which weights made it). ``row_version``: the micro version at the row's
+    commit; a row of another version reruns on HEAD's backbone by design, so the comparison is the code's."""
+    from ntbench.micro import MICRO_VERSION, cache_dir, cache_is_complete
 
-
-def rerun_refusal(folder: Path, config: dict, reference: Path | None = None) -> str | None:
-    """Why a stored micro trial of ``folder`` cannot be rerun bit for bit here (None: it can, or the trial does
-    not use the micro backbone). The rows' backbone is the folder's record; a folder from before the records is
-    taken to hold rows of the committed reference backbone (``reference``, default :func:`reference_manifest`),
-    and said so, since every committed suite was run on the machine that made it unless its record says otherwise.
-    """
-    from ntbench.micro import cache_dir, cache_is_complete
-
-    if config.get("backbone") != "micro":
+    if config.get("backbone") != "micro" or (row_version is not None and row_version != MICRO_VERSION):
         return None
-    path = folder / RECORD
-    source = path if path.is_file() else (reference if reference is not None else reference_manifest())
-    if source is None or not source.is_file():
-        return None  # nothing says which weights made the rows: the rerun's comparison is all there is
+    made, whose = rows_backbone(folder, reference)
+    if made is None:
+        return None
+    if made.get(MIXED):
+        return (f"{folder / RECORD}: rows made with other micro backbone weights were added to this folder "
+                "(--other-backbone), and a row does not say which weights made it, so none can be rerun bit for bit")
     here = cache_dir()
     if not cache_is_complete(here):
         return (f"the micro backbone is not prepared on this machine ({here}): run `ntbench prepare` first, so that "
-                f"verify can check it is the one that made these rows ({source})")
-    made, mine = json.loads(source.read_text()), read_manifest(here)
+                "verify can check it is the one that made these rows")
+    mine = read_manifest(here)
     differs = weights_differing(made, mine)
-    whose = (f"{path} records the micro backbone that made these rows" if source == path else
-             f"{folder} records no backbone (its rows predate the records), so they are taken to come from the "
-             f"committed reference {source}")
     if differs is None:
-        return f"{whose}, of another seed or sizes than this machine's"
+        return f"{whose}: a micro backbone of another seed or sizes than this machine's"
     if differs:
         return (f"{whose}, and this machine's differs ({', '.join(differs)}; losses: {loss_words(made, mine)}): "
                 "a CPU with other arithmetic makes other weights, so a rerun here would differ whatever the code "

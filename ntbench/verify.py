@@ -31,8 +31,8 @@ import yaml
 from pydantic import ValidationError
 
 from ntbench.atomic import write_text
-from ntbench.backbone_record import rerun_refusal
-from ntbench.freshness import VERIFIED, read_verified
+from ntbench.backbone_record import RECORD, rerun_refusal
+from ntbench.freshness import CODE_ROOT, VERIFIED, micro_version_at, read_verified
 from ntbench.provenance import code_git_state, current_setup, setup_label
 from ntbench.suite import Suite
 
@@ -116,7 +116,11 @@ def check_rerunnable(folder: Path, number: int | None = None) -> tuple[optuna.tr
         refusal = ("the code here has uncommitted changes (or is not a git checkout): a rerun would "
                    "not say anything about a commit; commit or stash, then verify")
     else:  # the same setup words, but another CPU may have made other micro weights (rows do not record the CPU)
-        refusal = rerun_refusal(Path(folder), trial.user_attrs.get("config", {}))
+        try:
+            refusal = rerun_refusal(Path(folder), trial.user_attrs.get("config", {}),
+                                    micro_version_at(CODE_ROOT, prov["git_commit"]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # a corrupt record must not leave threads changed
+            refusal = f"{Path(folder) / RECORD}: cannot be read ({exc}), so which micro backbone made the rows is unknown"
     if refusal:
         torch.set_num_threads(before)
         raise VerifyError(refusal)

@@ -68,19 +68,52 @@ def test_run_records_the_backbone_and_refuses_other_weights(tmp_path, monkeypatc
 
     result = _run_with(monkeypatch, other, path, res, "--other-backbone")
     assert result.exit_code == 0 and "warning" in result.output
-    assert json.loads((res / "bb" / "backbone.json").read_text()) == kept
+    # the first weights stay recorded, marked mixed: verify will not rerun a trial whose weights are unknown
+    assert json.loads((res / "bb" / "backbone.json").read_text()) == {**kept, backbone_record.MIXED: True}
+    assert _run_with(monkeypatch, other, path, res).exit_code == 0  # a mixed folder was let in on purpose
 
 
-def test_rows_from_before_the_records_get_no_record_of_this_machines_weights(tmp_path, monkeypatch):
-    # a folder with rows but no backbone.json predates the records: which weights made its rows is unknown, so
-    # a resume must not write this machine's weights as theirs (a later resume would be checked against them)
+def test_rows_from_before_the_records_are_taken_as_the_committed_references(tmp_path, monkeypatch):
+    # a folder with rows but no backbone.json predates the records: its rows are taken to come from the committed
+    # reference (as verify takes them), and a resume never writes this machine's weights as theirs
     path, res = _suite(tmp_path), tmp_path / "res"
     assert _run_with(monkeypatch, MINE, path, res).exit_code == 0
-    (res / "bb" / "backbone.json").unlink()
+    record, reference = res / "bb" / "backbone.json", tmp_path / "reference.json"
+    record.unlink()
     rows = pd.read_csv(res / "bb" / "trials.csv")
+    monkeypatch.setattr(backbone_record, "reference_manifest", lambda: reference)
+
+    reference.write_text(json.dumps(MINE))  # the reference's weights: a resume goes on, records nothing
     result = _run_with(monkeypatch, MINE, path, res)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 0 and "warning" not in result.output and not record.exists()
+
+    other = {**MINE, "losses": {**MINE["losses"], "lm_last50": 1.0445},
+             "files": {**MINE["files"], "llm/model.safetensors": "e" * 64}}
+    result = _run_with(monkeypatch, other, path, res)  # another CPU's weights: refused, as with a record
     said = " ".join(result.output.split())
-    assert "holds rows from before ntbench recorded which micro backbone made them" in said
-    assert not (res / "bb" / "backbone.json").exists()
+    assert result.exit_code == 2 and "predate the records" in said and str(reference) in said
+    assert "llm/model.safetensors" in said and not record.exists()
+
+    reference.unlink()  # no committed reference (an installed package): nothing says, so a warning
+    result = _run_with(monkeypatch, MINE, path, res)
+    said = " ".join(result.output.split())
+    assert result.exit_code == 0 and "holds rows from before ntbench recorded which micro backbone" in said
+    assert not record.exists()
     pd.testing.assert_frame_equal(pd.read_csv(res / "bb" / "trials.csv"), rows)
+
+
+def test_a_run_killed_before_its_end_keeps_its_record(tmp_path, monkeypatch):
+    # the record is written before the first trial, not only at the end: a killed first run (a journal, no
+    # trials.csv, no `finally`) must not leave a folder that later reads as predating the records
+    import ntbench.cli.suites as suites
+
+    path, res = _suite(tmp_path), tmp_path / "res"
+    seen = []
+
+    def killed(*args, **kwargs):  # what is on disk when the trials start
+        seen.append((res / "bb" / "backbone.json").is_file())
+        raise SystemExit(137)
+    monkeypatch.setattr(suites, "_run_suite_with_bars", killed)
+    monkeypatch.setattr(backbone_record, "suite_micro_manifest", lambda suite: MINE)
+    runner.invoke(app, ["run", str(path), "--results", str(res)])
+    assert seen == [True]

@@ -212,14 +212,19 @@ def test_a_micro_trial_is_not_rerun_on_other_weights(env, tmp_path, monkeypatch)
     import ntbench.backbone_record as backbone_record
 
     monkeypatch.setenv("NTBENCH_HOME", str(tmp_path / "home"))
+    reference = tmp_path / "reference.json"  # the committed results/micro/prepare.json, as this test sets it
+    monkeypatch.setattr(backbone_record, "reference_manifest", lambda: reference)
     stored = verify.stored_trials(env)
     for t in stored:
         t.user_attrs["config"]["backbone"] = "micro"
     monkeypatch.setattr(verify, "stored_trials", lambda folder: stored)
     record = env / backbone_record.RECORD
+    threads = torch.get_num_threads()
     try:
+        made = {"seed": 0, "sizes": {"llm_layers": 4}, "files": {"llm/model.safetensors": "a" * 64}}
+        record.write_text(json.dumps(made))
         with pytest.raises(verify.VerifyError, match="not prepared on this machine.*ntbench prepare"):
-            verify.check_rerunnable(env, 0)  # the committed reference exists, but nothing here to compare it with
+            verify.check_rerunnable(env, 0)
         made = _prepared_micro(tmp_path / "home")
         record.write_text(json.dumps(backbone_record.record(made)))
         verify.check_rerunnable(env, 0)  # the weights that made the rows: no refusal
@@ -230,28 +235,40 @@ def test_a_micro_trial_is_not_rerun_on_other_weights(env, tmp_path, monkeypatch)
         said = str(refused.value)
         assert str(record) in said and "llm/model.safetensors" in said and "vision" not in said
         assert "lm 1.0445 (here 1.0427)" in said and "kind of machine that made them" in said
+        record.write_text(json.dumps({**backbone_record.record(other), "sizes": {"llm_layers": 8}}))
+        with pytest.raises(verify.VerifyError, match="another seed or sizes"):
+            verify.check_rerunnable(env, 0)
+        record.write_text(json.dumps({**backbone_record.record(made), backbone_record.MIXED: True}))
+        with pytest.raises(verify.VerifyError, match="--other-backbone"):  # rows of two backbones: none is rerun
+            verify.check_rerunnable(env, 0)
+        record.write_text("{not json")
+        torch.set_num_threads(threads + 1)
+        with pytest.raises(verify.VerifyError, match="cannot be read"):
+            verify.check_rerunnable(env, 0)
+        assert torch.get_num_threads() == threads + 1  # a refusal leaves the thread count as it found it
 
         # a folder from before the records: compared with the committed reference, and said so
         record.unlink()
-        reference = tmp_path / "reference.json"
         reference.write_text(json.dumps(other))
-        monkeypatch.setattr(backbone_record, "reference_manifest", lambda: reference)
         with pytest.raises(verify.VerifyError, match=f"predate the records.*{reference.name}.*llm/model.safetensors"):
             verify.check_rerunnable(env, 0)
         reference.write_text(json.dumps(made))
         verify.check_rerunnable(env, 0)
+        reference.unlink()  # no record and no reference (an installed package): nothing to compare
+        verify.check_rerunnable(env, 0)
         assert not (env / verify.VERIFIED).exists()  # nothing recorded for a refused check
     finally:
         record.unlink(missing_ok=True)
+        torch.set_num_threads(threads)
 
 
-def test_only_micro_trials_are_checked_for_their_backbone(tmp_path, monkeypatch):
+def test_only_micro_trials_of_the_current_micro_version_are_checked_for_their_backbone(tmp_path, monkeypatch):
     from ntbench.backbone_record import rerun_refusal
+    from ntbench.micro import MICRO_VERSION
 
     monkeypatch.setenv("NTBENCH_HOME", str(tmp_path / "home"))  # nothing prepared
-
     (tmp_path / "backbone.json").write_text(json.dumps({"seed": 0, "files": {"llm/model.safetensors": "a" * 64}}))
     assert rerun_refusal(tmp_path, {"backbone": "tiny-random"}) is None
-    assert rerun_refusal(tmp_path, {"backbone": "micro"}, reference=tmp_path / "missing.json") is not None
-    (tmp_path / "backbone.json").unlink()  # no record and no reference: nothing to compare
-    assert rerun_refusal(tmp_path, {"backbone": "micro"}, reference=tmp_path / "missing.json") is None
+    assert "not prepared" in rerun_refusal(tmp_path, {"backbone": "micro"}, MICRO_VERSION)
+    # a row of an older micro version reruns on HEAD's backbone by design: the difference is the code's to report
+    assert rerun_refusal(tmp_path, {"backbone": "micro"}, MICRO_VERSION - 1) is None

@@ -156,7 +156,8 @@ def run(
 
     Exit codes: 0 every cell complete; 2 a usage or validation error (nothing run); 3 the suite
     finished but some trials failed (their reasons are in trials.csv and the report); 1 a crash."""
-    from ntbench.backbone_record import legacy_folder, other_backbone, suite_micro_manifest, write_record
+    from ntbench.backbone_record import (RECORD, has_rows, mark_mixed, other_backbone, rows_backbone,
+                                         suite_micro_manifest, write_record)
     from ntbench.cli.stopping import listen_to_sigint, stopped
 
     listen_to_sigint()
@@ -170,13 +171,16 @@ def run(
             _fail(f"{why}. Run this suite on the kind of machine that made it, or into another --results "
                   "folder; --other-backbone adds the rows anyway")
         err.print(f"[bold yellow]warning:[/] {why} (--other-backbone)")
-    # rows from before the records: which weights made them is unknown, so this machine's must not be recorded
-    # as theirs (a later resume elsewhere would then be checked against the wrong weights)
-    legacy = legacy_folder(folder)
-    if legacy and mine:
-        err.print(f"[bold yellow]warning:[/] {folder} holds rows from before ntbench recorded which micro backbone "
-                  "made them, so none is recorded now; if they were made on a CPU with other arithmetic, the new "
-                  "rows do not pair seed by seed with them (README, 'Reproducibility and paired comparisons')")
+        mark_mixed(folder)  # which weights made which trial is lost: verify will not rerun this folder's trials
+    # rows from before the records: this machine's weights must not be recorded as theirs (a later resume or
+    # verify would be checked against the wrong weights); without a committed reference to compare, say so
+    had_rows = has_rows(folder)
+    legacy = had_rows and not (folder / RECORD).is_file()
+    unknown_words = (f"[bold yellow]warning:[/] {folder} holds rows from before ntbench recorded which micro "
+                     "backbone made them, and no committed reference says; if they were made on a CPU with other "
+                     "arithmetic, the new rows do not pair seed by seed with them (README, 'Reproducibility')")
+    if legacy and mine and rows_backbone(folder)[0] is None:
+        err.print(unknown_words)
     from ntbench.cli.grid_queue import ClaimsFirstError, claim_cells_first, keep_places
 
     try:  # may wait for the folder's claim lock, held by another run's worker between trials
@@ -195,14 +199,19 @@ def run(
                   "queue (a cell stopped part-way runs next, not after the rest of the grid)")
     if queued.not_moved:
         err.print(f"[bold yellow]warning:[/] {queued.not_moved}")
+    if mine and not had_rows and folder.is_dir() and write_record(folder, mine):  # first, so a killed run keeps it
+        err.print(f"recorded the micro backbone's weights in {folder / RECORD}")
     try:
         df = _run_suite_with_bars(suite, results, storage, workers, recover_running, retry_failed)
     except KeyboardInterrupt:
         err.print(f"[bold yellow]stopped[/]: {stopped(folder, storage)}")
         raise typer.Exit(130)  # the shell's code for a run ended by SIGINT
-    finally:  # also after Ctrl-C: the rows on disk were made with this backbone
-        if not legacy and (mine := mine or suite_micro_manifest(suite)) and write_record(folder, mine):
-            err.print(f"recorded the micro backbone's weights in {folder / 'backbone.json'}")
+    finally:  # also after Ctrl-C: the rows on disk were made with this backbone (prepared during the run)
+        late = mine or suite_micro_manifest(suite)
+        if late and not legacy and write_record(folder, late):
+            err.print(f"recorded the micro backbone's weights in {folder / RECORD}")
+        elif late and legacy and not mine and rows_backbone(folder)[0] is None:
+            err.print(unknown_words)
     failed = int((df.status == "FAIL").sum()) if len(df) else 0
     if as_json:
         print(df.to_json(orient="records"))  # pandas' own JSON: NaN as null, numpy numbers as numbers
