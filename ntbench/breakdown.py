@@ -12,7 +12,6 @@ A diagnostic of finished trials: no trial imports it (``ntbench.freshness.REPORT
 """
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import torch
 from ntbench.data.io import SampleDataset
 from ntbench.eval.evaluate import _generated, _teacher_forced, answer_words, build_items
 from ntbench.eval.metrics import segmentation_metrics
+from ntbench.saved_trial import load_saved_model, saved_trial
 
 NO_TEMPLATE = "(no template)"  # data not made by the micro-world generator
 
@@ -95,16 +95,11 @@ def breakdown_run(run_dir: str | Path, task: str = "reasoning", generated: bool 
         RunFolderError: ``run_dir`` is not a finished trial with a saved model.
         ValueError: the trial did not evaluate ``task``.
     """
-    from ntbench.model.allintoken import AllInTokenModel
     from ntbench.train.trainer import deterministic_kernels
     from ntbench.train.trainer import resolve_device
-    from ntbench.train.trial import RunFolderError
 
     run_dir = Path(run_dir)
-    if not (run_dir / "metrics.json").is_file():
-        raise RunFolderError(f"{run_dir} is not a trial's output folder (no metrics.json: not written by "
-                             "`ntbench train --out`, or the trial did not finish)")
-    summary = json.loads((run_dir / "metrics.json").read_text())
+    summary = saved_trial(run_dir)
     config = summary["config"]
     trial = summary["metrics"].get(task)
     if not isinstance(trial, dict) or "tf_paper_oIoU" not in trial:
@@ -113,10 +108,7 @@ def breakdown_run(run_dir: str | Path, task: str = "reasoning", generated: bool 
                          f"{', '.join(done) or 'none'}")
     target = resolve_device(device or config.get("train", {}).get("device", "auto"))
     with deterministic_kernels(config.get("train", {}).get("deterministic", True), target):
-        try:
-            model = AllInTokenModel.from_pretrained(run_dir).to(target)
-        except FileNotFoundError as exc:
-            raise RunFolderError(f"{exc}; runs written before ntbench saved the whole model cannot be reloaded") from None
+        model = load_saved_model(run_dir, target)
         result = breakdown(model, SampleDataset(Path(summary["data"]), config.get("eval_split", "val")), task,
                            int(config.get("eval_samples", 500)), int(config.get("eval_seed", 0)), generated, target)
     return {"run": str(run_dir), **result, "trial_tf_oIoU": trial["tf_paper_oIoU"]}

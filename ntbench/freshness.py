@@ -56,12 +56,14 @@ def micro_version_at(root: Path, commit: str) -> int | None:
 RUN_CODE = ("ntbench", "strategies")
 PROJECT_FILE = "pyproject.toml"
 # modules that only read finished rows or finished trials (tables, plots, their statistics, this check, the rerun
-# check, pooling suite folders, the per-template breakdown of a saved trial, which backbone made a folder's rows):
+# check, pooling suite folders, the per-template breakdown of a saved trial, which backbone made a folder's rows,
+# the evaluation set's noise between two saved trials):
 # a trial never runs them (a test keeps trials from importing them), so a change to how results are reported or
 # checked does not age the results
 REPORT_ONLY = ("ntbench/report.py", "ntbench/plots.py", "ntbench/paper_table.py", "ntbench/stats.py",
                "ntbench/freshness.py", "ntbench/verify.py", "ntbench/wall_time.py", "ntbench/refresh.py",
-               "ntbench/breakdown.py", "ntbench/pool.py", "ntbench/backbone_record.py")
+               "ntbench/breakdown.py", "ntbench/pool.py", "ntbench/backbone_record.py",
+               "ntbench/eval_noise.py", "ntbench/saved_trial.py")
 # the command line: it only turns arguments into a configuration, which every row records (and `verify`
 # reruns from the row's own copy), and calls the library. The layers contract (pyproject.toml) keeps the
 # library from importing it, and a test keeps it from setting global state (threads, determinism, seeds,

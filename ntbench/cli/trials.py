@@ -204,6 +204,56 @@ def breakdown_cmd(
     out.print(table)
 
 
+@app.command("eval-noise")
+def eval_noise_cmd(
+    run_a: Path = typer.Argument(..., help="a trial's output folder (ntbench train --out)"),
+    run_b: Path = typer.Argument(..., help="another, e.g. the same seed with the other setting of a pair"),
+    task: Optional[list[str]] = typer.Option(None, help="reasoning and/or referring (repeatable; default: both "
+                                                        "that both trials scored)"),
+    data: Optional[Path] = typer.Option(None, help="another dataset folder to score both on (default: the trials')"),
+    split: Optional[str] = typer.Option(None, help="default: the trials' eval_split"),
+    samples: Optional[int] = typer.Option(None, min=2, help="samples per task (default: the trials' eval_samples)"),
+    resamples: int = typer.Option(4000, min=100, help="bootstrap resamples"),
+    device: Optional[str] = typer.Option(None, help="default: each trial's train.device"),
+    as_json: bool = typer.Option(False, "--json", help="print the whole result as JSON"),
+) -> None:
+    """How much the evaluation set alone moves the difference between two saved trials: both score the same
+    samples (teacher-forced), and the samples are resampled with replacement, the same draw for both. Compare
+    its sd with the seed-to-seed sd of the difference in the suite's report: where the evaluation set's share is
+    large, a larger one buys resolution more cheaply than seeds (sd falls as 1/sqrt(samples))."""
+    from ntbench.data.schema import DataError
+    from ntbench.eval_noise import SEGMENTATION, eval_noise_runs
+    from ntbench.model.backbone import BackboneError
+    from ntbench.train.trial import RunFolderError
+
+    unknown = sorted(set(task or ()) - set(SEGMENTATION))
+    if unknown:
+        _fail(f"--task {', '.join(unknown)}: not a segmentation task; allowed: {', '.join(SEGMENTATION)}")
+    try:
+        result = eval_noise_runs(run_a, run_b, tuple(task or SEGMENTATION), data, split, samples, resamples, device)
+    except (RunFolderError, BackboneError, DataError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+        return
+    out.print(f"A = {run_a}\nB = {run_b}\n{result['data']} ({result['split']}), teacher-forced; {resamples} "
+              "resamples of the samples, the same for both")
+    table = Table()
+    for column in ("task", "samples", "oIoU A", "oIoU B", "A - B", "sd (samples)", "95% of resamples"):
+        table.add_column(column)
+    for name, row in result["tasks"].items():
+        table.add_row(name, str(row["samples"]), f"{row['oIoU_a']:.4f}", f"{row['oIoU_b']:.4f}",
+                      f"{row['delta']:+.4f}", f"{row['sd']:.4f}", f"[{row['low']:+.4f}, {row['high']:+.4f}]")
+    out.print(table)
+    for name, row in result["tasks"].items():
+        if "trial_a" in row:  # another thread count or device sums in another order
+            same = (row["trial_a"], row["trial_b"]) == (row["oIoU_a"], row["oIoU_b"])
+            out.print(f"{name}: the trials' own numbers {row['trial_a']:.4f} / {row['trial_b']:.4f}, "
+                      + ("identical" if same else "[bold yellow]not identical (another thread count or device?)[/]"))
+    out.print("The sd is what another evaluation set of this size would move A - B by; it shrinks as "
+              "1/sqrt(samples). Its share of a suite's seed-to-seed variance of the difference is sd^2 / sd(delta)^2.")
+
+
 @app.command()
 def prepare(
     backbone: str = typer.Option("micro", help="the backbone to prepare (only 'micro' needs preparing)"),

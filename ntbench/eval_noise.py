@@ -1,0 +1,118 @@
+"""How much of a paired difference between two saved trials the evaluation set alone could make.
+
+Why: a suite's seeds share one evaluation set, but two models get different samples right, so a finite set
+adds its own noise to every per-seed difference, and pairing by seed does not remove it. On the micro
+backbone it was measured as 0.010 (sd of the β 0.4 − 0.5 difference over bootstrap resamples of the 500 val
+samples, seed 6, both tasks), against a seed-to-seed sd of the difference of 0.018 (reasoning) and 0.033
+(referring) (results/micro/resolution.md 0e). Whether a larger evaluation set or more seeds buys more
+resolution depends on that share, and this module measures it for any two saved trials: both models score the
+same samples (teacher-forced), each sample's intersections and unions are kept, and the samples are resampled
+with replacement, the same draw for both models, so the spread of the resampled difference is what another
+evaluation set of that size would have moved it by.
+
+A diagnostic of finished trials: no trial imports it (``ntbench.freshness.REPORT_ONLY``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ntbench.data.io import SampleDataset
+from ntbench.eval.evaluate import _batches, build_items
+from ntbench.model.batching import collate, to_device
+from ntbench.saved_trial import load_saved_model, saved_trial
+
+SEGMENTATION = ("reasoning", "referring")
+
+
+def sample_overlaps(model, dataset: SampleDataset, task: str, n_samples: int, seed: int = 0,
+                    device: str | torch.device = "cpu", batch_size: int = 16) -> dict[str, list]:
+    """Teacher-forced intersection and union (pixels, summed over a sample's target masks) for each of the first
+    ``n_samples`` samples that serve ``task``: the sums over all samples give the task's oIoU exactly as
+    :func:`ntbench.eval.evaluate.evaluate` computes it."""
+    items = build_items(dataset, task, n_samples, seed)
+    inter, union = np.zeros(len(items)), np.zeros(len(items))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start, chunk in zip(range(0, len(items), batch_size), _batches(items, batch_size)):
+                batch = to_device(collate(chunk, model.tokenizer), device)
+                if not len(batch["seg_b"]):
+                    continue
+                vision = model.encode_images(batch["images"])
+                _, hidden, off = model.run_llm(batch, vision)
+                masks = model.predict_masks(hidden, vision, batch["seg_b"], off + batch["seg_t"],
+                                            tuple(batch["seg_masks"].shape[-2:])).cpu().numpy().astype(bool)
+                truth = batch["seg_masks"].bool().cpu().numpy()
+                for mask, gt, owner in zip(masks, truth, batch["seg_b"].cpu().numpy()):
+                    inter[start + owner] += np.logical_and(mask, gt).sum()
+                    union[start + owner] += np.logical_or(mask, gt).sum()
+    finally:
+        model.train(was_training)
+    return {"ids": [it.sample_id for it in items], "inter": inter.tolist(), "union": union.tolist()}
+
+
+def paired_bootstrap(inter_a, union_a, inter_b, union_b, resamples: int = 4000, seed: int = 0) -> dict[str, float]:
+    """oIoU of A and B on the same samples, their difference, and its spread over resamples of the samples (the
+    same resample for both): ``sd`` (of A − B), ``low``/``high`` (its 2.5 and 97.5 percentiles), ``sd_a``, ``sd_b``."""
+    ia, ua, ib, ub = (np.asarray(x, dtype=float) for x in (inter_a, union_a, inter_b, union_b))
+    if not (len(ia) == len(ua) == len(ib) == len(ub)) or len(ia) < 2:
+        raise ValueError("both models need the same samples, at least two")
+    draw = np.random.default_rng(seed).integers(0, len(ia), size=(resamples, len(ia)))
+    a = ia[draw].sum(1) / np.maximum(ua[draw].sum(1), 1.0)
+    b = ib[draw].sum(1) / np.maximum(ub[draw].sum(1), 1.0)
+    oiou_a, oiou_b = ia.sum() / max(ua.sum(), 1.0), ib.sum() / max(ub.sum(), 1.0)
+    low, high = np.percentile(a - b, [2.5, 97.5])
+    return {"samples": len(ia), "oIoU_a": float(oiou_a), "oIoU_b": float(oiou_b), "delta": float(oiou_a - oiou_b),
+            "sd": float(np.std(a - b, ddof=1)), "low": float(low), "high": float(high),
+            "sd_a": float(np.std(a, ddof=1)), "sd_b": float(np.std(b, ddof=1))}
+
+
+def eval_noise_runs(run_a: str | Path, run_b: str | Path, tasks: tuple[str, ...] = SEGMENTATION,
+                    data: str | Path | None = None, split: str | None = None, samples: int | None = None,
+                    resamples: int = 4000, device: str | None = None) -> dict[str, Any]:
+    """:func:`paired_bootstrap` of two saved trials (``ntbench train --out``) per segmentation task both scored.
+
+    By default both score their own evaluation samples (run A's data folder, split and count, which B must
+    share), and each task's result then carries the trials' own numbers (``trial_a``, ``trial_b``) as a check;
+    ``data``, ``split`` and ``samples`` score another set (a larger split of the micro world, say).
+
+    Raises:
+        RunFolderError: a folder is not a finished trial with a saved model.
+        ValueError: the trials evaluated other samples and none were given, or a task neither scored.
+    """
+    from ntbench.train.trainer import deterministic_kernels, resolve_device
+
+    summaries = [saved_trial(r) for r in (run_a, run_b)]
+    configs = [s["config"] for s in summaries]
+    own = [(s["data"], c.get("eval_split", "val"), int(c.get("eval_samples", 500)), int(c.get("eval_seed", 0)))
+           for s, c in zip(summaries, configs)]
+    if own[0] != own[1] and (data is None or split is None or samples is None):
+        raise ValueError(f"the trials scored other samples ({run_a}: data {own[0][0]}, split {own[0][1]}, "
+                         f"{own[0][2]} samples; {run_b}: {own[1][0]}, {own[1][1]}, {own[1][2]}): give --data, --split "
+                         "and --samples to score both on the same set")
+    folder, split_, count = Path(data or own[0][0]), split or own[0][1], samples or own[0][2]
+    scored = [t for t in tasks if all("tf_paper_oIoU" in (s["metrics"].get(t) or {}) for s in summaries)]
+    if not scored:
+        raise ValueError(f"neither trial scored segmentation for {', '.join(tasks)} (both must have)")
+    dataset = SampleDataset(folder, split_)
+    overlaps = []
+    for run, config in zip((run_a, run_b), configs):
+        target = resolve_device(device or config.get("train", {}).get("device", "auto"))
+        with deterministic_kernels(config.get("train", {}).get("deterministic", True), target):
+            model = load_saved_model(run, target)
+            overlaps.append({t: sample_overlaps(model, dataset, t, count, own[0][3], target) for t in scored})
+    result: dict[str, Any] = {"runs": [str(run_a), str(run_b)], "data": str(folder), "split": split_,
+                              "own_samples": (str(folder), split_, count) == tuple(own[0][:3]), "tasks": {}}
+    for t in scored:
+        a, b = overlaps[0][t], overlaps[1][t]
+        row = paired_bootstrap(a["inter"], a["union"], b["inter"], b["union"], resamples)
+        if result["own_samples"]:
+            row |= {"trial_a": summaries[0]["metrics"][t]["tf_paper_oIoU"],
+                    "trial_b": summaries[1]["metrics"][t]["tf_paper_oIoU"]}
+        result["tasks"][t] = row
+    return result

@@ -1,0 +1,86 @@
+"""`ntbench eval-noise`: how much the evaluation set alone moves the difference between two saved trials."""
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from ntbench.cli import app
+from ntbench.data.microworld import MicroWorldConfig, generate
+from ntbench.eval_noise import paired_bootstrap
+from ntbench.train.trial import TrialConfig, run_trial
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two two-step neural trials on tiny-random (β 0.3 and 0.7, one seed) scoring 12 samples of each task."""
+    data = generate(tmp_path_factory.mktemp("mw") / "mw", MicroWorldConfig(seed=3, train=8, val=12, test=16), workers=1)
+    out = {}
+    for beta in (0.3, 0.7):
+        cfg = TrialConfig(backbone="tiny-random", data=str(data), adapter="neural",
+                          adapter_options={"dz": 8, "beta": beta}, eval_samples=12, eval_generated=False,
+                          train={"steps": 2, "batch_size": 4, "lr": 1e-2, "tasks": {"reasoning": 1, "referring": 1}})
+        out[beta] = tmp_path_factory.mktemp("run") / f"b{beta}"
+        run_trial(cfg, out[beta])
+    return out, data
+
+
+def test_the_samples_add_up_to_each_trials_own_oiou(runs):
+    out, _ = runs
+    result = runner.invoke(app, ["eval-noise", str(out[0.3]), str(out[0.7]), "--json", "--resamples", "500"])
+    assert result.exit_code == 0, result.output
+    got = json.loads(result.stdout)
+    assert set(got["tasks"]) == {"reasoning", "referring"} and got["own_samples"]
+    for row in got["tasks"].values():
+        # the per-sample intersections and unions, summed, give each trial's own teacher-forced oIoU
+        assert row["oIoU_a"] == pytest.approx(row["trial_a"], abs=1e-9)
+        assert row["oIoU_b"] == pytest.approx(row["trial_b"], abs=1e-9)
+        assert row["delta"] == pytest.approx(row["trial_a"] - row["trial_b"], abs=1e-9)
+        assert row["samples"] == 12 and row["sd"] >= 0 and row["low"] <= row["high"]
+    only = runner.invoke(app, ["eval-noise", str(out[0.3]), str(out[0.7]), "--task", "reasoning", "--json"])
+    assert only.exit_code == 0 and list(json.loads(only.stdout)["tasks"]) == ["reasoning"]
+    table = runner.invoke(app, ["eval-noise", str(out[0.3]), str(out[0.7])])
+    said = " ".join(table.output.split())
+    assert table.exit_code == 0 and "another evaluation set of this size" in said and "identical" in said
+
+
+def test_a_trial_against_itself_differs_by_nothing_on_every_resample(runs):
+    out, data = runs
+    result = runner.invoke(app, ["eval-noise", str(out[0.3]), str(out[0.3]), "--json", "--data", str(data),
+                                 "--split", "test", "--samples", "16"])
+    assert result.exit_code == 0, result.output
+    got = json.loads(result.stdout)
+    assert not got["own_samples"] and got["split"] == "test"
+    for row in got["tasks"].values():
+        assert row["delta"] == row["sd"] == row["low"] == row["high"] == 0.0
+        assert row["sd_a"] == row["sd_b"] > 0 and "trial_a" not in row  # other samples: no trial number to match
+
+
+def test_the_bootstrap_sd_of_a_mean_difference_matches_the_textbook_one():
+    # one-pixel unions: oIoU is the mean of 0/1 hits, so the resampled difference of two oIoUs on the same samples
+    # has sd sqrt(var(a - b) / n) (population variance: the bootstrap's)
+    rng = np.random.default_rng(7)
+    n = 400
+    a, b = rng.random(n) < 0.6, rng.random(n) < 0.5
+    got = paired_bootstrap(a, np.ones(n), b, np.ones(n), resamples=20000, seed=1)
+    assert got["delta"] == pytest.approx(a.mean() - b.mean(), abs=1e-12)
+    assert got["sd"] == pytest.approx(np.sqrt(np.var(a.astype(float) - b) / n), rel=0.03)
+    assert got["sd_a"] == pytest.approx(np.sqrt(np.var(a.astype(float)) / n), rel=0.03)
+    assert got["low"] < got["delta"] < got["high"]
+    with pytest.raises(ValueError, match="same samples"):
+        paired_bootstrap(a, np.ones(n), b[:-1], np.ones(n - 1))
+
+
+def test_bad_input_is_refused_with_the_reason(runs, tmp_path):
+    out, _ = runs
+    result = runner.invoke(app, ["eval-noise", str(out[0.3]), str(out[0.7]), "--task", "captioning"])
+    assert result.exit_code == 2 and "allowed: reasoning, referring" in " ".join(result.output.split())
+    result = runner.invoke(app, ["eval-noise", str(out[0.3]), str(tmp_path)])
+    assert result.exit_code == 2 and "no metrics.json" in " ".join(result.output.split())
+    other = json.loads((out[0.7] / "metrics.json").read_text())
+    other["config"]["eval_samples"] = 8  # scored another set than A: which one to use must be said
+    (tmp_path / "metrics.json").write_text(json.dumps(other))
+    result = runner.invoke(app, ["eval-noise", str(out[0.3]), str(tmp_path)])
+    assert result.exit_code == 2 and "--data, --split and --samples" in " ".join(result.output.split())
