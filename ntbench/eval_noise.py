@@ -81,6 +81,10 @@ def eval_noise_runs(run_a: str | Path, run_b: str | Path, tasks: tuple[str, ...]
     share), and each task's result then carries the trials' own numbers (``trial_a``, ``trial_b``) as a check;
     ``data``, ``split`` and ``samples`` score another set (a larger split of the micro world, say).
 
+    Returns:
+        ``tasks``: per task, :func:`paired_bootstrap`'s numbers; ``per_sample``: per task, the sample ids and each
+        model's intersections and unions (what :func:`write_per_sample` writes).
+
     Raises:
         RunFolderError: a folder is not a finished trial with a saved model.
         ValueError: the trials evaluated other samples and none were given, or a task neither scored.
@@ -115,4 +119,21 @@ def eval_noise_runs(run_a: str | Path, run_b: str | Path, tasks: tuple[str, ...]
             row |= {"trial_a": summaries[0]["metrics"][t]["tf_paper_oIoU"],
                     "trial_b": summaries[1]["metrics"][t]["tf_paper_oIoU"]}
         result["tasks"][t] = row
+    result["per_sample"] = {t: {"ids": overlaps[0][t]["ids"], "inter_a": overlaps[0][t]["inter"],
+                                "union_a": overlaps[0][t]["union"], "inter_b": overlaps[1][t]["inter"],
+                                "union_b": overlaps[1][t]["union"]} for t in scored}
     return result
+
+
+def write_per_sample(result: dict[str, Any], path: str | Path) -> Path:
+    """The per-sample intersections and unions behind :func:`eval_noise_runs` as CSV (one row per task and sample:
+    ``task, sample_id, inter_a, union_a, inter_b, union_b``; gzip-compressed when ``path`` ends in .gz), so that
+    other statistics (disjoint chunks, other resamplings) can be computed without the models."""
+    import pandas as pd
+
+    frames = [pd.DataFrame({"task": t, "sample_id": v["ids"], "inter_a": v["inter_a"], "union_a": v["union_a"],
+                            "inter_b": v["inter_b"], "union_b": v["union_b"]}) for t, v in result["per_sample"].items()]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.concat(frames).astype({c: "int64" for c in ("inter_a", "union_a", "inter_b", "union_b")}).to_csv(path, index=False)
+    return path

@@ -27,11 +27,20 @@ def runs(tmp_path_factory):
     return out, data
 
 
-def test_the_samples_add_up_to_each_trials_own_oiou(runs):
+def test_the_samples_add_up_to_each_trials_own_oiou(runs, tmp_path):
+    import pandas as pd
+
     out, _ = runs
-    result = runner.invoke(app, ["eval-noise", str(out[0.3]), str(out[0.7]), "--json", "--resamples", "500"])
+    table = tmp_path / "per_sample.csv.gz"
+    result = runner.invoke(app, ["eval-noise", str(out[0.3]), str(out[0.7]), "--json", "--resamples", "500",
+                                 "--per-sample", str(table)])
     assert result.exit_code == 0, result.output
     got = json.loads(result.stdout)
+    rows = pd.read_csv(table)  # the per-sample values, summed per task, give the same oIoUs
+    assert sorted(rows.task.unique()) == ["reasoning", "referring"] and (rows.groupby("task").size() == 12).all()
+    for task, part in rows.groupby("task"):
+        assert part.inter_a.sum() / part.union_a.sum() == got["tasks"][task]["oIoU_a"]
+        assert part.inter_b.sum() / part.union_b.sum() == got["tasks"][task]["oIoU_b"]
     assert set(got["tasks"]) == {"reasoning", "referring"} and got["own_samples"]
     for row in got["tasks"].values():
         # the per-sample intersections and unions, summed, give each trial's own teacher-forced oIoU

@@ -215,24 +215,31 @@ def eval_noise_cmd(
     samples: Optional[int] = typer.Option(None, min=2, help="samples per task (default: the trials' eval_samples)"),
     resamples: int = typer.Option(4000, min=100, help="bootstrap resamples"),
     device: Optional[str] = typer.Option(None, help="default: each trial's train.device"),
-    as_json: bool = typer.Option(False, "--json", help="print the whole result as JSON"),
+    per_sample: Optional[Path] = typer.Option(None, "--per-sample", help="also write each sample's intersections "
+                                              "and unions to this CSV (.csv.gz: compressed)"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON (without the per-sample values)"),
 ) -> None:
     """How much the evaluation set alone moves the difference between two saved trials: both score the same
     samples (teacher-forced), and the samples are resampled with replacement, the same draw for both. Compare
     its sd with the seed-to-seed sd of the difference in the suite's report: where the evaluation set's share is
     large, a larger one buys resolution more cheaply than seeds (sd falls as 1/sqrt(samples))."""
     from ntbench.data.schema import DataError
-    from ntbench.eval_noise import SEGMENTATION, eval_noise_runs
+    from ntbench.eval_noise import SEGMENTATION, eval_noise_runs, write_per_sample
     from ntbench.model.backbone import BackboneError
     from ntbench.train.trial import RunFolderError
 
     unknown = sorted(set(task or ()) - set(SEGMENTATION))
     if unknown:
         _fail(f"--task {', '.join(unknown)}: not a segmentation task; allowed: {', '.join(SEGMENTATION)}")
+    if per_sample is not None:
+        check_out_file("--per-sample", per_sample)
     try:
         result = eval_noise_runs(run_a, run_b, tuple(task or SEGMENTATION), data, split, samples, resamples, device)
     except (RunFolderError, BackboneError, DataError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
+    if per_sample is not None:
+        err.print(f"wrote {write_per_sample(result, per_sample)}")
+    result.pop("per_sample")
     if as_json:
         print(json.dumps(result, indent=2, default=str))
         return
