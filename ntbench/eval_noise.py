@@ -2,9 +2,9 @@
 
 Why: a suite's seeds share one evaluation set, but two models get different samples right, so a finite set
 adds its own noise to every per-seed difference, and pairing by seed does not remove it. On the micro
-backbone it was measured as 0.010 (sd of the β 0.4 − 0.5 difference over bootstrap resamples of the 500 val
-samples, seed 6, both tasks), against a seed-to-seed sd of the difference of 0.018 (reasoning) and 0.033
-(referring) (results/micro/resolution.md 0e). Whether a larger evaluation set or more seeds buys more
+backbone it was measured as sd 0.011-0.012 of the β 0.4 − 0.5 difference at 500 samples (0.0034-0.0037 at 5000),
+independent from seed to seed: a third to a half of the per-seed variance among seeds that do not branch
+(results/micro/resolution.md 0e). Whether a larger evaluation set or more seeds buys more
 resolution depends on that share, and this module measures it for any two saved trials: both models score the
 same samples (teacher-forced), each sample's intersections and unions are kept, and the samples are resampled
 with replacement, the same draw for both models, so the spread of the resampled difference is what another
