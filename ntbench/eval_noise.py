@@ -60,8 +60,10 @@ def paired_bootstrap(inter_a, union_a, inter_b, union_b, resamples: int = 4000, 
     """oIoU of A and B on the same samples, their difference, and its spread over resamples of the samples (the
     same resample for both): ``sd`` (of A − B), ``low``/``high`` (its 2.5 and 97.5 percentiles), ``sd_a``, ``sd_b``."""
     ia, ua, ib, ub = (np.asarray(x, dtype=float) for x in (inter_a, union_a, inter_b, union_b))
-    if not (len(ia) == len(ua) == len(ib) == len(ub)) or len(ia) < 2:
-        raise ValueError("both models need the same samples, at least two")
+    if not len(ia) == len(ua) == len(ib) == len(ub):
+        raise ValueError(f"both models need the same samples (got {len(ia)}, {len(ua)}, {len(ib)}, {len(ub)} values)")
+    if len(ia) < 2:
+        raise ValueError(f"a bootstrap needs at least two samples, got {len(ia)}")
     draw = np.random.default_rng(seed).integers(0, len(ia), size=(resamples, len(ia)))
     a = ia[draw].sum(1) / np.maximum(ua[draw].sum(1), 1.0)
     b = ib[draw].sum(1) / np.maximum(ub[draw].sum(1), 1.0)
@@ -74,12 +76,14 @@ def paired_bootstrap(inter_a, union_a, inter_b, union_b, resamples: int = 4000, 
 
 def eval_noise_runs(run_a: str | Path, run_b: str | Path, tasks: tuple[str, ...] = SEGMENTATION,
                     data: str | Path | None = None, split: str | None = None, samples: int | None = None,
-                    resamples: int = 4000, device: str | None = None) -> dict[str, Any]:
+                    resamples: int = 4000, device: str | None = None, explicit: bool = False) -> dict[str, Any]:
     """:func:`paired_bootstrap` of two saved trials (``ntbench train --out``) per segmentation task both scored.
 
     By default both score their own evaluation samples (run A's data folder, split and count, which B must
     share), and each task's result then carries the trials' own numbers (``trial_a``, ``trial_b``) as a check;
-    ``data``, ``split`` and ``samples`` score another set (a larger split of the micro world, say).
+    ``data``, ``split`` and ``samples`` score another set (a larger split of the micro world, say), with run A's
+    ``eval_seed``; a trial's own number is attached only where it scored exactly that set. ``explicit``: the tasks
+    were named by the user, so one that a trial did not score is an error rather than left out.
 
     Returns:
         ``tasks``: per task, :func:`paired_bootstrap`'s numbers; ``per_sample``: per task, the sample ids and each
@@ -87,37 +91,42 @@ def eval_noise_runs(run_a: str | Path, run_b: str | Path, tasks: tuple[str, ...]
 
     Raises:
         RunFolderError: a folder is not a finished trial with a saved model.
-        ValueError: the trials evaluated other samples and none were given, or a task neither scored.
+        ValueError: the trials evaluated other samples and none were given, or a task not both scored.
     """
     from ntbench.train.trainer import deterministic_kernels, resolve_device
 
-    summaries = [saved_trial(r) for r in (run_a, run_b)]
+    runs = (run_a, run_b)
+    summaries = [saved_trial(r) for r in runs]
     configs = [s["config"] for s in summaries]
-    own = [(s["data"], c.get("eval_split", "val"), int(c.get("eval_samples", 500)), int(c.get("eval_seed", 0)))
+    own = [(str(Path(s["data"])), c.get("eval_split", "val"), int(c.get("eval_samples", 500)), int(c.get("eval_seed", 0)))
            for s, c in zip(summaries, configs)]
     if own[0] != own[1] and (data is None or split is None or samples is None):
-        raise ValueError(f"the trials scored other samples ({run_a}: data {own[0][0]}, split {own[0][1]}, "
-                         f"{own[0][2]} samples; {run_b}: {own[1][0]}, {own[1][1]}, {own[1][2]}): give --data, --split "
-                         "and --samples to score both on the same set")
-    folder, split_, count = Path(data or own[0][0]), split or own[0][1], samples or own[0][2]
-    scored = [t for t in tasks if all("tf_paper_oIoU" in (s["metrics"].get(t) or {}) for s in summaries)]
-    if not scored:
-        raise ValueError(f"neither trial scored segmentation for {', '.join(tasks)} (both must have)")
-    dataset = SampleDataset(folder, split_)
+        words = [f"{r}: data {o[0]}, split {o[1]}, {o[2]} samples, eval_seed {o[3]}" for r, o in zip(runs, own)]
+        raise ValueError(f"the trials scored other samples ({'; '.join(words)}): give --data, --split and --samples "
+                         f"to score both on the same set (with {run_a}'s eval_seed)")
+    folder, split_, count, eval_seed = str(Path(data or own[0][0])), split or own[0][1], samples or own[0][2], own[0][3]
+    has = {t: [r for r, s in zip(runs, summaries) if "tf_paper_oIoU" in (s["metrics"].get(t) or {})] for t in tasks}
+    scored = [t for t in tasks if len(has[t]) == 2]
+    lacking = [f"{t} (scored by {', '.join(map(str, has[t])) or 'neither'})" for t in tasks if t not in scored]
+    if not scored or (explicit and lacking):
+        raise ValueError(f"both trials must have scored segmentation for each task; not both did for: {'; '.join(lacking)}")
+    dataset = SampleDataset(Path(folder), split_)
     overlaps = []
-    for run, config in zip((run_a, run_b), configs):
+    for run, config in zip(runs, configs):
         target = resolve_device(device or config.get("train", {}).get("device", "auto"))
         with deterministic_kernels(config.get("train", {}).get("deterministic", True), target):
             model = load_saved_model(run, target)
-            overlaps.append({t: sample_overlaps(model, dataset, t, count, own[0][3], target) for t in scored})
-    result: dict[str, Any] = {"runs": [str(run_a), str(run_b)], "data": str(folder), "split": split_,
-                              "own_samples": (str(folder), split_, count) == tuple(own[0][:3]), "tasks": {}}
+            overlaps.append({t: sample_overlaps(model, dataset, t, count, eval_seed, target) for t in scored})
+    # a trial's own number is a check only where it scored exactly these samples
+    mine = [(folder, split_, count, eval_seed) == o for o in own]
+    result: dict[str, Any] = {"runs": [str(r) for r in runs], "data": folder, "split": split_, "samples": count,
+                              "own_samples": all(mine), "tasks": {}}
     for t in scored:
         a, b = overlaps[0][t], overlaps[1][t]
         row = paired_bootstrap(a["inter"], a["union"], b["inter"], b["union"], resamples)
-        if result["own_samples"]:
-            row |= {"trial_a": summaries[0]["metrics"][t]["tf_paper_oIoU"],
-                    "trial_b": summaries[1]["metrics"][t]["tf_paper_oIoU"]}
+        for side, summary, same in zip("ab", summaries, mine):
+            if same:
+                row[f"trial_{side}"] = summary["metrics"][t]["tf_paper_oIoU"]
         result["tasks"][t] = row
     result["per_sample"] = {t: {"ids": overlaps[0][t]["ids"], "inter_a": overlaps[0][t]["inter"],
                                 "union_a": overlaps[0][t]["union"], "inter_b": overlaps[1][t]["inter"],

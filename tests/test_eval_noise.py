@@ -93,3 +93,51 @@ def test_bad_input_is_refused_with_the_reason(runs, tmp_path):
     (tmp_path / "metrics.json").write_text(json.dumps(other))
     result = runner.invoke(app, ["eval-noise", str(out[0.3]), str(tmp_path)])
     assert result.exit_code == 2 and "--data, --split and --samples" in " ".join(result.output.split())
+
+
+def test_each_samples_overlaps_are_its_own_across_batches(runs):
+    # several batches (5 samples each): a mask credited to another sample, or an offset lost between batches,
+    # breaks inter <= target area <= union for some sample (the target area from each sample's own masks alone)
+    import torch
+
+    from ntbench.data.io import SampleDataset
+    from ntbench.eval.evaluate import build_items
+    from ntbench.eval_noise import sample_overlaps
+    from ntbench.model.batching import collate
+    from ntbench.saved_trial import load_saved_model
+
+    out, data = runs
+    model = load_saved_model(out[0.3], torch.device("cpu"))
+    dataset = SampleDataset(data, "test")
+    for task in ("reasoning", "referring"):
+        got = sample_overlaps(model, dataset, task, 16, batch_size=5)
+        items = build_items(dataset, task, 16, 0)
+        assert got["ids"] == [it.sample_id for it in items] and len(items) == 16
+        areas = [float(collate([it], model.tokenizer)["seg_masks"].sum()) for it in items]
+        assert len(set(areas)) > 3  # targets of different sizes, so a swap shows
+        for inter, area, union in zip(got["inter"], areas, got["union"]):
+            assert inter <= area <= union
+
+
+def test_a_paired_resample_keeps_shared_samples_together():
+    # B equals A but on 10 of 400 samples: the paired difference moves only through those, so its sd is far below
+    # that of either oIoU (an unpaired resampling would give about sqrt(2) times theirs)
+    rng = np.random.default_rng(3)
+    a = (rng.random(400) < 0.5).astype(float)
+    b = a.copy()
+    b[:10] = 1 - b[:10]
+    got = paired_bootstrap(a, np.ones(400), b, np.ones(400), resamples=4000)
+    assert got["sd"] < 0.4 * got["sd_a"]
+    assert got["sd"] == pytest.approx(np.sqrt(np.var(a - b) / 400), rel=0.05)
+
+
+def test_what_cannot_be_scored_is_named(runs, tmp_path):
+    out, _ = runs
+    lacking = json.loads((out[0.7] / "metrics.json").read_text())
+    del lacking["metrics"]["referring"]  # a trial that did not score referring
+    (tmp_path / "metrics.json").write_text(json.dumps(lacking))
+    result = runner.invoke(app, ["eval-noise", str(out[0.3]), str(tmp_path), "--task", "referring"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "referring (scored by" in said and str(out[0.3]) in said
+    result = runner.invoke(app, ["eval-noise", str(out[0.3]), str(out[0.7]), "--per-sample", str(tmp_path)])
+    assert result.exit_code == 2 and "is a folder" in result.output

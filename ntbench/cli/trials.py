@@ -234,7 +234,8 @@ def eval_noise_cmd(
     if per_sample is not None:
         check_out_file("--per-sample", per_sample)
     try:
-        result = eval_noise_runs(run_a, run_b, tuple(task or SEGMENTATION), data, split, samples, resamples, device)
+        result = eval_noise_runs(run_a, run_b, tuple(task or SEGMENTATION), data, split, samples, resamples, device,
+                                 explicit=bool(task))
     except (RunFolderError, BackboneError, DataError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     if per_sample is not None:
@@ -253,12 +254,15 @@ def eval_noise_cmd(
                       f"{row['delta']:+.4f}", f"{row['sd']:.4f}", f"[{row['low']:+.4f}, {row['high']:+.4f}]")
     out.print(table)
     for name, row in result["tasks"].items():
-        if "trial_a" in row:  # another thread count or device sums in another order
-            same = (row["trial_a"], row["trial_b"]) == (row["oIoU_a"], row["oIoU_b"])
-            out.print(f"{name}: the trials' own numbers {row['trial_a']:.4f} / {row['trial_b']:.4f}, "
-                      + ("identical" if same else "[bold yellow]not identical (another thread count or device?)[/]"))
+        for side in ("a", "b"):  # another thread count or device sums in another order
+            if f"trial_{side}" in row:
+                same = row[f"trial_{side}"] == row[f"oIoU_{side}"]
+                out.print(f"{name}: trial {side.upper()}'s own number {row[f'trial_{side}']:.4f}, " + (
+                    "identical" if same else "[bold yellow]not identical (another thread count or device?)[/]"))
     out.print("The sd is what another evaluation set of this size would move A - B by; it shrinks as "
-              "1/sqrt(samples). Its share of a suite's seed-to-seed variance of the difference is sd^2 / sd(delta)^2.")
+              "1/sqrt(samples)." + (" Its share of a suite's seed-to-seed variance of the difference (scored on "
+              f"these {result['samples']} samples) is about the mean of sd^2 over several seeds' pairs divided by "
+              "sd(delta)^2; pairing by seed does not remove it." if result["own_samples"] else ""))
 
 
 @app.command()
