@@ -26,6 +26,7 @@ from ntbench.model.batching import collate, to_device
 from ntbench.saved_trial import load_saved_model, saved_trial
 
 SEGMENTATION = ("reasoning", "referring")
+BLOCK_VALUES = 2_000_000  # resampled indices held at once (16 MB)
 
 
 def sample_overlaps(model, dataset: SampleDataset, task: str, n_samples: int, seed: int = 0,
@@ -64,9 +65,15 @@ def paired_bootstrap(inter_a, union_a, inter_b, union_b, resamples: int = 4000, 
         raise ValueError(f"both models need the same samples (got {len(ia)}, {len(ua)}, {len(ib)}, {len(ub)} values)")
     if len(ia) < 2:
         raise ValueError(f"a bootstrap needs at least two samples, got {len(ia)}")
-    draw = np.random.default_rng(seed).integers(0, len(ia), size=(resamples, len(ia)))
-    a = ia[draw].sum(1) / np.maximum(ua[draw].sum(1), 1.0)
-    b = ib[draw].sum(1) / np.maximum(ub[draw].sum(1), 1.0)
+    # resamples drawn in blocks of rows: the same indices as one (resamples x samples) draw, without holding it
+    # (and four gathered copies) in memory at once on a large evaluation set
+    rng, a, b = np.random.default_rng(seed), [], []
+    block = max(1, BLOCK_VALUES // len(ia))
+    for start in range(0, resamples, block):
+        draw = rng.integers(0, len(ia), size=(min(block, resamples - start), len(ia)))
+        a.append(ia[draw].sum(1) / np.maximum(ua[draw].sum(1), 1.0))
+        b.append(ib[draw].sum(1) / np.maximum(ub[draw].sum(1), 1.0))
+    a, b = np.concatenate(a), np.concatenate(b)
     oiou_a, oiou_b = ia.sum() / max(ua.sum(), 1.0), ib.sum() / max(ub.sum(), 1.0)
     low, high = np.percentile(a - b, [2.5, 97.5])
     return {"samples": len(ia), "oIoU_a": float(oiou_a), "oIoU_b": float(oiou_b), "delta": float(oiou_a - oiou_b),

@@ -21,6 +21,8 @@ def saved_trial(run_dir: str | Path) -> dict[str, Any]:
     from ntbench.train.trial import RunFolderError
 
     run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise RunFolderError(f"{run_dir}: no such folder, so not a trial's output folder (as `ntbench train --out` writes)")
     if not (run_dir / "metrics.json").is_file():
         raise RunFolderError(f"{run_dir} is not a trial's output folder (no metrics.json: not written by "
                              "`ntbench train --out`, or the trial did not finish)")

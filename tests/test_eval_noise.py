@@ -82,12 +82,29 @@ def test_the_bootstrap_sd_of_a_mean_difference_matches_the_textbook_one():
         paired_bootstrap(a, np.ones(n), b[:-1], np.ones(n - 1))
 
 
+def test_resampling_in_blocks_draws_what_one_draw_would(monkeypatch):
+    # large evaluation sets resample in blocks of rows; the numbers must not depend on the block size
+    import ntbench.eval_noise as eval_noise
+
+    rng = np.random.default_rng(11)
+    inter, union = rng.integers(0, 50, (2, 300)), rng.integers(50, 100, (2, 300))
+    whole = paired_bootstrap(inter[0], union[0], inter[1], union[1], resamples=1000, seed=4)
+    monkeypatch.setattr(eval_noise, "BLOCK_VALUES", 300 * 7)  # 7 resamples a block, the last one short
+    assert paired_bootstrap(inter[0], union[0], inter[1], union[1], resamples=1000, seed=4) == whole
+    # and what one draw of every index at once gives
+    draw = np.random.default_rng(4).integers(0, 300, size=(1000, 300))
+    d = inter[0][draw].sum(1) / union[0][draw].sum(1) - inter[1][draw].sum(1) / union[1][draw].sum(1)
+    assert whole["sd"] == float(np.std(d, ddof=1))
+
+
 def test_bad_input_is_refused_with_the_reason(runs, tmp_path):
     out, _ = runs
     result = runner.invoke(app, ["eval-noise", str(out[0.3]), str(out[0.7]), "--task", "captioning"])
     assert result.exit_code == 2 and "allowed: reasoning, referring" in " ".join(result.output.split())
     result = runner.invoke(app, ["eval-noise", str(out[0.3]), str(tmp_path)])
     assert result.exit_code == 2 and "no metrics.json" in " ".join(result.output.split())
+    result = runner.invoke(app, ["eval-noise", str(out[0.3]), str(tmp_path / "missing")])
+    assert result.exit_code == 2 and "no such folder" in " ".join(result.output.split())
     other = json.loads((out[0.7] / "metrics.json").read_text())
     other["config"]["eval_samples"] = 8  # scored another set than A: which one to use must be said
     (tmp_path / "metrics.json").write_text(json.dumps(other))
