@@ -94,18 +94,24 @@ def rows_backbone(folder: Path, reference: Path | None = None) -> tuple[dict | N
     return None, ""
 
 
+def _mismatch(made: dict, mine: dict, whose: str, what: str, consequence: str) -> str | None:
+    """Why ``made`` (the rows' weights, known as ``whose`` says) and ``mine`` (``what``) differ, ending with
+    ``consequence``; None when they are the same weights."""
+    differs = weights_differing(made, mine)
+    if differs is None:
+        return f"{whose}: a micro backbone of another seed or sizes than {what}"
+    if differs:
+        return f"{whose}, and {what} differs ({', '.join(differs)}; losses: {loss_words(made, mine)}){consequence}"
+    return None
+
+
 def other_backbone(folder: Path, mine: dict, reference: Path | None = None) -> str | None:
     """Why the rows in ``folder`` were made with other weights than ``mine`` (None: same, or unknown)."""
     made, whose = rows_backbone(folder, reference)
     if made is None or made.get(MIXED):
         return None  # a mixed folder was let in on purpose (--other-backbone); verify refuses its trials
-    differs = weights_differing(made, mine)
-    if differs is None:
-        return f"{whose}: a micro backbone of another seed or sizes than this one"
-    if differs:
-        return (f"{whose}, and this machine's differs ({', '.join(differs)}; losses: {loss_words(made, mine)}), "
-                "so new rows would not pair seed by seed with the old ones")
-    return None
+    return _mismatch(made, mine, whose, "this machine's",
+                     ", so new rows would not pair seed by seed with the old ones")
 
 
 def mark_mixed(folder: Path, reference: Path | None = None) -> None:
@@ -148,12 +154,6 @@ def rerun_refusal(folder: Path, config: dict, row_version: int | None = None,
     if not cache_is_complete(here):
         return (f"the micro backbone is not prepared on this machine ({here}): run `ntbench prepare` first, so that "
                 "verify can check it is the one that made these rows")
-    mine = read_manifest(here)
-    differs = weights_differing(made, mine)
-    if differs is None:
-        return f"{whose}: a micro backbone of another seed or sizes than this machine's"
-    if differs:
-        return (f"{whose}, and this machine's differs ({', '.join(differs)}; losses: {loss_words(made, mine)}): "
-                "a CPU with other arithmetic makes other weights, so a rerun here would differ whatever the code "
-                "did. Verify these rows on the kind of machine that made them")
-    return None
+    return _mismatch(made, read_manifest(here), whose, "this machine's",
+                     ": a CPU with other arithmetic makes other weights, so a rerun here would differ whatever the "
+                     "code did. Verify these rows on the kind of machine that made them")

@@ -179,7 +179,8 @@ def run(
     unknown_words = (f"[bold yellow]warning:[/] {folder} holds rows from before ntbench recorded which micro "
                      "backbone made them, and no committed reference says; if they were made on a CPU with other "
                      "arithmetic, the new rows do not pair seed by seed with them (README, 'Reproducibility')")
-    if legacy and mine and rows_backbone(folder)[0] is None:
+    unknown = legacy and rows_backbone(folder)[0] is None  # no committed reference to take them from
+    if unknown and mine:
         err.print(unknown_words)
     from ntbench.cli.grid_queue import ClaimsFirstError, claim_cells_first, keep_places
 
@@ -210,7 +211,7 @@ def run(
         late = mine or suite_micro_manifest(suite)
         if late and not legacy and write_record(folder, late):
             err.print(f"recorded the micro backbone's weights in {folder / RECORD}")
-        elif late and legacy and not mine and rows_backbone(folder)[0] is None:
+        elif late and unknown and not mine:  # prepared during the run: the warning could not be said before
             err.print(unknown_words)
     failed = int((df.status == "FAIL").sum()) if len(df) else 0
     if as_json:
