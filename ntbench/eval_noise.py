@@ -2,7 +2,8 @@
 
 Why: a suite's seeds share one evaluation set, but two models get different samples right, so a finite set
 adds its own noise to every per-seed difference, and pairing by seed does not remove it. On the micro
-backbone (v5, on an AVX-512/AMX CPU whose weights differ from the committed reference) it was measured as sd 0.011-0.012 of the β 0.4 − 0.5 difference at 500 samples (0.0034-0.0037 at 5000),
+backbone (v5, on an AVX-512/AMX CPU whose weights differ from the committed reference) it was measured as
+sd 0.011-0.012 of the β 0.4 − 0.5 difference at 500 samples (0.0034-0.0037 at 5000),
 independent from seed to seed: a third to a half of the per-seed variance among seeds that do not branch
 (results/micro/resolution.md 0e). Whether a larger evaluation set or more seeds buys more
 resolution depends on that share, and this module measures it for any two saved trials: both models score the
